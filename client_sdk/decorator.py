@@ -1,0 +1,126 @@
+"""``@compute_this``: turn a function into one that runs on the cluster."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from client_sdk import transport
+from client_sdk.job import Job
+from client_sdk.serialization import dumps_call
+
+
+class RemoteFunction:
+    """A function that runs on a computethis worker.
+
+    ``f.compute(*a)`` returns the result; ``f.submit(*a)`` returns a :class:`Job`;
+    ``f(*a)`` returns a :class:`DeferredCall` (nothing runs yet); ``f.map(items)``
+    runs one job per item; ``f.local(*a)`` runs here, in this process.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        name: str | None = None,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.timeout = timeout
+        self.retries = retries
+        self.name = name or getattr(func, "__qualname__", None)
+        self._signature = inspect.signature(func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DeferredCall:
+        self._check_arguments(args, kwargs)
+        return DeferredCall(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<computethis function {self.name}>"
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function in this process (no cluster, no network)."""
+        return self.func(*args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Job:
+        """Send one call to the gateway and return its :class:`Job` at once."""
+        self._check_arguments(args, kwargs)
+        params: dict[str, Any] = {}
+        if self.timeout is not None:
+            params["timeout"] = self.timeout
+        if self.retries:
+            params["retries"] = self.retries
+        if self.name:
+            params["name"] = self.name[:200]
+        response = transport.request(
+            "POST",
+            "/jobs",
+            params=params,
+            data=dumps_call(self.func, args, kwargs),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Idempotency-Key": uuid.uuid4().hex,
+            },
+        )
+        info = response.json()
+        return Job(info["id"], info)
+
+    def compute(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one call on a worker and return its result (or raise its exception)."""
+        return self.submit(*args, **kwargs).result()
+
+    def map(self, items: Iterable[Any]) -> list[Any]:
+        """Run ``func(item)`` for each item on the cluster; results in input order."""
+        jobs = [self.submit(item) for item in items]
+        return [job.result() for job in jobs]
+
+    def _check_arguments(self, args: tuple, kwargs: dict) -> None:
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+
+
+class DeferredCall:
+    """A call not yet sent: ``.run()``/``.compute()`` runs it, ``.submit()`` queues it."""
+
+    def __init__(self, function: RemoteFunction, args: tuple, kwargs: dict) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"<deferred call of {self.function.name}>"
+
+    def submit(self) -> Job:
+        return self.function.submit(*self.args, **self.kwargs)
+
+    def compute(self) -> Any:
+        return self.function.compute(*self.args, **self.kwargs)
+
+    run = compute
+
+
+def compute_this(
+    func: Callable[..., Any] | None = None,
+    *,
+    timeout: float | None = None,
+    retries: int = 0,
+    name: str | None = None,
+) -> Any:
+    """Decorate a function so it runs on the cluster.
+
+    Works bare (``@compute_this``), called (``@compute_this()``) or with options
+    (``@compute_this(timeout=60, retries=2)``). ``timeout`` stops a job that runs
+    longer (seconds); ``retries`` re-runs a job that raised.
+    """
+
+    def wrap(target: Callable[..., Any]) -> RemoteFunction:
+        return RemoteFunction(target, timeout=timeout, retries=retries, name=name)
+
+    return wrap(func) if func is not None else wrap

@@ -1,0 +1,105 @@
+"""Serialize calls and deserialize results and remote exceptions with dill.
+
+Functions and classes from the caller's own modules (files that are not installed
+packages) are shipped by value, like those in ``__main__``: workers usually cannot
+import the caller's files.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib
+import os
+import sys
+import sysconfig
+import threading
+from typing import Any
+
+import dill
+import dill._dill
+
+from client_sdk.errors import GATEWAY_ERRORS, RemoteError
+
+_OWN_PACKAGES = {"client_sdk", "gateway", "worker", "scheduler", "distribute_challenge"}
+_INSTALLED_ROOTS = tuple(
+    os.path.realpath(path)
+    for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    if (path := sysconfig.get_paths().get(key))
+)
+_state = threading.local()
+_dill_locate = dill._dill._locate_function
+
+
+def _locate(obj: Any, pickler: Any = None) -> bool:
+    """dill's by-reference test, answering 'not locatable' for the caller's own modules."""
+    if getattr(_state, "by_value", False) and is_user_module(getattr(obj, "__module__", None)):
+        return False
+    return _dill_locate(obj, pickler)
+
+
+dill._dill._locate_function = _locate
+
+
+@functools.lru_cache(maxsize=4096)
+def is_user_module(name: str | None) -> bool:
+    """True for a module loaded from a file outside the stdlib and site-packages."""
+    if not name or name == "__main__":
+        return False
+    top = name.partition(".")[0]
+    if top in _OWN_PACKAGES or top in sys.stdlib_module_names:
+        return False
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    return not os.path.realpath(path).startswith(_INSTALLED_ROOTS)
+
+
+def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes:
+    """The request body for a job: dill bytes of ``(func, args, kwargs)``."""
+    _state.by_value = True
+    try:
+        return dill.dumps((func, args, kwargs), recurse=True)
+    finally:
+        _state.by_value = False
+
+
+def loads_result(data: bytes) -> Any:
+    return dill.loads(data)
+
+
+def rebuild_exception(job: dict[str, Any]) -> BaseException:
+    """The original exception of a failed job if it can be rebuilt, else a RemoteError."""
+    error = job.get("error") or {}
+    exc: Any = None
+    if job.get("exception"):
+        try:
+            exc = dill.loads(base64.b64decode(job["exception"]))
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        return GATEWAY_ERRORS.get(error.get("type", ""), RemoteError)(error)
+    exc = _as_local_class(exc)
+    traceback_text = error.get("traceback") or ""
+    exc.remote_traceback = traceback_text  # type: ignore[attr-defined]
+    if traceback_text and hasattr(exc, "add_note"):
+        exc.add_note(f"Remote traceback (computed on a worker):\n{traceback_text.rstrip()}")
+    return exc
+
+
+def _as_local_class(exc: BaseException) -> BaseException:
+    """If the exception's class was shipped by value, swap in the caller's own class."""
+    cls = type(exc)
+    try:
+        local = importlib.import_module(cls.__module__)
+        for part in cls.__qualname__.split("."):
+            local = getattr(local, part)
+    except Exception:
+        return exc
+    if local is cls or not (isinstance(local, type) and issubclass(local, BaseException)):
+        return exc
+    rebuilt = local.__new__(local)
+    rebuilt.__dict__.update(exc.__dict__)
+    rebuilt.args = exc.args
+    return rebuilt

@@ -1,0 +1,87 @@
+"""HTTP to the gateway: one pooled session per thread, JSON errors, retries with backoff."""
+
+from __future__ import annotations
+
+import platform
+import random
+import threading
+import time
+from typing import Any
+
+import dill
+import requests
+
+from client_sdk.config import Settings, settings
+from client_sdk.errors import ApiError, GatewayUnreachable
+
+API = "/api/v1"
+RETRY_FOR = 60.0  # seconds of connection errors ridden out before giving up
+HEADERS = {
+    "X-Computethis-Python": platform.python_version(),
+    "X-Computethis-Dill": dill.__version__,
+}
+
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.headers.update(HEADERS)
+        _local.session = session
+    return session
+
+
+def request(
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    config: Settings | None = None,
+) -> requests.Response:
+    """Send a request, retrying connection errors with backoff for up to ``RETRY_FOR`` s.
+
+    A POST is only retried when it carries an ``Idempotency-Key`` (the gateway then
+    answers a repeat with the job it already created). Error statuses raise ApiError.
+    """
+    config = config or settings()
+    all_headers = dict(headers or {})
+    if config.token:
+        all_headers["Authorization"] = f"Bearer {config.token}"
+    retry = method != "POST" or "Idempotency-Key" in all_headers
+    deadline = time.monotonic() + RETRY_FOR
+    delay = 0.05
+    while True:
+        try:
+            response = _session().request(
+                method,
+                f"{config.url}{API}{path}",
+                params=params,
+                data=data,
+                headers=all_headers,
+                timeout=timeout,
+            )
+        except requests.ConnectionError as exc:
+            if not retry or time.monotonic() + delay > deadline:
+                raise GatewayUnreachable(
+                    f"cannot reach the computethis gateway at {config.url} ({exc}); "
+                    "is `computethis up` running, and is COMPUTETHIS_URL right?"
+                ) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+            continue
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    try:
+        body = response.json()
+        return ApiError(response.status_code, body.get("error", "error"), body.get("message", ""))
+    except ValueError:
+        return ApiError(response.status_code, "http_error", response.text[:500])

@@ -1,0 +1,1 @@
+"""The computethis gateway: Flask app, REST resources, job store and Dask submission."""

@@ -1,0 +1,70 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Flask, request
+from flask_restful import Api
+
+from gateway import resources
+from gateway.config import GatewayConfig
+from gateway.context import ADMIN_TENANT, Gateway, gateway
+from gateway.dispatcher import Dispatcher
+from gateway.errors import ApiError, error_response, install_error_handlers
+from gateway.store import JobStore
+from gateway.waiters import Waiters
+
+API = "/api/v1"
+PUBLIC_ENDPOINTS = {"health"}
+
+
+class JsonApi(Api):
+    """Flask-RESTful API whose errors use the project's JSON error shape."""
+
+    def handle_error(self, e: Exception) -> Any:
+        return error_response(e)
+
+
+def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
+    """Build the gateway app. ``scheduler`` is an address or a Dask cluster object.
+
+    The caller starts the dispatcher (``app.extensions["computethis"].dispatcher.start()``)
+    once the app is about to serve, and closes it on shutdown.
+    """
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body
+    store = JobStore(config.save_dir, durable=config.durable)
+    waiters = Waiters()
+    dispatcher = Dispatcher(store, waiters, scheduler)
+    app.extensions["computethis"] = Gateway(config, store, waiters, dispatcher)
+
+    install_error_handlers(app)
+    app.before_request(_authenticate)
+
+    api = JsonApi(app, catch_all_404s=True)
+    api.add_resource(resources.JobList, f"{API}/jobs", endpoint="jobs")
+    api.add_resource(resources.JobItem, f"{API}/jobs/<string:job_id>", endpoint="job")
+    api.add_resource(resources.JobCancel, f"{API}/jobs/<string:job_id>/cancel", endpoint="cancel")
+    api.add_resource(resources.JobResult, f"{API}/jobs/<string:job_id>/result", endpoint="result")
+    api.add_resource(resources.WorkerList, f"{API}/workers", endpoint="workers")
+    api.add_resource(resources.Health, f"{API}/health", endpoint="health")
+    return app
+
+
+def _authenticate() -> None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = gateway().config.token
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+            "(the token `computethis up` printed, or COMPUTETHIS_TOKEN)",
+            {"WWW-Authenticate": 'Bearer realm="computethis"'},
+        )
+    request.environ["computethis.tenant"] = ADMIN_TENANT

@@ -1,0 +1,19 @@
+"""Gateway settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+
+@dataclass
+class GatewayConfig:
+    """Everything the gateway process needs to know."""
+
+    save_dir: Path
+    token: str
+    max_body: int = DEFAULT_MAX_BODY
+    max_wait: float = 300.0
+    durable: bool = True

@@ -1,0 +1,61 @@
+"""Parse and validate query parameters, answering 400 with a clear message."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from gateway.errors import ApiError
+
+_NAME_UNSAFE = re.compile(r"[^\w .:@+-]")
+
+
+def number(args: dict, key: str, *, default: float | None, low: float, high: float) -> float | None:
+    raw = args.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{key} must be a number, got {raw!r}") from None
+    if math.isnan(value) or not low <= value <= high:
+        raise ApiError(
+            400, "invalid_parameter", f"{key} must be between {low:g} and {high:g}, got {raw!r}"
+        )
+    return value
+
+
+def integer(args: dict, key: str, *, default: int, low: int, high: int) -> int:
+    raw = args.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{key} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(
+            400, "invalid_parameter", f"{key} must be between {low} and {high}, got {raw!r}"
+        )
+    return value
+
+
+def choice(args: dict, key: str, options: tuple[str, ...]) -> str | None:
+    raw = args.get(key)
+    if raw is None or raw == "":
+        return None
+    if raw not in options:
+        raise ApiError(
+            400, "invalid_parameter", f"{key} must be one of {', '.join(options)}, got {raw!r}"
+        )
+    return raw
+
+
+def job_name(args: dict) -> str | None:
+    """A display name: at most 200 characters, anything unusual replaced by '_'."""
+    raw = args.get("name")
+    if raw is None or raw == "":
+        return None
+    if len(raw) > 200:
+        raise ApiError(400, "invalid_parameter", "name must be at most 200 characters")
+    return _NAME_UNSAFE.sub("_", raw)

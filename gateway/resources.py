@@ -1,0 +1,192 @@
+"""REST resources of API v1. Request bodies and results are stored and forwarded as bytes."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Response, request, send_file, url_for
+from flask_restful import Resource
+
+from gateway import params
+from gateway.context import gateway, tenant
+from gateway.errors import ApiError, not_found
+from gateway.payload import InvalidPayload, check_call_payload
+from gateway.store import ACTIVE, FINISHED, STATUSES, Job, JobSpec, PayloadTooLarge
+
+PAYLOAD_TYPE = "application/octet-stream"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+PYTHON_HEADER = "X-Computethis-Python"
+DILL_HEADER = "X-Computethis-Dill"
+MAX_TIMEOUT = 30 * 24 * 3600.0
+
+
+def own_job(job_id: str) -> Job:
+    """The caller's job, or 404 (another tenant's job looks exactly like a missing one)."""
+    job = gateway().store.get(job_id)
+    if job is None or job.tenant != tenant():
+        raise not_found(job_id)
+    return job
+
+
+def cancel(job: Job) -> bool:
+    """Cancel an active job (restarting its worker if it runs); False if it was done."""
+    gw = gateway()
+    if job.status not in ACTIVE or not gw.store.cancel(job.id):
+        return False
+    gw.dispatcher.cancel(job)
+    gw.waiters.notify([job.id])
+    return True
+
+
+class JobList(Resource):
+    def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Store a call (dill bytes of ``(func, args, kwargs)``) as a job and queue it.
+
+        Answers 201 once the job is durably stored; 200 with the existing job when
+        the ``Idempotency-Key`` was already used by this tenant.
+        """
+        gw = gateway()
+        if request.mimetype != PAYLOAD_TYPE:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"send the dill bytes of (func, args, kwargs) with Content-Type: {PAYLOAD_TYPE}",
+            )
+        spec = JobSpec(
+            tenant=tenant(),
+            name=params.job_name(request.args),
+            timeout=params.number(
+                request.args, "timeout", default=None, low=0.001, high=MAX_TIMEOUT
+            ),
+            retries=params.integer(request.args, "retries", default=0, low=0, high=100),
+            python_version=request.headers.get(PYTHON_HEADER),
+            dill_version=request.headers.get(DILL_HEADER),
+            idempotency_key=_idempotency_key(),
+        )
+        existing = gw.store.find_by_key(spec.tenant, spec.idempotency_key)
+        if existing is not None:
+            return existing.to_json(), 200, {"Location": url_for("job", job_id=existing.id)}
+        _check_python_version(spec.python_version, gw.dispatcher.cluster.python_versions)
+        try:
+            staged = gw.store.stage_payload(request.stream, gw.config.max_body)
+        except PayloadTooLarge:
+            raise ApiError(
+                413, "payload_too_large", f"the body is larger than {gw.config.max_body} bytes"
+            ) from None
+        try:
+            if staged.size == 0:
+                raise InvalidPayload("the body is empty; send dill.dumps((func, args, kwargs))")
+            with open(staged.path, "rb") as body:
+                check_call_payload(body)
+        except InvalidPayload as exc:
+            gw.store.discard(staged)
+            raise ApiError(400, "invalid_payload", str(exc)) from None
+        job, created = gw.store.create(spec, staged)
+        if created:
+            gw.dispatcher.submit(job)
+        return job.to_json(), 201 if created else 200, {"Location": url_for("job", job_id=job.id)}
+
+    def get(self) -> dict[str, Any]:
+        """The caller's jobs, newest first, ``limit`` at a time."""
+        args = request.args
+        status = params.choice(args, "status", STATUSES)
+        limit = params.integer(args, "limit", default=50, low=1, high=1000)
+        cursor = args.get("cursor")
+        before = None
+        if cursor:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise ApiError(400, "invalid_parameter", f"cursor {cursor!r} is not one we issued")
+            before = int(cursor)
+        jobs = gateway().store.list(tenant=tenant(), status=status, limit=limit, before_seq=before)
+        next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
+        return {"jobs": [job.to_json() for job in jobs], "next_cursor": next_cursor}
+
+
+class JobItem(Resource):
+    def get(self, job_id: str) -> dict[str, Any]:
+        return own_job(job_id).to_json()
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job; delete a finished, failed or cancelled one."""
+        gw = gateway()
+        job = own_job(job_id)
+        if cancel(job):
+            return {**own_job(job_id).to_json(), "deleted": False}
+        gw.store.delete(job.id)
+        gw.waiters.notify([job.id])
+        return {"id": job.id, "deleted": True}
+
+
+class JobCancel(Resource):
+    def post(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job; a job already done is left as it is."""
+        cancel(own_job(job_id))
+        return own_job(job_id).to_json()
+
+
+class JobResult(Resource):
+    def get(self, job_id: str) -> Response | tuple[dict[str, Any], int]:
+        """Long-poll for the outcome: bytes when finished, error JSON when failed."""
+        gw = gateway()
+        wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
+        with gw.waiters.watch(job_id) as done:
+            job = own_job(job_id)
+            if not job.done and wait:
+                done.wait(wait)
+                job = own_job(job_id)
+        if job.status == FINISHED:
+            try:
+                result = open(gw.store.result_path(job.id), "rb")  # noqa: SIM115 - closed by send_file
+            except FileNotFoundError:
+                raise not_found(job_id) from None
+            return send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
+        if job.done:
+            body = job.to_json()
+            if job.exception:
+                body["exception"] = base64.b64encode(job.exception).decode()
+            return body, 200
+        return job.to_json(), 202
+
+
+class WorkerList(Resource):
+    def get(self) -> dict[str, Any]:
+        return {"workers": gateway().dispatcher.workers()}
+
+
+class Health(Resource):
+    def get(self) -> tuple[dict[str, Any], int]:
+        """``ok`` (200) when the scheduler is reachable and has workers, else ``degraded`` (503)."""
+        cluster = gateway().dispatcher.cluster
+        healthy = cluster.connected and bool(cluster.workers)
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "scheduler": cluster.scheduler,
+            "workers": len(cluster.workers),
+        }
+        return body, 200 if healthy else 503
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        raise ApiError(
+            400, "invalid_header", "Idempotency-Key must be 1 to 200 printable characters"
+        )
+    return key
+
+
+def _check_python_version(client: str | None, workers: frozenset[str]) -> None:
+    if not client or not workers:
+        return
+    major_minor = ".".join(client.split(".")[:2])
+    if major_minor not in workers:
+        raise ApiError(
+            400,
+            "python_version_mismatch",
+            f"your Python {major_minor} cannot run on workers with Python "
+            f"{', '.join(sorted(workers))}: pickled code only loads on the same Python "
+            "major.minor; use that version on the client",
+        )

@@ -1,0 +1,460 @@
+"""Durable job store: SQLite (WAL) for job records, files for payloads and results.
+
+The store is the source of truth. A job's payload file is fsynced and its row
+committed before the client is told the job exists; results are written to a
+temporary name, fsynced and renamed, so a crash never leaves half a result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "finished",
+    "failed",
+    "cancelled",
+)
+STATUSES = (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED)
+ACTIVE = (QUEUED, RUNNING)
+TERMINAL = (FINISHED, FAILED, CANCELLED)
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_CHUNK = 1 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             TEXT NOT NULL UNIQUE,
+    tenant         TEXT NOT NULL,
+    name           TEXT,
+    status         TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    started_at     REAL,
+    finished_at    REAL,
+    worker         TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    timeout        REAL,
+    retries        INTEGER NOT NULL DEFAULT 0,
+    python_version TEXT,
+    dill_version   TEXT,
+    payload_size   INTEGER NOT NULL,
+    result_size    INTEGER,
+    error          TEXT,
+    exception      BLOB,
+    idempotency_key TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_worker ON jobs (worker, status);
+"""
+
+
+class PayloadTooLarge(Exception):
+    """The request body exceeded the configured maximum."""
+
+
+@dataclass
+class JobSpec:
+    """What a client asked for when it submitted a job."""
+
+    tenant: str
+    name: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    python_version: str | None = None
+    dill_version: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Job:
+    """One job record."""
+
+    id: str
+    seq: int
+    tenant: str
+    name: str | None
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    attempts: int
+    timeout: float | None
+    retries: int
+    python_version: str | None
+    dill_version: str | None
+    payload_size: int
+    result_size: int | None
+    error: dict[str, Any] | None
+    exception: bytes | None = field(default=None, repr=False)
+    idempotency_key: str | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON view of the job (no payload, no pickled exception)."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration": (
+                round(self.finished_at - self.started_at, 6)
+                if self.finished_at and self.started_at
+                else None
+            ),
+            "worker": self.worker,
+            "attempts": self.attempts,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "python_version": self.python_version,
+            "dill_version": self.dill_version,
+            "payload_size": self.payload_size,
+            "result_size": self.result_size,
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+@dataclass
+class Outcome:
+    """What a worker reported for one job, ready to be recorded."""
+
+    job_id: str
+    ok: bool
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: dict[str, Any] | None = None
+    body: bytes | memoryview = b""
+
+
+@dataclass
+class StagedPayload:
+    """A request body written to a temporary file, not yet a job."""
+
+    job_id: str
+    path: Path
+    size: int
+
+
+class JobStore:
+    """Job records in SQLite plus payload/result files under ``save_dir``."""
+
+    def __init__(self, save_dir: str | os.PathLike[str], *, durable: bool = True) -> None:
+        self.save_dir = Path(save_dir)
+        self.durable = durable
+        self.payload_dir = self.save_dir / "payloads"
+        self.result_dir = self.save_dir / "results"
+        self.tmp_dir = self.save_dir / "tmp"
+        for directory in (self.payload_dir, self.result_dir, self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.save_dir / "jobs.sqlite3"
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)
+
+    # -- connections --------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- paths --------------------------------------------------------------------
+
+    def payload_path(self, job_id: str) -> Path:
+        return self.payload_dir / _checked(job_id)
+
+    def result_path(self, job_id: str) -> Path:
+        return self.result_dir / _checked(job_id)
+
+    # -- submission ---------------------------------------------------------------
+
+    def stage_payload(self, stream: IO[bytes], max_bytes: int) -> StagedPayload:
+        """Copy a request body to a temporary file (fsynced); raise if it is too large."""
+        job_id = uuid.uuid4().hex
+        path = self.tmp_dir / f"{job_id}.payload"
+        size = 0
+        try:
+            with open(path, "wb") as out:
+                while chunk := stream.read(_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(max_bytes)
+                    out.write(chunk)
+                self._sync(out)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return StagedPayload(job_id, path, size)
+
+    def discard(self, staged: StagedPayload) -> None:
+        staged.path.unlink(missing_ok=True)
+
+    def create(self, spec: JobSpec, staged: StagedPayload) -> tuple[Job, bool]:
+        """Turn a staged payload into a queued job, durably.
+
+        Returns ``(job, True)``; or ``(existing job, False)`` when the tenant already
+        submitted a job with the same idempotency key (the staged payload is dropped).
+        """
+        os.replace(staged.path, self.payload_path(staged.job_id))
+        self._sync_dir(self.payload_dir)
+        try:
+            self._insert(spec, staged)
+        except sqlite3.IntegrityError:
+            self.payload_path(staged.job_id).unlink(missing_ok=True)
+            existing = self.find_by_key(spec.tenant, spec.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        job = self.get(staged.job_id)
+        assert job is not None
+        return job, True
+
+    def find_by_key(self, tenant: str, key: str | None) -> Job | None:
+        """The tenant's job submitted with idempotency key ``key``, if any."""
+        if key is None:
+            return None
+        row = (
+            self._db()
+            .execute("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?", (tenant, key))
+            .fetchone()
+        )
+        return _job(row) if row else None
+
+    def _insert(self, spec: JobSpec, staged: StagedPayload) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
+                " python_version, dill_version, payload_size, idempotency_key)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    staged.job_id,
+                    spec.tenant,
+                    spec.name,
+                    QUEUED,
+                    time.time(),
+                    spec.timeout,
+                    spec.retries,
+                    spec.python_version,
+                    spec.dill_version,
+                    staged.size,
+                    spec.idempotency_key,
+                ),
+            )
+
+    def read_payload(self, job_id: str) -> bytes:
+        return self.payload_path(job_id).read_bytes()
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        if not JOB_ID.match(job_id):
+            return None
+        row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list(
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> list[Job]:
+        """Jobs newest first; ``before_seq`` continues a previous page."""
+        clauses, params = [], []
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            params.append(tenant)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(before_seq)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db().execute(
+            f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
+        return [_job(row) for row in rows]
+
+    def active(self) -> list[Job]:
+        """Queued and running jobs, oldest first (what a restart must resubmit)."""
+        rows = self._db().execute("SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY seq", ACTIVE)
+        return [_job(row) for row in rows]
+
+    def worker_stats(self) -> dict[str, dict[str, Any]]:
+        """Per worker address: jobs finished and the job it is running, if any."""
+        stats: dict[str, dict[str, Any]] = {}
+        db = self._db()
+        for row in db.execute(
+            "SELECT worker, COUNT(*) FROM jobs WHERE status = ? AND worker IS NOT NULL"
+            " GROUP BY worker",
+            (FINISHED,),
+        ):
+            stats.setdefault(row[0], {"completed": 0, "current_job": None})["completed"] = row[1]
+        for row in db.execute(
+            "SELECT worker, id FROM jobs WHERE status = ? AND worker IS NOT NULL", (RUNNING,)
+        ):
+            stats.setdefault(row[0], {"completed": 0, "current_job": None})["current_job"] = row[1]
+        return stats
+
+    # -- state changes ------------------------------------------------------------
+
+    def mark_started(self, job_id: str, worker: str, started_at: float) -> bool:
+        """A worker began an attempt. Returns False if the job is no longer active."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, worker = ?, started_at = ?, attempts = attempts + 1"
+                " WHERE id = ? AND status IN (?, ?)",
+                (RUNNING, worker, started_at, job_id, *ACTIVE),
+            )
+        return cursor.rowcount == 1
+
+    def record(self, outcomes: Iterable[Outcome]) -> list[str]:
+        """Record finished/failed outcomes in one transaction; returns the ids recorded.
+
+        An outcome for a job that is no longer active (cancelled, deleted, already
+        recorded) is dropped, so each result is recorded exactly once.
+        """
+        outcomes = list(outcomes)
+        written: list[Path] = []
+        for outcome in outcomes:
+            if outcome.ok:
+                written.append(self._write_result(outcome.job_id, outcome.body))
+        recorded: list[str] = []
+        with self._transaction() as db:
+            for outcome in outcomes:
+                if outcome.ok:
+                    status, error, exception = FINISHED, None, None
+                    size: int | None = len(outcome.body)
+                else:
+                    status, error, size = FAILED, json.dumps(outcome.error), None
+                    exception = bytes(outcome.body) or None
+                cursor = db.execute(
+                    "UPDATE jobs SET status = ?, worker = COALESCE(?, worker),"
+                    " started_at = COALESCE(?, started_at), finished_at = ?,"
+                    " attempts = MAX(attempts, 1), result_size = ?, error = ?, exception = ?"
+                    " WHERE id = ? AND status IN (?, ?)",
+                    (
+                        status,
+                        outcome.worker,
+                        outcome.started_at,
+                        outcome.finished_at or time.time(),
+                        size,
+                        error,
+                        exception,
+                        outcome.job_id,
+                        *ACTIVE,
+                    ),
+                )
+                if cursor.rowcount == 1:
+                    recorded.append(outcome.job_id)
+        for outcome in outcomes:
+            if outcome.ok and outcome.job_id not in recorded:
+                self.result_path(outcome.job_id).unlink(missing_ok=True)
+        return recorded
+
+    def cancel(self, job_id: str) -> bool:
+        """Mark an active job cancelled. Returns False if it was not active."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status IN (?, ?)",
+                (CANCELLED, time.time(), job_id, *ACTIVE),
+            )
+        return cursor.rowcount == 1
+
+    def delete(self, job_id: str) -> bool:
+        """Delete a job record with its payload and result files."""
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self.payload_path(job_id).unlink(missing_ok=True)
+        self.result_path(job_id).unlink(missing_ok=True)
+        return cursor.rowcount == 1
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- files --------------------------------------------------------------------
+
+    def _write_result(self, job_id: str, body: bytes | memoryview) -> Path:
+        final = self.result_path(job_id)
+        tmp = self.tmp_dir / f"{job_id}.result"
+        with open(tmp, "wb") as out:
+            out.write(body)
+            self._sync(out)
+        os.replace(tmp, final)
+        self._sync_dir(self.result_dir)
+        return final
+
+    def _sync(self, handle: IO[bytes]) -> None:
+        if self.durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _sync_dir(self, directory: Path) -> None:
+        if self.durable:
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _checked(job_id: str) -> str:
+    if not JOB_ID.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return job_id
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _job(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["error"] = json.loads(values["error"]) if values["error"] else None
+    return Job(**values)

@@ -1,0 +1,1 @@
+"""Dask scheduler start-up with computethis's configuration."""

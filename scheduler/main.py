@@ -1,0 +1,29 @@
+"""``computethis scheduler``: a Dask scheduler with computethis's settings."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from distributed import Scheduler
+
+from scheduler.config import apply_config
+
+
+async def run_scheduler(host: str, port: int) -> None:
+    """Serve a scheduler until SIGINT or SIGTERM."""
+    apply_config()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Scheduler(host=host, port=port, dashboard=False) as scheduler:
+        print(f"computethis scheduler at {scheduler.address}", flush=True)
+        finished = asyncio.ensure_future(scheduler.finished())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+
+
+def main(host: str, port: int) -> None:
+    asyncio.run(run_scheduler(host, port))

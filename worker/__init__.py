@@ -1,0 +1,1 @@
+"""Dask worker start-up and the code that runs one job on a worker."""

@@ -1,0 +1,146 @@
+"""Run one job on a Dask worker: deserialize the call, run it, serialize the outcome.
+
+This is the only place in computethis where user bytes are unpickled.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Any
+
+import dill
+
+from worker.envelope import Envelope, pack
+
+STARTED_TOPIC = "computethis.started"
+MAX_PICKLED_EXCEPTION = 1 << 20
+
+
+class JobFailed(Exception):
+    """The user's function raised. Carries the packed error envelope.
+
+    Raised (rather than returned) so that Dask's own ``retries`` re-run the job.
+    """
+
+    def __init__(self, envelope: bytes) -> None:
+        super().__init__(envelope)
+
+    @property
+    def envelope(self) -> bytes:
+        return self.args[0]
+
+
+def run_job(job_id: str, payload: bytes) -> bytes:
+    """Execute the call in ``payload`` (dill bytes of ``(func, args, kwargs)``).
+
+    Returns a packed :class:`Envelope`; raises :class:`JobFailed` if the function raised.
+    """
+    worker = _worker_address()
+    started = time.time()
+    _announce_start(job_id, worker, started)
+
+    def finish(ok: bool, error: dict[str, Any] | None = None, body: bytes = b"") -> bytes:
+        return pack(Envelope(ok, worker, started, time.time(), error, body))
+
+    try:
+        func, args, kwargs = load_call(payload)
+    except Exception as exc:
+        return finish(False, deserialization_error(exc))
+
+    try:
+        value = func(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
+        error = describe_exception(exc, skip_frames=1)
+        raise JobFailed(finish(False, error, _pickle_exception(exc))) from None
+
+    try:
+        body = dill.dumps(value, protocol=dill.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        error = {
+            "type": "SerializationError",
+            "message": (
+                f"the function returned a {type(value).__name__}, which cannot be pickled "
+                f"({type(exc).__name__}: {exc}); return plain data instead"
+            ),
+            "traceback": traceback.format_exc(),
+        }
+        return finish(False, error)
+    return finish(True, body=body)
+
+
+def load_call(payload: bytes) -> tuple[Any, tuple, dict]:
+    """Unpickle a call payload and check its shape."""
+    call = dill.loads(payload)
+    if not (isinstance(call, tuple) and len(call) == 3):
+        raise TypeError("payload is not a (function, args, kwargs) tuple")
+    func, args, kwargs = call
+    if not callable(func) or not isinstance(args, tuple) or not isinstance(kwargs, dict):
+        raise TypeError("payload is not a (function, args, kwargs) tuple")
+    return func, args, kwargs
+
+
+def describe_exception(exc: BaseException, skip_frames: int = 0) -> dict[str, Any]:
+    """JSON description of an exception, its traceback minus ``skip_frames`` outer frames."""
+    cls = type(exc)
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        tb = tb.tb_next if tb is not None else None
+    qualified = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return {
+        "type": cls.__name__,
+        "qualified_type": qualified,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(cls, exc, tb)),
+    }
+
+
+def deserialization_error(exc: BaseException) -> dict[str, Any]:
+    """Explain why a payload could not be unpickled on this worker."""
+    version = ".".join(map(str, sys.version_info[:3]))
+    if isinstance(exc, ModuleNotFoundError):
+        hint = (
+            f"the worker cannot import module {exc.name!r}: install it on the workers "
+            "or define the function in your script"
+        )
+    elif isinstance(exc, TypeError) and "payload is not" in str(exc):
+        hint = "the payload must be dill bytes of a (function, args, kwargs) tuple"
+    else:
+        hint = (
+            f"the worker (Python {version}, dill {dill.__version__}) could not unpickle the "
+            "payload; check that client and workers run the same Python and dill versions"
+        )
+    return {
+        "type": "DeserializationError",
+        "message": f"{hint} ({type(exc).__name__}: {exc})",
+        "traceback": traceback.format_exc(),
+    }
+
+
+def _pickle_exception(exc: BaseException) -> bytes:
+    try:
+        exc.__traceback__ = None
+        data = dill.dumps(exc)
+    except Exception:
+        return b""
+    return data if len(data) <= MAX_PICKLED_EXCEPTION else b""
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except ValueError:
+        return None
+
+
+def _announce_start(job_id: str, worker: str | None, started: float) -> None:
+    if worker is None:
+        return
+    from distributed import get_worker
+
+    get_worker().log_event(STARTED_TOPIC, {"job": job_id, "worker": worker, "time": started})
