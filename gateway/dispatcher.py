@@ -19,7 +19,7 @@ from typing import Any
 
 from distributed import Client, Future
 
-from gateway.store import ACTIVE, Job, JobStore, Outcome
+from gateway.store import ACTIVE, RUNNING, Job, JobStore, Outcome
 from gateway.waiters import Waiters
 from worker.envelope import unpack
 from worker.runner import STARTED_TOPIC, JobFailed, run_job
@@ -125,9 +125,20 @@ class Dispatcher:
             future = self._futures.pop(job.id, None)
         if future is None or self.client is None:
             return
+        worker = job.worker if job.status == RUNNING else self._processing_worker(job.id)
         future.cancel()
-        if job.worker:
-            threading.Thread(target=self._restart_worker, args=(job.worker,), daemon=True).start()
+        if worker:
+            threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
+
+    def _processing_worker(self, job_id: str) -> str | None:
+        """The worker the scheduler gave this job to, if any (its start may be unrecorded)."""
+        assert self.client is not None
+        key = dask_key(job_id)
+        try:
+            processing = self.client.processing()
+        except Exception:
+            return None
+        return next((worker for worker, keys in processing.items() if key in keys), None)
 
     def _restart_worker(self, address: str) -> None:
         try:

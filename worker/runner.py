@@ -49,11 +49,15 @@ def run_job(job_id: str, payload: bytes) -> bytes:
     except Exception as exc:
         return finish(False, deserialization_error(exc))
 
+    failure: bytes | None = None
     try:
         value = func(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
-        error = describe_exception(exc, skip_frames=1)
-        raise JobFailed(finish(False, error, _pickle_exception(exc))) from None
+        failure = finish(False, describe_exception(exc, skip_frames=1), _pickle_exception(exc))
+    if failure is not None:
+        # Raised outside the except block: no __context__ pointing at user objects
+        # that Dask would then fail to pickle.
+        raise JobFailed(failure)
 
     try:
         body = dill.dumps(value, protocol=dill.HIGHEST_PROTOCOL)

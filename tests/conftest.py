@@ -1,0 +1,29 @@
+"""Shared fixtures: a real `computethis up` stack (LocalCluster + gateway on a real port)."""
+
+from __future__ import annotations
+
+import pytest
+
+import client_sdk
+from client_sdk import config as sdk_config
+from tests.stack import Stack, start_stack
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """One `computethis up --workers 2` shared by the end-to-end tests."""
+    running = start_stack(tmp_path_factory.mktemp("stack") / "save", workers=WORKERS)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sdk(stack: Stack) -> Stack:
+    """Point the SDK at the shared stack for one test."""
+    saved = dict(sdk_config._overrides)
+    client_sdk.configure(url=stack.url, token=stack.token)
+    yield stack
+    sdk_config._overrides.clear()
+    sdk_config._overrides.update(saved)

@@ -1,0 +1,143 @@
+"""Start and stop real computethis processes for tests (stopped by pid, never by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+COMPUTETHIS = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """A running ``computethis up`` (or gateway) process and how to reach it."""
+
+    process: subprocess.Popen
+    url: str
+    token: str
+    save_dir: Path
+    log_path: Path
+    children: list[psutil.Process] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/api/v1{path}"
+
+    def wait_for_workers(self, count: int, timeout: float = 60) -> None:
+        """Wait until ``count`` workers are connected (e.g. after a cancel restarted one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = requests.get(self.api("/health"), timeout=10).json()
+            if health["workers"] == count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{health['workers']} workers, expected {count}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the process, wait for it and all its children to exit; return its code."""
+        if self.process.poll() is None:
+            self.children = psutil.Process(self.process.pid).children(recursive=True)
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(self.process.pid)
+            raise
+        _, alive = psutil.wait_procs(self.children, timeout=timeout)
+        for proc in alive:
+            proc.kill()
+        assert not alive, f"processes left behind after stop: {alive}"
+        return code
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    for proc in [*parent.children(recursive=True), parent]:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def start_process(args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child process
+    return subprocess.Popen(
+        args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{log_path.read_text(errors='replace')}")
+        try:
+            if requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(
+        f"{url} not healthy after {timeout}s:\n{log_path.read_text(errors='replace')}"
+    )
+
+
+def start_stack(
+    save_dir: Path,
+    *,
+    workers: int = 2,
+    token: str = "test-token",
+    port: int | None = None,
+    extra: list[str] | None = None,
+) -> Stack:
+    """``computethis up`` as a subprocess, waited for until /health answers 200."""
+    port = port or free_port()
+    save_dir.mkdir(parents=True, exist_ok=True)
+    log_path = save_dir.parent / f"{save_dir.name}-up-{port}.log"
+    args = [
+        *COMPUTETHIS,
+        "up",
+        "--workers",
+        str(workers),
+        "--port",
+        str(port),
+        "--save-dir",
+        str(save_dir),
+        "--token",
+        token,
+        *(extra or []),
+    ]
+    process = start_process(args, log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, log_path)
+    except BaseException:
+        kill_tree(process.pid)
+        raise
+    return Stack(process, url, token, save_dir, log_path)
