@@ -1,0 +1,146 @@
+"""Real `computethis` processes: restarts keep results, signals stop everything, and the
+scheduler / worker / gateway subcommands work as separate processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import client_sdk
+from client_sdk import Job, compute_this
+from client_sdk import config as sdk_config
+from tests.stack import (
+    COMPUTETHIS,
+    Stack,
+    free_port,
+    kill_tree,
+    start_process,
+    start_stack,
+    wait_healthy,
+)
+
+
+@compute_this
+def cube(x):
+    return x**3
+
+
+@compute_this
+def nap_then_cube(x, seconds):
+    import time
+
+    time.sleep(seconds)
+    return x**3
+
+
+@pytest.fixture
+def point_sdk():
+    saved = dict(sdk_config._overrides)
+
+    def point(stack_url: str, token: str) -> None:
+        client_sdk.configure(url=stack_url, token=token)
+
+    yield point
+    sdk_config._overrides.clear()
+    sdk_config._overrides.update(saved)
+
+
+def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk):
+    save_dir = tmp_path / "save"
+    first = start_stack(save_dir, workers=1)
+    try:
+        point_sdk(first.url, first.token)
+        finished = cube.submit(3)
+        assert finished.result(timeout=60) == 27
+        blocker = nap_then_cube.submit(1, 30)  # occupies the only worker
+        unfinished = cube.submit(4)  # still queued when the gateway stops
+        time.sleep(0.5)
+        assert unfinished.status() == "queued"
+    finally:
+        assert first.stop(signal.SIGTERM) == 0
+
+    second = start_stack(save_dir, workers=1, port=free_port())
+    try:
+        point_sdk(second.url, second.token)
+        assert Job.from_id(finished.id).result(timeout=10) == 27
+        assert blocker.cancel() == "cancelled"  # resubmitted after the restart; free the worker
+        assert Job.from_id(unfinished.id).result(timeout=120) == 64
+    finally:
+        assert second.stop(signal.SIGINT) == 0
+
+
+def test_sigterm_stops_everything_without_orphans(tmp_path: Path):
+    stack = start_stack(tmp_path / "save", workers=2)
+    assert stack.stop(signal.SIGTERM) == 0  # stop() asserts every child process exited
+    assert stack.children, "expected worker processes to have been running"
+    assert "stopping gateway" in stack.log()
+
+
+def _start(args: list[str], log: Path):
+    return start_process([*COMPUTETHIS, *args], log)
+
+
+def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_sdk):
+    scheduler_port, http_port = free_port(), free_port()
+    scheduler_address = f"tcp://127.0.0.1:{scheduler_port}"
+    url = f"http://127.0.0.1:{http_port}"
+    processes = []
+    try:
+        # The gateway comes up first: degraded, but it accepts and stores jobs.
+        gateway_log = tmp_path / "gateway.log"
+        gateway = _start(
+            [
+                "gateway",
+                "--scheduler",
+                scheduler_address,
+                "--port",
+                str(http_port),
+                "--save-dir",
+                str(tmp_path / "save"),
+                "--token",
+                "sep-token",
+            ],
+            gateway_log,
+        )
+        processes.append(gateway)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = requests.get(f"{url}/api/v1/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, gateway_log.read_text()
+                time.sleep(0.1)
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        point_sdk(url, "sep-token")
+        early = cube.submit(5)
+        assert early.status() == "queued"
+
+        processes.append(
+            _start(
+                ["scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port)],
+                tmp_path / "scheduler.log",
+            )
+        )
+        processes.append(
+            _start(
+                ["worker", scheduler_address, "--nworkers", "2", "--name", "box"],
+                tmp_path / "worker.log",
+            )
+        )
+        wait_healthy(url, gateway, gateway_log, timeout=90)
+        assert early.result(timeout=60) == 125
+        assert cube.map(range(6)) == [x**3 for x in range(6)]
+        workers = requests.get(
+            f"{url}/api/v1/workers", headers={"Authorization": "Bearer sep-token"}, timeout=10
+        ).json()["workers"]
+        assert sorted(w["name"] for w in workers) == ["box-0", "box-1"]
+    finally:
+        for process in reversed(processes):
+            Stack(process, url, "", tmp_path, tmp_path / "x.log").stop(signal.SIGTERM, timeout=30)
+        for process in processes:
+            kill_tree(process.pid)
