@@ -215,7 +215,7 @@ def test_concurrent_sleep_jobs_spread_one_per_worker_without_overlap(sdk):
         by_worker.setdefault(info["worker"], []).append((info["started_at"], info["finished_at"]))
     for spans in by_worker.values():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end <= start, f"jobs overlapped on one worker: {spans}"
 
 
@@ -292,9 +292,11 @@ def test_retries_rerun_a_failing_job(tmp_path: Path):
 
     @compute_this(retries=2)
     def flaky(path):
-        with open(path, "a") as handle:
+        with open(path, "a+") as handle:
             handle.write("x")
-        if len(open(path).read()) < 3:
+            handle.seek(0)
+            attempts = len(handle.read())
+        if attempts < 3:
             raise RuntimeError("not yet")
         return "third time lucky"
 

@@ -1,0 +1,84 @@
+"""The demos in demos/ run as scripts against a real ``computethis up`` and print what they say."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.stack import REPO, Stack
+
+DEMOS = REPO / "demos"
+TIMEOUT = 120
+
+
+def run_demo(stack: Stack, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python demos/<name> args...`` pointed at ``stack`` via the environment."""
+    env = {
+        **os.environ,
+        "COMPUTETHIS_URL": stack.url,
+        "COMPUTETHIS_TOKEN": stack.token,
+        "PYTHONUNBUFFERED": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, str(Path("demos") / name), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, f"{name} exited {result.returncode}:\n{result.stderr}"
+    return result
+
+
+def test_challenge(stack):
+    result = run_demo(stack, "challenge.py")
+    assert result.stdout.strip().splitlines()[-1] == "func(2) = 4"
+
+
+def test_main_demo(stack):
+    result = run_demo(stack, "main_demo.py")
+    assert result.stdout.strip().splitlines()[-1] == "square(25) = 625"
+
+
+def test_main_easy(stack):
+    result = run_demo(stack, "main_easy.py")
+    assert result.stdout.strip().splitlines()[-1].endswith("= [49995001, 49995002, 49995003]")
+
+
+def test_main_hard(stack):
+    result = run_demo(stack, "main_hard.py", "--n", "20000", "--calls", "3")
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"cluster: 3 calls in \d+\.\d\d s", lines[0]), lines
+    assert re.fullmatch(r"local: +3 calls in \d+\.\d\d s", lines[1]), lines
+    assert re.fullmatch(r"speed-up: \d+\.\d\dx", lines[2]), lines
+    # primes below 20000, 21000, 22000
+    assert lines[3] == "results agree: True [2262, 2360, 2464]", lines
+
+
+def test_main_hard_rejects_bad_arguments():
+    result = subprocess.run(
+        [sys.executable, "demos/main_hard.py", "--calls", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 2
+    assert "--calls" in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(DEMOS.glob("*.py")), ids=lambda path: path.name)
+def test_demo_is_documented_and_guarded(path: Path):
+    source = path.read_text()
+    tree = ast.parse(source)
+    docstring = ast.get_docstring(tree)
+    assert docstring and "make up" in docstring and f"demos/{path.name}" in docstring
+    assert "COMPUTETHIS_TOKEN" in docstring
+    assert 'if __name__ == "__main__":' in source
