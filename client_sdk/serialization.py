@@ -23,7 +23,7 @@ from client_sdk.errors import GATEWAY_ERRORS, RemoteError
 
 _OWN_PACKAGES = {"client_sdk", "gateway", "worker", "scheduler", "distribute_challenge"}
 _INSTALLED_ROOTS = tuple(
-    os.path.realpath(path)
+    os.path.join(os.path.realpath(path), "")
     for key in ("stdlib", "platstdlib", "purelib", "platlib")
     if (path := sysconfig.get_paths().get(key))
 )

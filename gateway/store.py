@@ -21,18 +21,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = (
+QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, EXPIRED = (
     "queued",
     "running",
     "finished",
     "failed",
     "cancelled",
+    "expired",
 )
-STATUSES = (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, EXPIRED)
 ACTIVE = (QUEUED, RUNNING)
-TERMINAL = (FINISHED, FAILED, CANCELLED)
+TERMINAL = (FINISHED, FAILED, CANCELLED)  # done, result (or error) still kept
+DONE = (*TERMINAL, EXPIRED)
 
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID = re.compile(r"[0-9a-f]{32}\Z")
 _CHUNK = 1 << 20
 
 _SCHEMA = """
@@ -106,7 +108,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in DONE
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON view of the job (no payload, no pickled exception)."""
@@ -351,46 +353,121 @@ class JobStore:
     def record(self, outcomes: Iterable[Outcome]) -> list[str]:
         """Record finished/failed outcomes in one transaction; returns the ids recorded.
 
-        An outcome for a job that is no longer active (cancelled, deleted, already
-        recorded) is dropped, so each result is recorded exactly once.
+        Each result is recorded exactly once: an outcome for a job that is no longer
+        active (cancelled, deleted, already recorded, or repeated in this batch) is
+        dropped and never touches a stored result. Result bodies are written to
+        temporary files first and renamed into place under the write lock, just before
+        the commit that makes them visible.
         """
-        outcomes = list(outcomes)
-        written: list[Path] = []
-        for outcome in outcomes:
-            if outcome.ok:
-                written.append(self._write_result(outcome.job_id, outcome.body))
-        recorded: list[str] = []
-        with self._transaction() as db:
+        pending: dict[str, tuple[Outcome, Path | None]] = {}
+        try:
             for outcome in outcomes:
-                if outcome.ok:
-                    status, error, exception = FINISHED, None, None
-                    size: int | None = len(outcome.body)
-                else:
-                    status, error, size = FAILED, json.dumps(outcome.error), None
-                    exception = bytes(outcome.body) or None
-                cursor = db.execute(
-                    "UPDATE jobs SET status = ?, worker = COALESCE(?, worker),"
-                    " started_at = COALESCE(?, started_at), finished_at = ?,"
-                    " attempts = MAX(attempts, 1), result_size = ?, error = ?, exception = ?"
-                    " WHERE id = ? AND status IN (?, ?)",
-                    (
-                        status,
-                        outcome.worker,
-                        outcome.started_at,
-                        outcome.finished_at or time.time(),
-                        size,
-                        error,
-                        exception,
-                        outcome.job_id,
-                        *ACTIVE,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    recorded.append(outcome.job_id)
-        for outcome in outcomes:
-            if outcome.ok and outcome.job_id not in recorded:
-                self.result_path(outcome.job_id).unlink(missing_ok=True)
-        return recorded
+                if outcome.job_id in pending:
+                    continue
+                tmp = self._write_tmp_result(outcome.job_id, outcome.body) if outcome.ok else None
+                pending[outcome.job_id] = (outcome, tmp)
+            recorded: list[str] = []
+            with self._transaction() as db:
+                active = set(self._active_among(db, list(pending)))
+                for job_id in (job_id for job_id in pending if job_id in active):
+                    outcome, tmp = pending[job_id]
+                    if tmp is not None:
+                        os.replace(tmp, self.result_path(job_id))
+                    self._update_outcome(db, outcome)
+                    recorded.append(job_id)
+                if any(pending[job_id][1] for job_id in recorded):
+                    self._sync_dir(self.result_dir)
+            return recorded
+        finally:
+            for _, tmp in pending.values():
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+
+    def _active_among(self, db: sqlite3.Connection, job_ids: list[str]) -> list[str]:
+        active: list[str] = []
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) AND status IN (?, ?)", (*chunk, *ACTIVE)
+            )
+            active += [row[0] for row in rows]
+        return active
+
+    def _update_outcome(self, db: sqlite3.Connection, outcome: Outcome) -> None:
+        if outcome.ok:
+            status, error, exception = FINISHED, None, None
+            size: int | None = len(outcome.body)
+        else:
+            status, error, size = FAILED, json.dumps(outcome.error), None
+            exception = bytes(outcome.body) or None
+        db.execute(
+            "UPDATE jobs SET status = ?, worker = COALESCE(?, worker),"
+            " started_at = COALESCE(?, started_at), finished_at = ?,"
+            " attempts = MAX(attempts, 1), result_size = ?, error = ?, exception = ?"
+            " WHERE id = ?",
+            (
+                status,
+                outcome.worker,
+                outcome.started_at,
+                outcome.finished_at or time.time(),
+                size,
+                error,
+                exception,
+                outcome.job_id,
+            ),
+        )
+
+    def expire(self, finished_before: float) -> list[str]:
+        """Mark done jobs that finished before the cutoff ``expired`` and delete their files."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE status IN (?, ?, ?) AND finished_at < ?",
+                (*TERMINAL, finished_before),
+            ).fetchall()
+            ids = [row[0] for row in rows]
+            db.executemany(
+                "UPDATE jobs SET status = ?, exception = NULL WHERE id = ?",
+                [(EXPIRED, job_id) for job_id in ids],
+            )
+        for job_id in ids:
+            self.payload_path(job_id).unlink(missing_ok=True)
+            self.result_path(job_id).unlink(missing_ok=True)
+        return ids
+
+    def repair(self) -> dict[str, int]:
+        """Start-up check: make records and files agree after a crash.
+
+        Drops temporary files, fails active jobs whose payload is gone and finished jobs
+        whose result is gone, and deletes payload/result files that belong to no job.
+        """
+        counts = {"tmp_files": 0, "payload_lost": 0, "result_lost": 0, "orphan_files": 0}
+        for leftover in self.tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+            counts["tmp_files"] += 1
+        db = self._db()
+        ids = {row[0] for row in db.execute("SELECT id FROM jobs")}
+        lost: list[Outcome] = []
+        for job in self.active():
+            if not self.payload_path(job.id).exists():
+                lost.append(Outcome(job.id, ok=False, error=_lost("PayloadLost", "payload")))
+                counts["payload_lost"] += 1
+        self.record(lost)
+        finished = db.execute("SELECT id FROM jobs WHERE status = ?", (FINISHED,)).fetchall()
+        for (job_id,) in finished:
+            if not self.result_path(job_id).exists():
+                with self._transaction() as tx:
+                    tx.execute(
+                        "UPDATE jobs SET status = ?, error = ?, result_size = NULL WHERE id = ?",
+                        (FAILED, json.dumps(_lost("ResultLost", "result")), job_id),
+                    )
+                counts["result_lost"] += 1
+        for directory in (self.payload_dir, self.result_dir):
+            for path in directory.iterdir():
+                if path.name not in ids:
+                    path.unlink(missing_ok=True)
+                    counts["orphan_files"] += 1
+        return counts
 
     def cancel(self, job_id: str) -> bool:
         """Mark an active job cancelled. Returns False if it was not active."""
@@ -417,15 +494,12 @@ class JobStore:
 
     # -- files --------------------------------------------------------------------
 
-    def _write_result(self, job_id: str, body: bytes | memoryview) -> Path:
-        final = self.result_path(job_id)
-        tmp = self.tmp_dir / f"{job_id}.result"
+    def _write_tmp_result(self, job_id: str, body: bytes | memoryview) -> Path:
+        tmp = self.tmp_dir / f"{job_id}.{uuid.uuid4().hex[:8]}.result"
         with open(tmp, "wb") as out:
             out.write(body)
             self._sync(out)
-        os.replace(tmp, final)
-        self._sync_dir(self.result_dir)
-        return final
+        return tmp
 
     def _sync(self, handle: IO[bytes]) -> None:
         if self.durable:
@@ -445,6 +519,15 @@ def _checked(job_id: str) -> str:
     if not JOB_ID.match(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
     return job_id
+
+
+def _lost(kind: str, what: str) -> dict[str, str]:
+    return {
+        "type": kind,
+        "message": f"the job's stored {what} file is missing (found at gateway start-up); "
+        "submit the job again",
+        "traceback": "",
+    }
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -47,7 +47,8 @@ def pack(envelope: Envelope) -> bytes:
 def unpack(data: bytes | bytearray | memoryview) -> Envelope:
     """Parse bytes made by :func:`pack`; the body is a zero-copy view."""
     view = memoryview(data)
-    end = bytes(view[:65536]).find(_SEPARATOR)
+    # bytes/bytearray search in place; anything else is copied once (small in practice).
+    end = (data if isinstance(data, (bytes, bytearray)) else view.tobytes()).find(_SEPARATOR)
     if end < 0:
         raise ValueError("malformed job envelope: no header line")
     header = json.loads(bytes(view[:end]))

@@ -16,6 +16,8 @@ from worker.envelope import Envelope, pack
 
 STARTED_TOPIC = "computethis.started"
 MAX_PICKLED_EXCEPTION = 1 << 20
+MAX_MESSAGE = 10_000
+MAX_TRACEBACK = 50_000
 
 
 class JobFailed(Exception):
@@ -97,9 +99,23 @@ def describe_exception(exc: BaseException, skip_frames: int = 0) -> dict[str, An
     return {
         "type": cls.__name__,
         "qualified_type": qualified,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(cls, exc, tb)),
+        "message": _clip(_safe_str(exc), MAX_MESSAGE),
+        "traceback": _clip("".join(traceback.format_exception(cls, exc, tb)), MAX_TRACEBACK),
     }
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def _clip(text: str, limit: int) -> str:
+    """Keep the end of long text (where a traceback's cause is), marking the cut."""
+    if len(text) <= limit:
+        return text
+    return f"[{len(text) - limit} characters cut]...{text[-limit:]}"
 
 
 def deserialization_error(exc: BaseException) -> dict[str, Any]:
