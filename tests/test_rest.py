@@ -49,6 +49,7 @@ def assert_json_error(response: requests.Response, status: int, error: str | Non
 
 
 def test_health_needs_no_token(stack: Stack):
+    stack.wait_for_workers(2)  # workers restarted by earlier cancels rejoin first
     response = requests.get(stack.api("/health"), timeout=10)
     assert response.status_code == 200
     assert response.json() == {
