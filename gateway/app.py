@@ -13,6 +13,7 @@ from gateway.config import GatewayConfig
 from gateway.context import ADMIN_TENANT, Gateway, gateway
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError, error_response, install_error_handlers
+from gateway.janitor import Janitor
 from gateway.store import JobStore
 from gateway.waiters import Waiters
 
@@ -30,7 +31,7 @@ class JsonApi(Api):
 def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     """Build the gateway app. ``scheduler`` is an address or a Dask cluster object.
 
-    The caller starts the dispatcher (``app.extensions["computethis"].dispatcher.start()``)
+    The caller starts the background work (``app.extensions["computethis"].start()``)
     once the app is about to serve, and closes it on shutdown.
     """
     app = Flask(__name__)
@@ -38,7 +39,8 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     store = JobStore(config.save_dir, durable=config.durable)
     waiters = Waiters()
     dispatcher = Dispatcher(store, waiters, scheduler)
-    app.extensions["computethis"] = Gateway(config, store, waiters, dispatcher)
+    janitor = Janitor(store, config.result_ttl)
+    app.extensions["computethis"] = Gateway(config, store, waiters, dispatcher, janitor)
 
     install_error_handlers(app)
     app.before_request(_authenticate)

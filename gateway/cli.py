@@ -6,8 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from gateway.config import DEFAULT_MAX_BODY
+from gateway.config import DEFAULT_MAX_BODY, DEFAULT_RESULT_TTL, GatewayConfig
+from scheduler.config import DEFAULT_ALLOWED_FAILURES
 
 DEFAULT_SAVE_DIR = os.environ.get("COMPUTETHIS_SAVE_DIR", "save")
 
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes, one thread each (default: CPU count)",
     )
     _gateway_options(up)
+    _allowed_failures_option(up)
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway against a scheduler")
     gateway.add_argument("--scheduler", required=True, help="scheduler address, tcp://HOST:8786")
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler = commands.add_parser("scheduler", help="run a Dask scheduler")
     scheduler.add_argument("--host", default="0.0.0.0", help="interface to listen on")
     scheduler.add_argument("--port", type=int, default=8786, help="port (default 8786)")
+    _allowed_failures_option(scheduler)
 
     worker = commands.add_parser("worker", help="run Dask workers connected to a scheduler")
     worker.add_argument(
@@ -67,6 +71,43 @@ def _gateway_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY,
         help="largest request body in bytes (default 64 MiB)",
     )
+    parser.add_argument(
+        "--result-ttl",
+        type=_seconds,
+        default=DEFAULT_RESULT_TTL,
+        help="seconds a finished job's result is kept before it expires (default 7 days)",
+    )
+
+
+def _allowed_failures_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allowed-failures",
+        type=_positive,
+        default=None,
+        help="times a job may kill its worker before it fails "
+        f"(default {DEFAULT_ALLOWED_FAILURES})",
+    )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def gateway_config(args: argparse.Namespace) -> tuple[GatewayConfig, bool]:
+    """The gateway's settings from parsed options; also whether the token was generated."""
+    from gateway.server import resolve_token
+
+    token, generated = resolve_token(args.token)
+    config = GatewayConfig(
+        save_dir=Path(args.save_dir),
+        token=token,
+        max_body=args.max_body,
+        result_ttl=args.result_ttl,
+    )
+    return config, generated
 
 
 def _positive(text: str) -> int:
@@ -81,29 +122,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         from gateway.embedded import run_embedded
 
+        config, generated = gateway_config(args)
         run_embedded(
+            config,
             workers=args.workers,
             host=args.host,
             port=args.port,
-            save_dir=args.save_dir,
-            token=args.token,
-            max_body=args.max_body,
+            token_generated=generated,
+            allowed_failures=args.allowed_failures,
         )
     elif args.command == "gateway":
         from gateway.server import run_gateway
 
+        config, generated = gateway_config(args)
         run_gateway(
-            args.scheduler,
-            host=args.host,
-            port=args.port,
-            save_dir=args.save_dir,
-            token=args.token,
-            max_body=args.max_body,
+            args.scheduler, config, host=args.host, port=args.port, token_generated=generated
         )
     elif args.command == "scheduler":
         from scheduler.main import main as scheduler_main
 
-        scheduler_main(args.host, args.port)
+        scheduler_main(args.host, args.port, args.allowed_failures)
     elif args.command == "worker":
         from worker.main import main as worker_main
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -17,3 +18,4 @@ class GatewayConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_wait: float = 300.0
     durable: bool = True
+    result_ttl: float = DEFAULT_RESULT_TTL  # seconds a done job's result is kept

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from flask import current_app, request
 
 from gateway.config import GatewayConfig
 from gateway.dispatcher import Dispatcher
+from gateway.janitor import Janitor
 from gateway.store import JobStore
 from gateway.waiters import Waiters
+
+log = logging.getLogger(__name__)
 
 ADMIN_TENANT = "admin"
 
@@ -22,6 +26,20 @@ class Gateway:
     store: JobStore
     waiters: Waiters
     dispatcher: Dispatcher
+    janitor: Janitor
+
+    def start(self) -> None:
+        """Repair the store after a crash, then start submitting and expiring jobs."""
+        repaired = self.store.repair()
+        if any(repaired.values()):
+            log.warning("store repaired at start-up: %s", repaired)
+        self.dispatcher.start()
+        self.janitor.start()
+
+    def close(self) -> None:
+        self.janitor.close()
+        self.dispatcher.close()
+        self.store.close()
 
 
 def gateway() -> Gateway:

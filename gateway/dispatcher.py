@@ -5,6 +5,11 @@ One long-lived :class:`distributed.Client` per gateway. Request threads call
 recorder thread, which gathers results in batches, writes them to the store in one
 transaction and wakes long-polling requests. Start events come from workers through
 Dask's event topics (msgpack, never pickle).
+
+The store is the source of truth. Whenever the gateway (re)connects to a scheduler it
+*reconciles*: every queued or running job without a live future is re-attached if the
+scheduler still has its task (kept alive by :mod:`scheduler.plugin` across gateway
+restarts) and resubmitted from its stored payload otherwise (the scheduler restarted).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from distributed import Client, Future
 
 from gateway.store import ACTIVE, RUNNING, Job, JobStore, Outcome
 from gateway.waiters import Waiters
+from scheduler.plugin import KEY_PREFIX, LIVE_STATES, KeepJobsAlive
 from worker.envelope import unpack
 from worker.runner import STARTED_TOPIC, JobFailed, run_job
 
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 # The gateway's Dask client only ever needs raw bytes back from workers: refuse
 # pickle on the data path so a result can never be unpickled here.
 GATEWAY_DESERIALIZERS = ("dask", "msgpack")
+CONNECT_TIMEOUT = 5.0
+_RPC_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,15 @@ class ClusterState:
     python_versions: frozenset[str]
 
 
+DISCONNECTED = ClusterState(False, None, {}, frozenset())
+
+
 def dask_key(job_id: str) -> str:
-    return f"computethis-{job_id}"
+    return f"{KEY_PREFIX}{job_id}"
+
+
+def job_id_of(key: Any) -> str:
+    return str(key).removeprefix(KEY_PREFIX)
 
 
 class Dispatcher:
@@ -61,11 +76,13 @@ class Dispatcher:
         self.scheduler = scheduler
         self.refresh_interval = refresh_interval
         self.client: Client | None = None
-        self.cluster = ClusterState(False, None, {}, frozenset())
+        self.cluster = DISCONNECTED
+        self._scheduler_id: str | None = None
         self._futures: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._deadlines: list[tuple[float, str, int]] = []
+        self._reconcile_needed = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -76,14 +93,6 @@ class Dispatcher:
             thread = threading.Thread(target=target, name=f"computethis-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-
-    def wait_connected(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.cluster.connected:
-                return True
-            time.sleep(0.05)
-        return False
 
     def close(self) -> None:
         self._stopping.set()
@@ -100,33 +109,37 @@ class Dispatcher:
         with self._lock:
             if not self.cluster.connected or job.id in self._futures:
                 return
-            self._submit_locked(job, self.store.read_payload(job.id))
+            self._submit_locked(job)
 
-    def _submit_locked(self, job: Job, payload: bytes) -> None:
+    def _submit_locked(self, job: Job) -> None:
         assert self.client is not None
         future = self.client.submit(
             run_job,
             job.id,
-            payload,
+            self.store.read_payload(job.id),
             key=dask_key(job.id),
             pure=False,
             retries=job.retries or None,
         )
-        self._futures[job.id] = future
+        self._track_locked(job.id, future)
+
+    def _track_locked(self, job_id: str, future: Future) -> None:
+        self._futures[job_id] = future
         future.add_done_callback(self._on_done)
 
-    def _submit_active(self) -> None:
-        for job in self.store.active():
-            self.submit(job)
-
     def cancel(self, job: Job) -> None:
-        """Stop a job in Dask; a running job's worker is restarted through its nanny."""
+        """Stop a job in Dask; the worker running it is restarted through its nanny."""
         with self._lock:
             future = self._futures.pop(job.id, None)
-        if future is None or self.client is None:
+        client = self.client
+        if future is None or client is None:
             return
         worker = job.worker if job.status == RUNNING else self._processing_worker(job.id)
-        future.cancel()
+        try:
+            self._release([future.key])
+            client.cancel([future], force=True)
+        except Exception as exc:
+            log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:
             threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
 
@@ -147,55 +160,135 @@ class Dispatcher:
         except Exception:
             log.exception("could not restart worker %s", address)
 
-    # -- cluster ------------------------------------------------------------------
+    # -- connection ---------------------------------------------------------------
 
     def _connect_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.client = Client(
-                    self.scheduler,
-                    timeout=5,
-                    set_as_default=False,
-                    deserializers=list(GATEWAY_DESERIALIZERS),
-                )
-                break
-            except Exception as exc:
-                log.warning("scheduler %s not reachable (%s); retrying", self.scheduler, exc)
-                self._stopping.wait(1.0)
-        if self._stopping.is_set() or self.client is None:
-            return
-        self.client.subscribe_topic(STARTED_TOPIC, self._on_started_event)
-        self._refresh_cluster()
-        self._submit_active()
-        while not self._stopping.wait(self.refresh_interval):
-            self._refresh_cluster()
+                self._tick()
+            except Exception:
+                log.exception("connection check failed")
+            self._stopping.wait(self.refresh_interval)
 
-    def _refresh_cluster(self) -> None:
-        assert self.client is not None
+    def _tick(self) -> None:
+        """One connection check: (re)connect, refresh the cluster view, reconcile."""
+        client = self.client
+        if client is None or client.status in ("closing", "closed", "failed"):
+            self.cluster = DISCONNECTED
+            client = self._open_client()
+            if client is None:
+                return
+        if client.status != "running":  # Dask is reconnecting by itself
+            self.cluster = DISCONNECTED
+            return
         try:
-            info = self.client.scheduler_info(n_workers=-1)
+            info = client.scheduler_info(n_workers=-1)
         except Exception as exc:
             log.warning("scheduler unreachable: %s", exc)
-            self.cluster = ClusterState(False, self.cluster.scheduler, {}, frozenset())
+            self.cluster = DISCONNECTED
             return
+        new_scheduler = info.get("id") != self._scheduler_id
+        if new_scheduler:
+            # Before anything is submitted: the plugin must hold every job's task.
+            log.info("connected to scheduler %s", info.get("address"))
+            client.register_plugin(KeepJobsAlive())
+            client.subscribe_topic(STARTED_TOPIC, self._on_started_event)
+            self._scheduler_id = info.get("id")
+        self._update_cluster(client, info)
+        if new_scheduler or self._reconcile_needed.is_set():
+            self._reconcile()
+
+    def _open_client(self) -> Client | None:
+        old = self.client
+        if old is not None:
+            old.close(timeout=1)
+        try:
+            client = Client(
+                self.scheduler,
+                timeout=CONNECT_TIMEOUT,
+                set_as_default=False,
+                deserializers=list(GATEWAY_DESERIALIZERS),
+            )
+        except Exception as exc:
+            log.warning("scheduler %s not reachable (%s); retrying", self.scheduler, exc)
+            return None
+        with self._lock:
+            self.client = client
+            self._futures.clear()  # futures of a closed client are dead; reconcile
+        self._scheduler_id = None
+        return client
+
+    def _update_cluster(self, client: Client, info: dict[str, Any]) -> None:
         workers = info.get("workers", {})
         versions = self.cluster.python_versions
         if set(workers) != set(self.cluster.workers):
-            versions = self._worker_python_versions()
-        with self._lock:
-            self.cluster = ClusterState(True, info.get("address"), workers, versions)
+            versions = self._worker_python_versions(client) or versions
+        self.cluster = ClusterState(True, info.get("address"), workers, versions)
 
-    def _worker_python_versions(self) -> frozenset[str]:
-        assert self.client is not None
+    def _worker_python_versions(self, client: Client) -> frozenset[str]:
         try:
-            reported = self.client.get_versions(check=False).get("workers", {})
+            reported = client.get_versions(check=False).get("workers", {})
         except Exception:
-            return self.cluster.python_versions
+            return frozenset()
         versions = set()
         for info in reported.values():
             python = (info or {}).get("host", {}).get("python", "")
             versions.add(".".join(python.split(".")[:2]))
         return frozenset(v for v in versions if v)
+
+    def _reconcile(self) -> None:
+        """Give every active job in the store a live future: re-attach or resubmit."""
+        self._reconcile_needed.clear()
+        client = self.client
+        assert client is not None
+        with self._lock:
+            missing = [job for job in self.store.active() if job.id not in self._futures]
+        if not missing:
+            return
+        states = self._scheduler_states([dask_key(job.id) for job in missing])
+        attached, resubmitted = [], 0
+        with self._lock:
+            for job in missing:
+                current = self.store.get(job.id)
+                if job.id in self._futures or current is None or current.status not in ACTIVE:
+                    continue
+                key = dask_key(job.id)
+                if states.get(key) in LIVE_STATES:
+                    self._track_locked(job.id, Future(key, client))
+                    attached.append(key)
+                    if current.status == RUNNING and current.timeout and current.started_at:
+                        self._arm_deadline(current)
+                else:
+                    try:
+                        self._submit_locked(current)
+                        resubmitted += 1
+                    except FileNotFoundError:
+                        log.error("payload of job %s is missing; it cannot run", job.id)
+        for start in range(0, len(attached), _RPC_CHUNK):
+            chunk = attached[start : start + _RPC_CHUNK]
+            client.sync(client.scheduler.computethis_attach, keys=chunk, client_id=client.id)
+        log.info("reconciled: %d jobs re-attached, %d resubmitted", len(attached), resubmitted)
+
+    def _scheduler_states(self, keys: list[str]) -> dict[str, str]:
+        assert self.client is not None
+        states: dict[str, str] = {}
+        for start in range(0, len(keys), _RPC_CHUNK):
+            chunk = keys[start : start + _RPC_CHUNK]
+            states.update(self.client.sync(self.client.scheduler.computethis_states, keys=chunk))
+        return states
+
+    def _release(self, keys: list[str]) -> None:
+        """Let the scheduler forget recorded/cancelled keys held by the keep-alive plugin."""
+        client = self.client
+        if not keys or client is None or client.status != "running":
+            return
+        try:
+            for start in range(0, len(keys), _RPC_CHUNK):
+                client.sync(
+                    client.scheduler.computethis_release, keys=keys[start : start + _RPC_CHUNK]
+                )
+        except Exception as exc:
+            log.warning("could not release %d keys: %s", len(keys), exc)
 
     def workers(self) -> list[dict[str, Any]]:
         """Each worker's address, name, threads, memory and job counts."""
@@ -246,33 +339,49 @@ class Dispatcher:
                 self._expire_deadlines()
             except Exception:
                 log.exception("recorder failed on a batch of %d events", len(batch))
+                self._reconcile_needed.set()
 
     def _handle(self, batch: list[tuple[str, Any]]) -> None:
         for kind, item in batch:
             if kind == "started":
                 self._started(item)
-        finished = [f for kind, f in batch if kind == "done" and f.status == "finished"]
-        outcomes: list[Outcome] = []
-        if finished:
-            assert self.client is not None
-            for future, data in zip(finished, self.client.gather(finished), strict=True):
-                outcomes.append(_outcome(_job_id(future), data))
-        for kind, future in batch:
-            if kind != "done" or future.status == "finished":
-                continue
-            if future.status == "error":
-                outcomes.append(self._failure(future))
-            # "cancelled": either our own cancel (already recorded) or the
-            # scheduler lost the task; the job stays active and is resubmitted.
+        done = [future for kind, future in batch if kind == "done"]
+        outcomes = self._gather_finished([f for f in done if f.status == "finished"])
+        outcomes += [self._failure(f) for f in done if f.status == "error"]
         if outcomes:
             recorded = self.store.record(outcomes)
             self.waiters.notify(recorded)
         with self._lock:
-            for kind, future in batch:
-                if kind == "done":
-                    job_id = _job_id(future)
-                    if self._futures.get(job_id) is future:
-                        del self._futures[job_id]
+            for future in done:
+                job_id = job_id_of(future.key)
+                if self._futures.get(job_id) is future:
+                    del self._futures[job_id]
+                    if future.status not in ("finished", "error"):
+                        # Cancelled or lost without our asking (scheduler gone):
+                        # the job is still active in the store; reconcile it.
+                        self._reconcile_needed.set()
+        self._release([dask_key(outcome.job_id) for outcome in outcomes])
+
+    def _gather_finished(self, finished: list[Future]) -> list[Outcome]:
+        if not finished:
+            return []
+        assert self.client is not None
+        try:
+            results = self.client.gather(finished)
+        except Exception:  # one result lost: fetch one by one, skip what is gone
+            results = []
+            for future in finished:
+                try:
+                    results.append(future.result(timeout=30))
+                except Exception as exc:
+                    log.warning("result of %s lost (%s); will reconcile", future.key, exc)
+                    results.append(None)
+                    self._reconcile_needed.set()
+        return [
+            _outcome(job_id_of(future.key), data)
+            for future, data in zip(finished, results, strict=True)
+            if data is not None
+        ]
 
     def _started(self, event: dict[str, Any]) -> None:
         job_id = event.get("job")
@@ -281,10 +390,14 @@ class Dispatcher:
         if self.store.mark_started(job_id, event["worker"], event["time"]):
             job = self.store.get(job_id)
             if job is not None and job.timeout:
-                heapq.heappush(self._deadlines, (event["time"] + job.timeout, job_id, job.attempts))
+                self._arm_deadline(job)
+
+    def _arm_deadline(self, job: Job) -> None:
+        assert job.timeout and job.started_at
+        heapq.heappush(self._deadlines, (job.started_at + job.timeout, job.id, job.attempts))
 
     def _failure(self, future: Future) -> Outcome:
-        job_id = _job_id(future)
+        job_id = job_id_of(future.key)
         try:
             exc = future.exception(timeout=5)
         except Exception as error:  # the exception itself could not be fetched
@@ -295,7 +408,7 @@ class Dispatcher:
             message = (
                 "the worker died while running this job, "
                 f"{getattr(exc, 'allowed_failures', '?')} times (killed, out of memory, "
-                "or os._exit in the function); the job will not be retried"
+                "or os._exit in the function); it will not be retried"
             )
             error = {"type": "WorkerDied", "message": message, "traceback": ""}
         else:
@@ -316,15 +429,9 @@ class Dispatcher:
                 ),
                 "traceback": "",
             }
-            recorded = self.store.record(
-                [Outcome(job_id, ok=False, error=error, worker=job.worker)]
-            )
-            self.waiters.notify(recorded)
+            outcome = Outcome(job_id, ok=False, error=error, worker=job.worker)
+            self.waiters.notify(self.store.record([outcome]))
             self.cancel(job)
-
-
-def _job_id(future: Future) -> str:
-    return str(future.key).removeprefix("computethis-")
 
 
 def _outcome(job_id: str, data: bytes) -> Outcome:

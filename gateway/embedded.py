@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from distributed import LocalCluster
 
+from gateway.config import GatewayConfig
 from gateway.server import run_gateway
 from scheduler.config import apply_config
 
 
 def run_embedded(
+    config: GatewayConfig,
     *,
     workers: int,
     host: str,
     port: int,
-    save_dir: str | Path,
-    token: str | None,
-    max_body: int,
+    token_generated: bool = False,
+    allowed_failures: int | None = None,
 ) -> None:
     """Start ``workers`` single-threaded worker processes and serve the gateway."""
-    apply_config()
+    apply_config(allowed_failures)
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
@@ -35,11 +34,10 @@ def run_embedded(
         )
         run_gateway(
             cluster.scheduler_address,
+            config,
             host=host,
             port=port,
-            save_dir=save_dir,
-            token=token,
-            max_body=max_body,
+            token_generated=token_generated,
         )
     finally:
         cluster.close(timeout=30)

@@ -12,7 +12,15 @@ from gateway import params
 from gateway.context import gateway, tenant
 from gateway.errors import ApiError, not_found
 from gateway.payload import InvalidPayload, check_call_payload
-from gateway.store import ACTIVE, FINISHED, STATUSES, Job, JobSpec, PayloadTooLarge
+from gateway.store import (
+    ACTIVE,
+    EXPIRED,
+    FINISHED,
+    STATUSES,
+    Job,
+    JobSpec,
+    PayloadTooLarge,
+)
 
 PAYLOAD_TYPE = "application/octet-stream"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -135,6 +143,13 @@ class JobResult(Resource):
             if not job.done and wait:
                 done.wait(wait)
                 job = own_job(job_id)
+        if job.status == EXPIRED:
+            raise ApiError(
+                410,
+                "result_expired",
+                f"job {job.id} finished more than {gw.config.result_ttl:g} s ago and its "
+                "result was removed (see --result-ttl); submit it again",
+            )
         if job.status == FINISHED:
             try:
                 result = open(gw.store.result_path(job.id), "rb")  # noqa: SIM115 - closed by send_file

@@ -6,8 +6,6 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from waitress import create_server
@@ -34,19 +32,15 @@ def resolve_token(token: str | None) -> tuple[str, bool]:
 
 def run_gateway(
     scheduler: Any,
+    config: GatewayConfig,
     *,
     host: str,
     port: int,
-    save_dir: str | Path,
-    token: str | None,
-    max_body: int,
+    token_generated: bool = False,
     threads: int = DEFAULT_THREADS,
-    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the gateway in the foreground until SIGINT/SIGTERM, then stop cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    token, generated = resolve_token(token)
-    config = GatewayConfig(save_dir=Path(save_dir), token=token, max_body=max_body)
     app = create_app(config, scheduler)
     state: Gateway = app.extensions["computethis"]
     server = create_server(
@@ -54,26 +48,21 @@ def run_gateway(
         host=host,
         port=port,
         threads=threads,
-        max_request_body_size=max_body + (1 << 20),
+        max_request_body_size=config.max_body + (1 << 20),
         ident="computethis",
     )
     url = f"http://{host}:{server.effective_port}"
-    state.dispatcher.start()
+    state.start()
     _raise_keyboard_interrupt_on(signal.SIGTERM)
+    note = "  (generated; pass --token or set COMPUTETHIS_TOKEN to keep one)"
     print(f"computethis gateway at {url}", flush=True)
-    print(
-        f"token: {token}" + ("  (generated; pass --token to keep one)" if generated else ""),
-        flush=True,
-    )
-    if on_ready is not None:
-        on_ready(url)
+    print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
     try:
         server.run()  # returns on KeyboardInterrupt
     finally:
         log.info("stopping gateway")
         server.close()
-        state.dispatcher.close()
-        state.store.close()
+        state.close()
 
 
 def _raise_keyboard_interrupt_on(sig: signal.Signals) -> None:

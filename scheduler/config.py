@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import dask
+
+DEFAULT_ALLOWED_FAILURES = 3
 
 SCHEDULER_CONFIG: dict[str, object] = {
     # One task per worker thread, never more: with one thread per worker a worker
     # holds exactly the job it runs, and idle workers get the next job.
     "distributed.scheduler.worker-saturation": 1.0,
     # A job whose worker dies this many times fails instead of killing more workers.
-    "distributed.scheduler.allowed-failures": 3,
+    "distributed.scheduler.allowed-failures": DEFAULT_ALLOWED_FAILURES,
+    # A worker host that silently drops off the network is declared dead (and its
+    # job re-run elsewhere) after this long without a heartbeat (Dask's default: 5 min).
+    "distributed.scheduler.worker-ttl": "30s",
 }
 
 
-def apply_config() -> None:
-    """Set computethis's scheduler settings in this process's Dask config."""
-    dask.config.set(SCHEDULER_CONFIG)
+def env_name(key: str) -> str:
+    """The DASK_* environment variable Dask reads for a config key."""
+    return "DASK_" + key.upper().replace(".", "__").replace("-", "_")
+
+
+def apply_config(allowed_failures: int | None = None) -> None:
+    """Set computethis's scheduler settings, unless a DASK_* variable already sets one."""
+    settings = {
+        key: value for key, value in SCHEDULER_CONFIG.items() if env_name(key) not in os.environ
+    }
+    if allowed_failures is not None:
+        settings["distributed.scheduler.allowed-failures"] = allowed_failures
+    dask.config.set(settings)

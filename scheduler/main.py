@@ -10,9 +10,9 @@ from distributed import Scheduler
 from scheduler.config import apply_config
 
 
-async def run_scheduler(host: str, port: int) -> None:
+async def run_scheduler(host: str, port: int, allowed_failures: int | None = None) -> None:
     """Serve a scheduler until SIGINT or SIGTERM."""
-    apply_config()
+    apply_config(allowed_failures)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -25,5 +25,5 @@ async def run_scheduler(host: str, port: int) -> None:
         stopped.cancel()
 
 
-def main(host: str, port: int) -> None:
-    asyncio.run(run_scheduler(host, port))
+def main(host: str, port: int, allowed_failures: int | None = None) -> None:
+    asyncio.run(run_scheduler(host, port, allowed_failures))

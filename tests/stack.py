@@ -42,7 +42,7 @@ class Stack:
     def api(self, path: str) -> str:
         return f"{self.url}/api/v1{path}"
 
-    def wait_for_workers(self, count: int, timeout: float = 60) -> None:
+    def wait_for_workers(self, count: int, timeout: float = 120) -> None:
         """Wait until ``count`` workers are connected (e.g. after a cancel restarted one)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -1,0 +1,60 @@
+"""Keep computethis tasks alive when the gateway's Dask client goes away.
+
+Dask forgets a task as soon as no client wants it, so a gateway crash would normally
+cancel every running job. This plugin makes a pseudo-client (the job store) want every
+``computethis-*`` key from the moment it is submitted, the way Dask's published
+datasets hold their keys. A restarted gateway then finds its jobs still running (or
+their results still in memory) and re-attaches instead of re-running them. The gateway
+releases a key once its outcome is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+KEY_PREFIX = "computethis-"
+HOLDER = "computethis-job-store"
+PLUGIN_NAME = "computethis-keep-jobs"
+# Scheduler task states in which a task will still produce (or holds) an outcome.
+LIVE_STATES = {"waiting", "queued", "no-worker", "processing", "memory", "erred"}
+
+
+class KeepJobsAlive(SchedulerPlugin):
+    """Holds computethis keys on behalf of the job store; see the module docstring."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        scheduler.handlers["computethis_release"] = self.release
+        scheduler.handlers["computethis_states"] = self.states
+        scheduler.handlers["computethis_attach"] = self.attach
+
+    def update_graph(self, scheduler: Any, *, keys: Any, **kwargs: Any) -> None:
+        ours = [key for key in keys if isinstance(key, str) and key.startswith(KEY_PREFIX)]
+        if ours:
+            scheduler.client_desires_keys(keys=ours, client=HOLDER)
+
+    def release(self, keys: list[str] | None = None) -> int:
+        """Stop holding ``keys`` (their outcome is recorded, or the job was cancelled)."""
+        known = [key for key in keys or () if key in self.scheduler.tasks]
+        if known:
+            self.scheduler.client_releases_keys(keys=known, client=HOLDER)
+        return len(known)
+
+    def attach(self, keys: list[str] | None = None, client_id: str | None = None) -> int:
+        """Make a (new) gateway client want ``keys`` again, so it hears their outcome."""
+        known = [key for key in keys or () if key in self.scheduler.tasks]
+        if known and client_id:
+            self.scheduler.client_desires_keys(keys=known, client=client_id)
+        return len(known)
+
+    def states(self, keys: list[str] | None = None) -> dict[str, str]:
+        """The scheduler state of each known key (unknown keys are left out)."""
+        tasks = self.scheduler.tasks
+        return {key: tasks[key].state for key in keys or () if key in tasks}
