@@ -1,11 +1,22 @@
-"""``computethis worker``: Dask workers (one thread each), each behind a nanny."""
+"""``computethis worker``: Dask workers (one thread each), each behind a nanny.
+
+Dask's nanny restarts a worker process that dies, but a nanny closes itself when it
+loses the scheduler. So each nanny here is supervised: unless the command was asked to
+stop, a nanny that closed is replaced by a new one, which waits for the scheduler to come
+back and registers again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from typing import Any
 
 from distributed import Nanny
+
+log = logging.getLogger("computethis.worker")
+RECONNECT_DELAY = 1.0
 
 
 def worker_names(name: str | None, count: int) -> list[str | None]:
@@ -14,27 +25,51 @@ def worker_names(name: str | None, count: int) -> list[str | None]:
     return [name] if count == 1 else [f"{name}-{i}" for i in range(count)]
 
 
-async def run_workers(scheduler: str, nworkers: int, name: str | None, host: str | None) -> None:
-    """Run ``nworkers`` single-threaded workers until SIGINT or SIGTERM.
+async def supervise(
+    scheduler: str, name: str | None, host: str | None, stop: asyncio.Event
+) -> None:
+    """Keep one single-threaded worker connected to ``scheduler`` until ``stop`` is set."""
+    while not stop.is_set():
+        nanny = Nanny(scheduler, nthreads=1, name=name, host=host, dashboard=False)
+        if not await _until_stopped(nanny.start(), stop):
+            await nanny.close(timeout=5)
+            return
+        await _until_stopped(nanny.finished(), stop)
+        if stop.is_set():
+            await nanny.close()
+            return
+        log.warning("worker %s lost the scheduler; reconnecting", name)
+        await asyncio.sleep(RECONNECT_DELAY)
 
-    Each worker sits behind a nanny, so Dask restarts it if it dies, and the
-    gateway can restart it to stop a job (timeout, cancel).
-    """
+
+async def _until_stopped(awaitable: Any, stop: asyncio.Event) -> bool:
+    """Await ``awaitable`` unless ``stop`` is set first; True if it completed."""
+    task = asyncio.ensure_future(awaitable)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+        return False
+    task.result()
+    return True
+
+
+async def run_workers(scheduler: str, nworkers: int, name: str | None, host: str | None) -> None:
+    """Run ``nworkers`` supervised single-threaded workers until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nannies = [
-        Nanny(scheduler, nthreads=1, name=worker_name, host=host, dashboard=False)
-        for worker_name in worker_names(name, nworkers)
-    ]
-    await asyncio.gather(*(nanny.start() for nanny in nannies))
-    print(f"computethis: {nworkers} worker(s) connected to {scheduler}", flush=True)
-    finished = [asyncio.ensure_future(nanny.finished()) for nanny in nannies]
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({*finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    await asyncio.gather(*(nanny.close() for nanny in nannies), return_exceptions=True)
+    print(f"computethis: {nworkers} worker(s) for {scheduler}", flush=True)
+    await asyncio.gather(
+        *(
+            supervise(scheduler, worker_name, host, stop)
+            for worker_name in worker_names(name, nworkers)
+        )
+    )
 
 
 def main(scheduler: str, nworkers: int, name: str | None, host: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(run_workers(scheduler, nworkers, name, host))

@@ -1,0 +1,266 @@
+"""Nothing lost: jobs survive worker, gateway and scheduler failures (separate processes on
+loopback; tests/test_multihost.py does the same across network namespaces)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+import client_sdk
+from client_sdk import Job, WorkerDied, compute_this
+from client_sdk import config as sdk_config
+from tests.stack import COMPUTETHIS, free_port, kill_tree, start_process, wait_healthy
+
+TOKEN = "fault-token"
+
+
+class Processes:
+    """A scheduler, workers and a gateway as separate `computethis` processes."""
+
+    def __init__(self, tmp_path: Path, workers: int = 2) -> None:
+        self.tmp_path = tmp_path
+        self.workers = workers
+        self.scheduler_address = f"tcp://127.0.0.1:{free_port()}"
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.save_dir = tmp_path / "save"
+        self.scheduler = self.worker = self.gateway = None
+        self.started: list = []
+
+    def _start(self, name: str, args: list[str]):
+        process = start_process([*COMPUTETHIS, *args], self.tmp_path / f"{name}.log")
+        self.started.append(process)
+        return process
+
+    def start_scheduler(self) -> None:
+        port = self.scheduler_address.rsplit(":", 1)[1]
+        self.scheduler = self._start(
+            "scheduler", ["scheduler", "--host", "127.0.0.1", "--port", port]
+        )
+
+    def start_workers(self) -> None:
+        args = ["worker", self.scheduler_address, "--nworkers", str(self.workers), "--name", "w"]
+        self.worker = self._start("worker", args)
+
+    def start_gateway(self, *extra: str) -> None:
+        args = ["gateway", "--scheduler", self.scheduler_address, "--port", str(self.http_port)]
+        args += ["--save-dir", str(self.save_dir), "--token", TOKEN, *extra]
+        self.gateway = self._start("gateway", args)
+        wait_healthy(self.url, self.gateway, self.tmp_path / "gateway.log", timeout=120)
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        """Stop gateway, then workers, then schedulers (SIGTERM, then kill if needed)."""
+        order = {"gateway": 0, "worker": 1, "scheduler": 2}
+        self.started.sort(key=lambda p: order.get(p.args[len(COMPUTETHIS)], 3))
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.started:
+            with contextlib.suppress(Exception):
+                process.wait(timeout=30)
+            kill_tree(process.pid)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    cluster = Processes(tmp_path)
+    saved = dict(sdk_config._overrides)
+    try:
+        cluster.start_scheduler()
+        cluster.start_workers()
+        cluster.start_gateway()
+        client_sdk.configure(url=cluster.url, token=TOKEN)
+        yield cluster
+    finally:
+        sdk_config._overrides.clear()
+        sdk_config._overrides.update(saved)
+        cluster.stop_all()
+
+
+@compute_this
+def logged_nap(index: int, seconds: float, log: str) -> int:
+    """Sleep, then record one execution of ``index`` and return it."""
+    import time
+
+    time.sleep(seconds)
+    with open(log, "a") as handle:
+        handle.write(f"{index}\n")
+    return index
+
+
+def run_load(count: int, clients: int, log: Path, during=None) -> dict[int, int]:
+    """Submit ``count`` jobs from ``clients`` threads and wait for all; returns results."""
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+    indexes = list(range(count))
+
+    def client(share: list[int]) -> None:
+        try:
+            jobs = [(i, logged_nap.submit(i, random.uniform(0.05, 0.2), str(log))) for i in share]
+            for i, job in jobs:
+                results[i] = job.result(timeout=300)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(indexes[k::clients],)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    if during is not None:
+        during()
+    for thread in threads:
+        thread.join(timeout=400)
+    assert not errors, errors[:3]
+    return results
+
+
+def executions(log: Path) -> Counter:
+    return Counter(int(line) for line in log.read_text().split())
+
+
+def jobs_recorded(url: str) -> Counter:
+    """How many times each job id appears in the gateway's job list."""
+    seen: Counter = Counter()
+    cursor = None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = requests.get(
+            f"{url}/api/v1/jobs",
+            params=params,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        ).json()
+        seen.update(job["id"] for job in page["jobs"] if job["status"] == "finished")
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+def test_worker_killed_mid_job_reruns_elsewhere(processes: Processes, tmp_path: Path):
+    marker = tmp_path / "pid"
+
+    @compute_this
+    def report_pid_then_nap(path):
+        import os
+        import time
+
+        with open(path, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(2)
+        return "survived"
+
+    job = report_pid_then_nap.submit(str(marker))
+    deadline = time.monotonic() + 30
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)
+    assert job.result(timeout=120) == "survived"
+    pids = marker.read_text().split()
+    assert len(pids) == 2 and pids[0] != pids[1]
+    assert job.info()["attempts"] == 2
+
+
+def test_job_that_kills_its_worker_every_time_fails_clearly(processes: Processes):
+    @compute_this
+    def crash():
+        import os
+
+        os._exit(1)
+
+    with pytest.raises(WorkerDied, match="the worker died while running this job, 3 times"):
+        crash.compute()
+    # The cluster recovers: nannies restarted the workers.
+    assert logged_nap.compute(1, 0.0, os.devnull) == 1
+
+
+def test_gateway_killed_under_load_restarts_without_reexecution(
+    processes: Processes, tmp_path: Path
+):
+    log = tmp_path / "executions.log"
+
+    def kill_and_restart_gateway() -> None:
+        time.sleep(random.uniform(1.0, 3.0))
+        processes.gateway.send_signal(signal.SIGKILL)
+        processes.gateway.wait(timeout=30)
+        processes.start_gateway()
+
+    results = run_load(200, clients=10, log=log, during=kill_and_restart_gateway)
+    assert results == {i: i for i in range(200)}
+    counts = executions(log)
+    assert set(counts) == set(range(200))
+    rerun = {i: n for i, n in counts.items() if n > 1}
+    assert not rerun, f"re-executed while the cluster stayed up: {rerun}"
+    recorded = jobs_recorded(processes.url)
+    assert len(recorded) == 200 and set(recorded.values()) == {1}
+    assert "reconciled" in processes.log("gateway")
+
+
+def test_scheduler_restarted_under_load_loses_nothing(processes: Processes, tmp_path: Path):
+    log = tmp_path / "executions.log"
+    degraded: list[int] = []
+
+    def restart_scheduler() -> None:
+        time.sleep(random.uniform(1.0, 2.0))
+        processes.scheduler.send_signal(signal.SIGKILL)
+        processes.scheduler.wait(timeout=30)
+        time.sleep(1.5)
+        degraded.append(requests.get(f"{processes.url}/api/v1/health", timeout=10).status_code)
+        processes.start_scheduler()
+
+    results = run_load(120, clients=6, log=log, during=restart_scheduler)
+    assert results == {i: i for i in range(120)}
+    assert set(executions(log)) == set(range(120))  # at least once each
+    assert degraded == [503]
+    recorded = jobs_recorded(processes.url)
+    assert len(recorded) == 120 and set(recorded.values()) == {1}
+
+
+def test_jobs_submitted_while_scheduler_is_down_run_when_it_returns(processes: Processes):
+    processes.scheduler.send_signal(signal.SIGKILL)
+    processes.scheduler.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while requests.get(f"{processes.url}/api/v1/health", timeout=10).status_code != 503:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    job = logged_nap.submit(7, 0.0, os.devnull)
+    assert job.status() == "queued"
+    processes.start_scheduler()
+    assert job.result(timeout=120) == 7
+
+
+def test_results_expire_after_their_ttl(processes: Processes):
+    processes.gateway.send_signal(signal.SIGTERM)
+    processes.gateway.wait(timeout=30)
+    processes.start_gateway("--result-ttl", "1")
+    job = logged_nap.submit(3, 0.0, os.devnull)
+    assert job.result(timeout=60) == 3
+    deadline = time.monotonic() + 30
+    while job.status() != "expired":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with pytest.raises(client_sdk.ApiError) as caught:
+        Job.from_id(job.id).result(timeout=5)
+    assert caught.value.status == 410 and caught.value.error == "result_expired"
+    assert not (processes.save_dir / "results" / job.id).exists()
+    assert not (processes.save_dir / "payloads" / job.id).exists()
+
+
+def test_no_process_left_behind(processes: Processes):
+    children = [psutil.Process(p.pid) for p in processes.started]
+    processes.stop_all()
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive
