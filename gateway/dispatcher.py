@@ -97,10 +97,10 @@ class Dispatcher:
     def close(self) -> None:
         self._stopping.set()
         self._inbox.put(("stop", None))
-        for thread in self._threads:
-            thread.join(timeout=10)
-        if self.client is not None:
+        if self.client is not None:  # first: unblocks threads waiting on the scheduler
             self.client.close(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     # -- submission ---------------------------------------------------------------
 
@@ -405,10 +405,10 @@ class Dispatcher:
         if isinstance(exc, JobFailed):
             return _outcome(job_id, exc.envelope)
         if type(exc).__name__ == "KilledWorker":
+            deaths = getattr(exc, "allowed_failures", 0) + 1
             message = (
-                "the worker died while running this job, "
-                f"{getattr(exc, 'allowed_failures', '?')} times (killed, out of memory, "
-                "or os._exit in the function); it will not be retried"
+                f"the worker died while running this job, {deaths} times (killed, out of "
+                "memory, or os._exit in the function); it will not be retried"
             )
             error = {"type": "WorkerDied", "message": message, "traceback": ""}
         else:

@@ -181,7 +181,7 @@ def test_job_that_kills_its_worker_every_time_fails_clearly(processes: Processes
 
         os._exit(1)
 
-    with pytest.raises(WorkerDied, match="the worker died while running this job, 3 times"):
+    with pytest.raises(WorkerDied, match="the worker died while running this job, 4 times"):
         crash.compute()
     # The cluster recovers: nannies restarted the workers.
     assert logged_nap.compute(1, 0.0, os.devnull) == 1

@@ -9,14 +9,17 @@ back and registers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
 
+import psutil
 from distributed import Nanny
 
 log = logging.getLogger("computethis.worker")
 RECONNECT_DELAY = 1.0
+CLOSE_TIMEOUT = 10.0
 
 
 def worker_names(name: str | None, count: int) -> list[str | None]:
@@ -32,14 +35,22 @@ async def supervise(
     while not stop.is_set():
         nanny = Nanny(scheduler, nthreads=1, name=name, host=host, dashboard=False)
         if not await _until_stopped(nanny.start(), stop):
-            await nanny.close(timeout=5)
+            await _close(nanny)
             return
         await _until_stopped(nanny.finished(), stop)
         if stop.is_set():
-            await nanny.close()
+            await _close(nanny)
             return
         log.warning("worker %s lost the scheduler; reconnecting", name)
         await asyncio.sleep(RECONNECT_DELAY)
+
+
+async def _close(nanny: Nanny) -> None:
+    """Close a nanny, giving up after CLOSE_TIMEOUT (its process is killed in main)."""
+    try:
+        await asyncio.wait_for(nanny.close(timeout=CLOSE_TIMEOUT / 2), CLOSE_TIMEOUT)
+    except (asyncio.TimeoutError, Exception) as exc:
+        log.warning("worker %s did not close cleanly (%r)", nanny.name, exc)
 
 
 async def _until_stopped(awaitable: Any, stop: asyncio.Event) -> bool:
@@ -72,4 +83,15 @@ async def run_workers(scheduler: str, nworkers: int, name: str | None, host: str
 
 def main(scheduler: str, nworkers: int, name: str | None, host: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(run_workers(scheduler, nworkers, name, host))
+    try:
+        asyncio.run(run_workers(scheduler, nworkers, name, host))
+    finally:
+        _kill_leftover_children()
+
+
+def _kill_leftover_children() -> None:
+    """A worker process caught mid-restart may outlive its nanny: end it by pid."""
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            log.warning("killing leftover worker process %d", child.pid)
+            child.kill()
