@@ -28,6 +28,7 @@ _INSTALLED_ROOTS = tuple(
     if (path := sysconfig.get_paths().get(key))
 )
 _state = threading.local()
+_dumps_lock = threading.Lock()
 _dill_locate = dill._dill._locate_function
 
 
@@ -57,12 +58,17 @@ def is_user_module(name: str | None) -> bool:
 
 
 def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes:
-    """The request body for a job: dill bytes of ``(func, args, kwargs)``."""
-    _state.by_value = True
-    try:
-        return dill.dumps((func, args, kwargs), recurse=True)
-    finally:
-        _state.by_value = False
+    """The request body for a job: dill bytes of ``(func, args, kwargs)``.
+
+    Serialized one call at a time: dill's detection of a function's globals swaps
+    ``sys.stdout`` for the whole process, which is not safe from several threads.
+    """
+    with _dumps_lock:
+        _state.by_value = True
+        try:
+            return dill.dumps((func, args, kwargs), recurse=True)
+        finally:
+            _state.by_value = False
 
 
 def loads_result(data: bytes) -> Any:

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 GATEWAY_DESERIALIZERS = ("dask", "msgpack")
 CONNECT_TIMEOUT = 5.0
 _RPC_CHUNK = 1000
+GATHER_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Dispatcher:
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._deadlines: list[tuple[float, str, int]] = []
         self._reconcile_needed = threading.Event()
+        self._gatherers = ThreadPoolExecutor(
+            GATHER_THREADS, thread_name_prefix="computethis-gather"
+        )
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -101,6 +106,7 @@ class Dispatcher:
             self.client.close(timeout=5)
         for thread in self._threads:
             thread.join(timeout=5)
+        self._gatherers.shutdown(wait=False, cancel_futures=True)
 
     # -- submission ---------------------------------------------------------------
 
@@ -342,17 +348,29 @@ class Dispatcher:
                 self._reconcile_needed.set()
 
     def _handle(self, batch: list[tuple[str, Any]]) -> None:
+        """Apply one batch of events: starts, failures, cancellations, gathered results.
+
+        Results of finished futures are fetched by a small pool of gather threads, so
+        a result stuck on an unreachable worker delays only its own batch; the pool
+        sends them back here as a "gathered" event to be recorded.
+        """
         for kind, item in batch:
             if kind == "started":
                 self._started(item)
         done = [future for kind, future in batch if kind == "done"]
-        outcomes = self._gather_finished([f for f in done if f.status == "finished"])
-        outcomes += [self._failure(f) for f in done if f.status == "error"]
+        finished = [future for future in done if future.status == "finished"]
+        if finished:
+            self._gatherers.submit(self._gather, finished)
+        settled = [future for future in done if future.status != "finished"]
+        outcomes = [self._failure(future) for future in settled if future.status == "error"]
+        for kind, item in batch:
+            if kind == "gathered":
+                settled += item[0]
+                outcomes += item[1]
         if outcomes:
-            recorded = self.store.record(outcomes)
-            self.waiters.notify(recorded)
+            self.waiters.notify(self.store.record(outcomes))
         with self._lock:
-            for future in done:
+            for future in settled:
                 job_id = job_id_of(future.key)
                 if self._futures.get(job_id) is future:
                     del self._futures[job_id]
@@ -362,9 +380,17 @@ class Dispatcher:
                         self._reconcile_needed.set()
         self._release([dask_key(outcome.job_id) for outcome in outcomes])
 
+    def _gather(self, finished: list[Future]) -> None:
+        """(gather thread) Fetch results and hand them to the recorder."""
+        try:
+            outcomes = self._gather_finished(finished)
+        except Exception:
+            log.exception("gathering %d results failed; will reconcile", len(finished))
+            outcomes = []
+            self._reconcile_needed.set()
+        self._inbox.put(("gathered", (finished, outcomes)))
+
     def _gather_finished(self, finished: list[Future]) -> list[Outcome]:
-        if not finished:
-            return []
         assert self.client is not None
         try:
             results = self.client.gather(finished)

@@ -1,0 +1,276 @@
+"""computethis across hosts (Linux network namespaces): no accepted job is lost when a
+worker host dies or is cut off.
+
+Each test gets a fresh cluster from :mod:`tests.netns`: a scheduler host, two worker
+hosts with two single-threaded workers each, and a gateway host, running the same
+``computethis`` subcommands as docker-compose.yml. Needs root and iproute2 (as in CI);
+skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+import client_sdk
+from client_sdk import Job, compute_this
+from client_sdk import config as sdk_config
+from tests import netns
+from tests.netns import Cluster, NetnsUnavailable, computethis_cluster
+
+REASON = netns.unavailable_reason()
+if REASON:
+    pytest.skip(f"multi-host tests need network namespaces: {REASON}", allow_module_level=True)
+
+# How fast the scheduler gives up on a silently cut-off worker host. Dask's defaults
+# notice it after ~30 s: the TCP keepalive / user timeout of the scheduler's stream to
+# the worker (distributed.comm.timeouts.tcp, 30 s) fires long before the heartbeat TTL
+# (distributed.scheduler.worker-ttl, 5 minutes). A 10 s TTL alone does not help: the
+# TTL check then asks the unreachable nanny to restart its worker and only removes the
+# worker when that connection attempt times out (distributed.comm.timeouts.connect,
+# 30 s). With both below, the host is removed 15-21 s after the cut.
+SCHEDULER_ENV = {
+    "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "10s",
+    "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
+}
+
+JOBS = 500
+CLIENTS = 20
+FAULT_AFTER = 100  # finished executions before the fault is injected
+RESULT_TIMEOUT = 240.0
+
+
+@compute_this
+def nap(index: int, seconds: float, log_dir: str) -> int:
+    """Sleep, noting each start and finish in shared files; return ``index``.
+
+    Uses no module globals: pickling from many threads at once can drop a function's
+    globals (dill's global detection swaps ``sys.stdout`` process-wide, not thread-safe).
+    """
+    import os
+    import time
+
+    def note(name: str) -> None:
+        with open(os.path.join(log_dir, name), "a") as log:
+            log.write(f"{index}\n")
+
+    note("started.log")
+    time.sleep(seconds)
+    note("finished.log")
+    return index
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[Cluster]:
+    """A fresh, started four-host cluster; the SDK points at its gateway.
+
+    ``network.url`` / ``network.token`` / ``network.api(path)`` / ``network.headers()``
+    reach the gateway; ``network.network[name]`` is a :class:`tests.netns.Host`.
+    """
+    saved = dict(sdk_config._overrides)
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(
+                computethis_cluster(tmp_path, scheduler_env=SCHEDULER_ENV)
+            )
+        except NetnsUnavailable as exc:
+            pytest.skip(f"cannot build the test network: {exc}")
+        client_sdk.configure(url=cluster.url, token=cluster.token)
+        try:
+            yield cluster
+        finally:
+            sdk_config._overrides.clear()
+            sdk_config._overrides.update(saved)
+
+
+def host_of(worker_address: str | None) -> str | None:
+    """``10.254.77.11`` from ``tcp://10.254.77.11:40123``."""
+    if not worker_address:
+        return None
+    return worker_address.removeprefix("tcp://").rpartition(":")[0]
+
+
+def all_records(cluster: Cluster) -> list[dict]:
+    """Every job record the gateway lists, following the cursor."""
+    records: list[dict] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"limit": 1000}
+        if cursor:
+            params["cursor"] = cursor
+        response = cluster.get("/jobs", **params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        records.extend(body["jobs"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return records
+
+
+def show(text: str) -> None:
+    """Print to the real stdout (visible with ``-s``).
+
+    Concurrent SDK submissions can leave ``sys.stdout`` replaced by dill's capture buffer.
+    """
+    print(f"\n{text}", file=sys.__stdout__, flush=True)
+
+
+def lines(path: Path) -> Counter[int]:
+    """How often each index was written to ``path``."""
+    if not path.exists():
+        return Counter()
+    return Counter(int(line) for line in path.read_text().split())
+
+
+def test_four_hosts_run_jobs_on_both_worker_hosts(network: Cluster, tmp_path: Path):
+    health = network.health()
+    assert health == {"status": "ok", "scheduler": network.scheduler_address, "workers": 4}
+    workers = network.get("/workers").json()["workers"]
+    assert sorted(w["name"] for w in workers) == [
+        "worker1-0",
+        "worker1-1",
+        "worker2-0",
+        "worker2-1",
+    ]
+    assert {host_of(w["address"]) for w in workers} == {h.ip for h in network.worker_hosts}
+
+    # `ip netns exec` execs: the started process is the Python process itself.
+    for host in network.network.hosts.values():
+        (process,) = host.processes
+        cmdline = psutil.Process(process.pid).cmdline()
+        assert cmdline[1:3] == ["-m", "gateway.cli"], cmdline
+
+    jobs = [nap.submit(i, 0.3, str(tmp_path)) for i in range(16)]
+    assert [job.result(timeout=60) for job in jobs] == list(range(16))
+    ran_on = {host_of(job.info()["worker"]) for job in jobs}
+    assert ran_on == {h.ip for h in network.worker_hosts}, ran_on
+
+
+@dataclass
+class LoadReport:
+    """What happened to one load run with a fault in the middle."""
+
+    fault_at: float  # seconds after the first submission
+    workers_gone_after: float | None  # seconds from the fault until the gateway saw 2 workers
+    duration: float
+    started: Counter[int]
+    finished: Counter[int]
+    records: list[dict]
+
+    def summary(self) -> str:
+        reran = sorted(i for i, n in self.started.items() if n > 1)
+        refinished = sorted(i for i, n in self.finished.items() if n > 1)
+        attempts = Counter(r["attempts"] for r in self.records)
+        return (
+            f"fault at {self.fault_at:.1f}s, gateway saw 2 workers "
+            f"{self.workers_gone_after}s after it, all done at {self.duration:.1f}s; "
+            f"{len(reran)} jobs started more than once {reran}, "
+            f"{len(refinished)} finished more than once {refinished}; "
+            f"attempts {dict(sorted(attempts.items()))}"
+        )
+
+
+def run_with_fault(cluster: Cluster, log_dir: Path, fault: Callable[[], None]) -> LoadReport:
+    """Run JOBS naps from CLIENTS threads; call ``fault`` once FAULT_AFTER have finished.
+
+    Checks that every job returns its own index and that the gateway holds exactly
+    one finished record per job.
+    """
+    rng = random.Random(JOBS)
+    seconds = [rng.uniform(0.05, 0.2) for _ in range(JOBS)]
+    jobs: dict[int, Job] = {}
+    results: dict[int, object] = {}
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        mine = [(i, nap.submit(i, seconds[i], str(log_dir))) for i in range(number, JOBS, CLIENTS)]
+        with lock:
+            jobs.update(mine)
+        for index, job in mine:
+            result = job.result(timeout=RESULT_TIMEOUT)
+            with lock:
+                results[index] = result
+
+    begin = time.monotonic()
+    with ThreadPoolExecutor(CLIENTS, thread_name_prefix="client") as pool:
+        clients = [pool.submit(client, number) for number in range(CLIENTS)]
+        while sum(lines(log_dir / "finished.log").values()) < FAULT_AFTER:
+            assert not any(c.done() and c.exception() for c in clients), [
+                c.exception() for c in clients if c.done()
+            ]
+            assert time.monotonic() - begin < 120, "jobs do not run\n" + cluster.logs()
+            time.sleep(0.02)
+        fault_at = time.monotonic()
+        fault()
+        workers_gone_after = None
+        while not all(c.done() for c in clients) or workers_gone_after is None:
+            health = cluster.health() or {}
+            if workers_gone_after is None and health.get("workers") == 2:
+                workers_gone_after = round(time.monotonic() - fault_at, 1)
+            if any(c.done() and c.exception() for c in clients):
+                break  # c.result() below raises it
+            if time.monotonic() - fault_at > RESULT_TIMEOUT + 30:
+                break
+            time.sleep(0.1)
+        for c in clients:
+            c.result()
+    duration = time.monotonic() - begin
+
+    assert len(jobs) == JOBS
+    assert results == {i: i for i in range(JOBS)}
+    records = all_records(cluster)
+    ids = Counter(r["id"] for r in records)
+    assert len(records) == JOBS and set(ids) == {job.id for job in jobs.values()}, ids
+    assert max(ids.values()) == 1
+    assert Counter(r["status"] for r in records) == {"finished": JOBS}
+    finished_jobs = cluster.get("/jobs", status="finished", limit=1000).json()["jobs"]
+    assert len(finished_jobs) == JOBS
+
+    started, finished = lines(log_dir / "started.log"), lines(log_dir / "finished.log")
+    assert set(finished) == set(range(JOBS))
+    assert set(started) == set(range(JOBS))
+    return LoadReport(
+        round(fault_at - begin, 1), workers_gone_after, duration, started, finished, records
+    )
+
+
+def test_no_job_lost_when_a_worker_host_is_killed(network: Cluster, tmp_path: Path):
+    worker1 = network.network["worker1"]
+    report = run_with_fault(network, tmp_path, worker1.kill_processes)
+    show(f"worker host killed: {report.summary()}")
+    assert report.workers_gone_after is not None
+    hosts = Counter(host_of(r["worker"]) for r in report.records)
+    assert hosts[worker1.ip] > 0, hosts  # the killed host did run jobs before it died
+    assert worker1.pids() == set()
+
+    network.start_workers(worker1)  # the host reboots and rejoins
+    network.wait_for_workers(4)
+
+
+def test_no_job_lost_when_a_worker_host_is_cut_off(network: Cluster, tmp_path: Path):
+    worker1 = network.network["worker1"]
+    try:
+        report = run_with_fault(network, tmp_path, worker1.cut)
+    finally:
+        worker1.restore()
+    show(f"worker host cut off: {report.summary()}")
+    assert report.workers_gone_after is not None
+    hosts = Counter(host_of(r["worker"]) for r in report.records)
+    assert hosts[worker1.ip] > 0, hosts
+
+    # Dask workers do not reconnect: once its scheduler connection times out, the cut
+    # host's `computethis worker` exits on its own. Restarting it brings the host back.
+    worker1.kill_processes()
+    network.start_workers(worker1)
+    network.wait_for_workers(4)
