@@ -16,6 +16,7 @@ from client_sdk.errors import ApiError, GatewayUnreachable
 
 API = "/api/v1"
 RETRY_FOR = 60.0  # seconds of connection errors ridden out before giving up
+BUSY_RETRY_FOR = 600.0  # seconds of 429 (too many queued jobs) waited out before giving up
 HEADERS = {
     "X-Computethis-Python": platform.python_version(),
     "X-Computethis-Dill": dill.__version__,
@@ -54,6 +55,7 @@ def request(
         all_headers["Authorization"] = f"Bearer {config.token}"
     retry = method != "POST" or "Idempotency-Key" in all_headers
     deadline = time.monotonic() + RETRY_FOR
+    busy_deadline = time.monotonic() + BUSY_RETRY_FOR
     delay = 0.05
     while True:
         try:
@@ -74,9 +76,20 @@ def request(
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
             continue
+        if response.status_code == 429 and time.monotonic() < busy_deadline:
+            # Too many queued jobs: wait as the gateway asks, then try again.
+            time.sleep(_retry_after(response) * (0.5 + random.random()))
+            continue
         if response.status_code >= 400:
             raise _api_error(response)
         return response
+
+
+def _retry_after(response: requests.Response) -> float:
+    try:
+        return min(60.0, max(0.1, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0
 
 
 def _api_error(response: requests.Response) -> ApiError:

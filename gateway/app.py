@@ -8,17 +8,18 @@ from typing import Any
 from flask import Flask, request
 from flask_restful import Api
 
-from gateway import resources
+from gateway import openapi, resources
 from gateway.config import GatewayConfig
 from gateway.context import ADMIN_TENANT, Gateway, gateway
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError, error_response, install_error_handlers
 from gateway.janitor import Janitor
 from gateway.store import JobStore
+from gateway.tokens import TokenStore
 from gateway.waiters import Waiters
 
 API = "/api/v1"
-PUBLIC_ENDPOINTS = {"health"}
+PUBLIC_ENDPOINTS = {"health", "openapi"}
 
 
 class JsonApi(Api):
@@ -40,7 +41,8 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     waiters = Waiters()
     dispatcher = Dispatcher(store, waiters, scheduler)
     janitor = Janitor(store, config.result_ttl)
-    app.extensions["computethis"] = Gateway(config, store, waiters, dispatcher, janitor)
+    tokens = TokenStore(store.db_path)
+    app.extensions["computethis"] = Gateway(config, store, waiters, dispatcher, janitor, tokens)
 
     install_error_handlers(app)
     app.before_request(_authenticate)
@@ -52,21 +54,28 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     api.add_resource(resources.JobResult, f"{API}/jobs/<string:job_id>/result", endpoint="result")
     api.add_resource(resources.WorkerList, f"{API}/workers", endpoint="workers")
     api.add_resource(resources.Health, f"{API}/health", endpoint="health")
+    api.add_resource(openapi.OpenApiDocument, f"{API}/openapi.json", endpoint="openapi")
     return app
 
 
 def _authenticate() -> None:
+    """Resolve the bearer token to a tenant: the admin token, or a tenant's token."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = gateway().config.token
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    gw = gateway()
+    tenant = None
+    if scheme.lower() == "bearer" and token:
+        if hmac.compare_digest(token.encode(), gw.config.token.encode()):
+            tenant = ADMIN_TENANT
+        else:
+            tenant = gw.tokens.tenant_for(token)
+    if tenant is None:
         raise ApiError(
             401,
             "unauthorized",
-            "missing or wrong token: send 'Authorization: Bearer TOKEN' "
-            "(the token `computethis up` printed, or COMPUTETHIS_TOKEN)",
+            "missing or wrong token: send 'Authorization: Bearer TOKEN' (the token "
+            "`computethis up` printed, or one from `computethis token create`)",
             {"WWW-Authenticate": 'Bearer realm="computethis"'},
         )
-    request.environ["computethis.tenant"] = ADMIN_TENANT
+    request.environ["computethis.tenant"] = tenant

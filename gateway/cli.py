@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config import DEFAULT_MAX_BODY, DEFAULT_RESULT_TTL, GatewayConfig
+from gateway.config import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, DEFAULT_RESULT_TTL, GatewayConfig
 from scheduler.config import DEFAULT_ALLOWED_FAILURES
 
 DEFAULT_SAVE_DIR = os.environ.get("COMPUTETHIS_SAVE_DIR", "save")
@@ -51,7 +51,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--name", default=None, help="worker name (suffixed -0, -1... if several)")
     worker.add_argument("--host", default=None, help="interface the workers listen on")
+    token = commands.add_parser("token", help="manage tenants' API tokens")
+    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a tenant and print its new token")
+    create.add_argument("name", metavar="NAME")
+    actions.add_parser("list", help="list tenants")
+    revoke = actions.add_parser("revoke", help="revoke a tenant's token")
+    revoke.add_argument("name", metavar="NAME")
+    for action in (create, actions.choices["list"], revoke):
+        action.add_argument(
+            "--save-dir", default=DEFAULT_SAVE_DIR, help="the gateway's save dir (default ./save)"
+        )
     return parser
+
+
+def run_token_command(args: argparse.Namespace) -> int:
+    """``computethis token create|list|revoke``: edits the tenants table of a save dir."""
+    from gateway.tokens import TokenError, TokenStore
+
+    tokens = TokenStore(Path(args.save_dir) / "jobs.sqlite3")
+    try:
+        if args.action == "create":
+            print(tokens.create(args.name))
+        elif args.action == "list":
+            for tenant in tokens.list():
+                print(tenant["name"])
+        else:
+            tokens.revoke(args.name)
+            print(f"revoked {args.name}")
+    except TokenError as exc:
+        print(f"computethis token: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _gateway_options(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +107,13 @@ def _gateway_options(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=DEFAULT_RESULT_TTL,
         help="seconds a finished job's result is kept before it expires (default 7 days)",
+    )
+    parser.add_argument(
+        "--max-queued",
+        type=_positive,
+        default=DEFAULT_MAX_QUEUED,
+        help="queued + running jobs allowed per tenant; more are answered 429 "
+        f"(default {DEFAULT_MAX_QUEUED})",
     )
 
 
@@ -106,6 +144,7 @@ def gateway_config(args: argparse.Namespace) -> tuple[GatewayConfig, bool]:
         token=token,
         max_body=args.max_body,
         result_ttl=args.result_ttl,
+        max_queued=args.max_queued,
     )
     return config, generated
 
@@ -146,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.main import main as worker_main
 
         worker_main(args.scheduler_address, args.nworkers, args.name, args.host)
+    elif args.command == "token":
+        return run_token_command(args)
     return 0
 
 

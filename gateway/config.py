@@ -7,6 +7,7 @@ from pathlib import Path
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+DEFAULT_MAX_QUEUED = 10_000
 
 
 @dataclass
@@ -19,3 +20,4 @@ class GatewayConfig:
     max_wait: float = 300.0
     durable: bool = True
     result_ttl: float = DEFAULT_RESULT_TTL  # seconds a done job's result is kept
+    max_queued: int = DEFAULT_MAX_QUEUED  # queued + running jobs per tenant

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app, request
 
@@ -11,6 +12,9 @@ from gateway.config import GatewayConfig
 from gateway.dispatcher import Dispatcher
 from gateway.janitor import Janitor
 from gateway.store import JobStore
+
+if TYPE_CHECKING:
+    from gateway.tokens import TokenStore
 from gateway.waiters import Waiters
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,7 @@ class Gateway:
     waiters: Waiters
     dispatcher: Dispatcher
     janitor: Janitor
+    tokens: TokenStore
 
     def start(self) -> None:
         """Repair the store after a crash, then start submitting and expiring jobs."""
@@ -49,3 +54,8 @@ def gateway() -> Gateway:
 def tenant() -> str:
     """The tenant the current request authenticated as."""
     return request.environ["computethis.tenant"]
+
+
+def is_admin() -> bool:
+    """True when the request used the admin token (sees every tenant's jobs)."""
+    return tenant() == ADMIN_TENANT

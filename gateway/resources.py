@@ -9,7 +9,7 @@ from flask import Response, request, send_file, url_for
 from flask_restful import Resource
 
 from gateway import params
-from gateway.context import gateway, tenant
+from gateway.context import gateway, is_admin, tenant
 from gateway.errors import ApiError, not_found
 from gateway.payload import InvalidPayload, check_call_payload
 from gateway.store import (
@@ -32,7 +32,7 @@ MAX_TIMEOUT = 30 * 24 * 3600.0
 def own_job(job_id: str) -> Job:
     """The caller's job, or 404 (another tenant's job looks exactly like a missing one)."""
     job = gateway().store.get(job_id)
-    if job is None or job.tenant != tenant():
+    if job is None or not (job.tenant == tenant() or is_admin()):
         raise not_found(job_id)
     return job
 
@@ -76,6 +76,14 @@ class JobList(Resource):
         if existing is not None:
             return existing.to_json(), 200, {"Location": url_for("job", job_id=existing.id)}
         _check_python_version(spec.python_version, gw.dispatcher.cluster.python_versions)
+        if gw.store.count_active(spec.tenant) >= gw.config.max_queued:
+            raise ApiError(
+                429,
+                "too_many_queued_jobs",
+                f"you already have {gw.config.max_queued} queued or running jobs "
+                "(see --max-queued); retry after some finish",
+                {"Retry-After": "2"},
+            )
         try:
             staged = gw.store.stage_payload(request.stream, gw.config.max_body)
         except PayloadTooLarge:
@@ -106,7 +114,8 @@ class JobList(Resource):
             if not cursor.isdigit() or len(cursor) > 18:
                 raise ApiError(400, "invalid_parameter", f"cursor {cursor!r} is not one we issued")
             before = int(cursor)
-        jobs = gateway().store.list(tenant=tenant(), status=status, limit=limit, before_seq=before)
+        owner = None if is_admin() else tenant()
+        jobs = gateway().store.list(tenant=owner, status=status, limit=limit, before_seq=before)
         next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
         return {"jobs": [job.to_json() for job in jobs], "next_cursor": next_cursor}
 
@@ -166,7 +175,12 @@ class JobResult(Resource):
 
 class WorkerList(Resource):
     def get(self) -> dict[str, Any]:
-        return {"workers": gateway().dispatcher.workers()}
+        """Worker count for everyone; each worker's details for the admin token only."""
+        cluster = gateway().dispatcher.cluster
+        body: dict[str, Any] = {"count": len(cluster.workers)}
+        if is_admin():
+            body["workers"] = gateway().dispatcher.workers()
+        return body
 
 
 class Health(Resource):

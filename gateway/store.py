@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs (worker, status);
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, status);
 """
 
 
@@ -316,6 +317,17 @@ class JobStore:
             f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
         )
         return [_job(row) for row in rows]
+
+    def count_active(self, tenant: str) -> int:
+        """How many queued or running jobs ``tenant`` has."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT COUNT(*) FROM jobs WHERE tenant = ? AND status IN (?, ?)", (tenant, *ACTIVE)
+            )
+            .fetchone()
+        )
+        return row[0]
 
     def active(self) -> list[Job]:
         """Queued and running jobs, oldest first (what a restart must resubmit)."""

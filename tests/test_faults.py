@@ -59,6 +59,20 @@ class Processes:
         self.gateway = self._start("gateway", args)
         wait_healthy(self.url, self.gateway, self.tmp_path / "gateway.log", timeout=120)
 
+    def start_gateway_degraded(self, *extra: str) -> None:
+        """Start the gateway without waiting for health (no worker may be connected)."""
+        args = ["gateway", "--scheduler", self.scheduler_address, "--port", str(self.http_port)]
+        args += ["--save-dir", str(self.save_dir), "--token", TOKEN, *extra]
+        self.gateway = self._start("gateway", args)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{self.url}/api/v1/health", timeout=2)
+                return
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, self.log("gateway")
+                time.sleep(0.1)
+
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 

@@ -1,0 +1,190 @@
+"""Tenants, tokens, limits and the gateway's refusal to unpickle, through the real stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dill
+import pytest
+import requests
+
+import client_sdk
+from client_sdk import compute_this
+from client_sdk import config as sdk_config
+from tests.stack import REPO, Stack, start_stack
+from tests.test_faults import TOKEN, Processes
+
+MAX_QUEUED = 2
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("secured") / "save",
+        workers=1,
+        extra=["--max-queued", str(MAX_QUEUED)],
+    )
+    yield stack
+    stack.stop()
+
+
+def token_command(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "token", *args, "--save-dir", str(stack.save_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def new_tenant(stack: Stack, name: str) -> dict[str, str]:
+    created = token_command(stack, "create", name)
+    assert created.returncode == 0, created.stderr
+    return {"Authorization": f"Bearer {created.stdout.strip()}"}
+
+
+def submit(stack: Stack, headers: dict[str, str], call=(abs, (-3,), {})) -> requests.Response:
+    return requests.post(
+        stack.api("/jobs"), data=dill.dumps(call), headers={**headers, **OCTET}, timeout=30
+    )
+
+
+def test_tenants_see_only_their_own_jobs(secured: Stack):
+    alice, bob = new_tenant(secured, "alice"), new_tenant(secured, "bob")
+    job = submit(secured, alice).json()
+    done = requests.get(
+        secured.api(f"/jobs/{job['id']}/result"), params={"wait": 30}, headers=alice, timeout=60
+    )
+    assert dill.loads(done.content) == 3
+
+    missing = "f" * 32
+    for method, suffix in (("GET", ""), ("GET", "/result"), ("POST", "/cancel"), ("DELETE", "")):
+        theirs = requests.request(
+            method, secured.api(f"/jobs/{job['id']}{suffix}"), headers=bob, timeout=10
+        )
+        absent = requests.request(
+            method, secured.api(f"/jobs/{missing}{suffix}"), headers=bob, timeout=10
+        )
+        assert theirs.status_code == absent.status_code == 404
+        assert theirs.json()["error"] == absent.json()["error"]
+        assert theirs.json()["message"].replace(job["id"], missing) == absent.json()["message"]
+
+    listed = requests.get(secured.api("/jobs"), headers=bob, timeout=10).json()["jobs"]
+    assert job["id"] not in {j["id"] for j in listed}
+    mine = requests.get(secured.api("/jobs"), headers=alice, timeout=10).json()["jobs"]
+    assert job["id"] in {j["id"] for j in mine}
+    # The admin token sees every tenant's jobs.
+    everything = requests.get(secured.api("/jobs"), headers=secured.headers(), timeout=10).json()
+    assert job["id"] in {j["id"] for j in everything["jobs"]}
+    assert requests.get(secured.api(f"/jobs/{job['id']}"), headers=secured.headers(), timeout=10).ok
+
+
+def test_revoked_token_is_refused_and_only_hashes_are_stored(secured: Stack):
+    headers = new_tenant(secured, "carol")
+    token = headers["Authorization"].split()[1]
+    assert requests.get(secured.api("/jobs"), headers=headers, timeout=10).status_code == 200
+    assert "carol" in token_command(secured, "list").stdout.split()
+    database = b"".join(path.read_bytes() for path in secured.save_dir.glob("jobs.sqlite3*"))
+    assert token.encode() not in database
+    assert token_command(secured, "revoke", "carol").returncode == 0
+    refused = requests.get(secured.api("/jobs"), headers=headers, timeout=10)
+    assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+    assert token_command(secured, "revoke", "carol").returncode == 1
+    assert token_command(secured, "create", "admin").returncode == 1
+
+
+def test_workers_details_are_for_the_admin_only(secured: Stack):
+    tenant = new_tenant(secured, "dave")
+    seen = requests.get(secured.api("/workers"), headers=tenant, timeout=10).json()
+    assert seen == {"count": 1}
+    admin = requests.get(secured.api("/workers"), headers=secured.headers(), timeout=10).json()
+    assert admin["count"] == 1 and admin["workers"][0]["address"].startswith("tcp://")
+
+
+def test_queued_jobs_per_tenant_are_limited_and_the_sdk_waits(secured: Stack):
+    erin = new_tenant(secured, "erin")
+    nap = (time.sleep, (1.0,), {})
+    accepted = [submit(secured, erin, nap) for _ in range(MAX_QUEUED)]
+    assert all(response.status_code == 201 for response in accepted)
+    refused = submit(secured, erin, nap)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "too_many_queued_jobs"
+    assert float(refused.headers["Retry-After"]) > 0
+    assert submit(secured, new_tenant(secured, "frank")).status_code == 201  # others unaffected
+
+    saved = dict(sdk_config._overrides)
+    try:
+        client_sdk.configure(url=secured.url, token=erin["Authorization"].split()[1])
+
+        @compute_this
+        def nap_then(x):
+            time.sleep(0.3)
+            return x
+
+        jobs = [nap_then.submit(i) for i in range(2 * MAX_QUEUED + 1)]  # beyond the limit
+        assert [job.result(timeout=120) for job in jobs] == list(range(2 * MAX_QUEUED + 1))
+    finally:
+        sdk_config._overrides.clear()
+        sdk_config._overrides.update(saved)
+
+
+def test_request_body_limit_is_a_413(tmp_path: Path):
+    stack = start_stack(tmp_path / "save", workers=1, extra=["--max-body", "1000"])
+    try:
+        response = submit(stack, stack.headers(), (abs, (b"x" * 5000,), {}))
+        assert response.status_code == 413
+        assert response.json()["error"] in ("payload_too_large", "request_entity_too_large")
+        assert submit(stack, stack.headers()).status_code == 201
+    finally:
+        stack.stop()
+
+
+class Marker:
+    """Unpickling this creates ``path``: proof of where unpickling happened."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_gateway_never_unpickles_payloads(tmp_path: Path):
+    marker = tmp_path / "unpickled-here"
+    cluster = Processes(tmp_path, workers=1)
+    saved = dict(sdk_config._overrides)
+    try:
+        cluster.start_scheduler()
+        cluster.start_gateway_degraded()
+        body = dill.dumps((print, (Marker(str(marker)),), {}))
+        response = requests.post(
+            f"{cluster.url}/api/v1/jobs",
+            data=body,
+            headers={"Authorization": f"Bearer {TOKEN}", **OCTET},
+            timeout=30,
+        )
+        assert response.status_code == 201
+        job_id = response.json()["id"]
+        time.sleep(2)
+        assert not marker.exists(), "the gateway unpickled a payload"
+        status = requests.get(
+            f"{cluster.url}/api/v1/jobs/{job_id}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        ).json()
+        assert status["status"] == "queued"
+
+        cluster.start_workers()  # a worker joins: the job runs there
+        client_sdk.configure(url=cluster.url, token=TOKEN)
+        client_sdk.Job.from_id(job_id).result(timeout=120)
+        assert marker.exists()
+    finally:
+        sdk_config._overrides.clear()
+        sdk_config._overrides.update(saved)
+        cluster.stop_all()
