@@ -62,6 +62,11 @@ class Job:
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"job {self.id} not done after {timeout} s; it keeps running")
 
+    def logs(self) -> str:
+        """What the job printed (stdout and stderr, the last 1 MiB); empty until it is done."""
+        response = transport.request("GET", f"/jobs/{self.id}/logs")
+        return response.content.decode("utf-8", "replace")
+
     def cancel(self) -> str:
         """Cancel the job if it is queued or running; returns its status afterwards.
 

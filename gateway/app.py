@@ -52,6 +52,7 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     api.add_resource(resources.JobItem, f"{API}/jobs/<string:job_id>", endpoint="job")
     api.add_resource(resources.JobCancel, f"{API}/jobs/<string:job_id>/cancel", endpoint="cancel")
     api.add_resource(resources.JobResult, f"{API}/jobs/<string:job_id>/result", endpoint="result")
+    api.add_resource(resources.JobLogs, f"{API}/jobs/<string:job_id>/logs", endpoint="logs")
     api.add_resource(resources.WorkerList, f"{API}/workers", endpoint="workers")
     api.add_resource(resources.Health, f"{API}/health", endpoint="health")
     api.add_resource(openapi.OpenApiDocument, f"{API}/openapi.json", endpoint="openapi")

@@ -470,4 +470,5 @@ def _outcome(job_id: str, data: bytes) -> Outcome:
         finished_at=envelope.finished,
         error=envelope.error,
         body=envelope.body,
+        logs=envelope.logs,
     )

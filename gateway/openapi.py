@@ -259,9 +259,20 @@ def _schemas() -> dict[str, Schema]:
         },
         "WorkerList": {
             "type": "object",
-            "required": ["workers"],
+            "required": ["count"],
             "additionalProperties": False,
-            "properties": {"workers": {"type": "array", "items": _schema("Worker")}},
+            "properties": {
+                "count": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "How many workers are connected.",
+                },
+                "workers": {
+                    "type": "array",
+                    "items": _schema("Worker"),
+                    "description": "Each worker's details: only for the admin token.",
+                },
+            },
         },
         "Health": {
             "type": "object",
@@ -396,7 +407,11 @@ def _responses(config: GatewayConfig) -> dict[str, Schema]:
                 }
             },
         ),
-        "JobNotFound": _json(error, "No job with this id for this token (`job_not_found`)."),
+        "JobNotFound": _json(
+            error,
+            "No job with this id for this token (`job_not_found`); another tenant's job "
+            "is answered the same way.",
+        ),
         "MethodNotAllowed": _json(
             error,
             "The path exists but not with this method (`method_not_allowed`). Answered "
@@ -419,8 +434,8 @@ def _responses(config: GatewayConfig) -> dict[str, Schema]:
         ),
         "TooManyQueuedJobs": _json(
             error,
-            "Too many of this token's jobs are queued (`too_many_queued_jobs`); retry "
-            "after `Retry-After` seconds.",
+            "This tenant already has `--max-queued` queued or running jobs "
+            "(`too_many_queued_jobs`); retry after `Retry-After` seconds.",
             {
                 "Retry-After": {
                     "description": "Seconds to wait before submitting again.",
@@ -494,6 +509,8 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "operationId": "listJobs",
                 "tags": ["jobs"],
                 "summary": "List your jobs, newest first",
+                "description": "A tenant's token lists that tenant's jobs; the admin token "
+                "lists every tenant's.",
                 "parameters": [_param("Status"), _param("Limit"), _param("Cursor")],
                 "responses": {
                     "200": _json(_schema("JobPage"), "One page of jobs."),
@@ -581,6 +598,8 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "operationId": "getJobLogs",
                 "tags": ["jobs"],
                 "summary": "What the job printed",
+                "description": "The job's captured stdout and stderr (the last 1 MiB), "
+                "empty while it runs.",
                 "responses": {
                     "200": {
                         "description": "The job's captured output.",

@@ -173,6 +173,13 @@ class JobResult(Resource):
         return job.to_json(), 202
 
 
+class JobLogs(Resource):
+    def get(self, job_id: str) -> Response:
+        """The job's captured stdout and stderr (the last 1 MiB), as plain text."""
+        job = own_job(job_id)
+        return Response(gateway().store.logs(job.id), mimetype="text/plain")
+
+
 class WorkerList(Resource):
     def get(self) -> dict[str, Any]:
         """Worker count for everyone; each worker's details for the admin token only."""

@@ -34,6 +34,12 @@ ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (FINISHED, FAILED, CANCELLED)  # done, result (or error) still kept
 DONE = (*TERMINAL, EXPIRED)
 
+# Every column but the (possibly large) captured output, which has its own query.
+_JOB_COLUMNS = (
+    "seq, id, tenant, name, status, created_at, started_at, finished_at, worker, attempts,"
+    " timeout, retries, python_version, dill_version, payload_size, result_size, error,"
+    " exception, idempotency_key"
+)
 JOB_ID = re.compile(r"[0-9a-f]{32}\Z")
 _CHUNK = 1 << 20
 
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_size    INTEGER,
     error          TEXT,
     exception      BLOB,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    logs           BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -150,6 +157,7 @@ class Outcome:
     finished_at: float | None = None
     error: dict[str, Any] | None = None
     body: bytes | memoryview = b""
+    logs: bytes | memoryview = b""
 
 
 @dataclass
@@ -175,6 +183,7 @@ class JobStore:
         self.db_path = self.save_dir / "jobs.sqlite3"
         self._local = threading.local()
         self._db().executescript(_SCHEMA)
+        self._migrate()
 
     # -- connections --------------------------------------------------------------
 
@@ -198,6 +207,14 @@ class JobStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        """Add columns that databases made by earlier versions lack."""
+        db = self._db()
+        present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (("idempotency_key", "TEXT"), ("logs", "BLOB")):
+            if column not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     # -- paths --------------------------------------------------------------------
 
@@ -256,7 +273,10 @@ class JobStore:
             return None
         row = (
             self._db()
-            .execute("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?", (tenant, key))
+            .execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = ? AND idempotency_key = ?",
+                (tenant, key),
+            )
             .fetchone()
         )
         return _job(row) if row else None
@@ -290,7 +310,11 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         if not JOB_ID.match(job_id):
             return None
-        row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = (
+            self._db()
+            .execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
         return _job(row) if row else None
 
     def list(
@@ -314,9 +338,14 @@ class JobStore:
             params.append(before_seq)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db().execute(
-            f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
         )
         return [_job(row) for row in rows]
+
+    def logs(self, job_id: str) -> bytes:
+        """The captured stdout + stderr of a done job (empty while it runs)."""
+        row = self._db().execute("SELECT logs FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] else b""
 
     def count_active(self, tenant: str) -> int:
         """How many queued or running jobs ``tenant`` has."""
@@ -331,7 +360,9 @@ class JobStore:
 
     def active(self) -> list[Job]:
         """Queued and running jobs, oldest first (what a restart must resubmit)."""
-        rows = self._db().execute("SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY seq", ACTIVE)
+        rows = self._db().execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN (?, ?) ORDER BY seq", ACTIVE
+        )
         return [_job(row) for row in rows]
 
     def worker_stats(self) -> dict[str, dict[str, Any]]:
@@ -416,7 +447,7 @@ class JobStore:
         db.execute(
             "UPDATE jobs SET status = ?, worker = COALESCE(?, worker),"
             " started_at = COALESCE(?, started_at), finished_at = ?,"
-            " attempts = MAX(attempts, 1), result_size = ?, error = ?, exception = ?"
+            " attempts = MAX(attempts, 1), result_size = ?, error = ?, exception = ?, logs = ?"
             " WHERE id = ?",
             (
                 status,
@@ -426,6 +457,7 @@ class JobStore:
                 size,
                 error,
                 exception,
+                bytes(outcome.logs) or None,
                 outcome.job_id,
             ),
         )
@@ -439,7 +471,7 @@ class JobStore:
             ).fetchall()
             ids = [row[0] for row in rows]
             db.executemany(
-                "UPDATE jobs SET status = ?, exception = NULL WHERE id = ?",
+                "UPDATE jobs SET status = ?, exception = NULL, logs = NULL WHERE id = ?",
                 [(EXPIRED, job_id) for job_id in ids],
             )
         for job_id in ids:

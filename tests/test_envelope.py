@@ -62,7 +62,17 @@ def test_packed_format_is_one_compact_json_line_then_the_body():
         "started": 1.0,
         "finished": 2.0,
         "error": None,
+        "logs": 0,
     }
+
+
+def test_logs_sit_between_header_and_body():
+    packed = pack(Envelope(True, "w", 1.0, 2.0, None, b"BODY", b"printed\n"))
+    head, _, rest = packed.partition(b"\n")
+    assert json.loads(head)["logs"] == len(b"printed\n")
+    assert rest == b"printed\nBODY"
+    envelope = unpack(packed)
+    assert bytes(envelope.logs) == b"printed\n" and bytes(envelope.body) == b"BODY"
 
 
 def test_header_never_contains_a_raw_newline():
@@ -82,6 +92,7 @@ def test_header_method():
         "started": 3.0,
         "finished": 4.0,
         "error": None,
+        "logs": 0,
     }
 
 

@@ -269,3 +269,14 @@ def test_workers_endpoint(stack: Stack):
         assert worker["memory_limit"] > 0
         assert "current_job" in worker and worker["jobs_completed"] >= 0
     assert sum(worker["jobs_completed"] for worker in workers) >= 1
+
+
+def test_logs_endpoint_is_plain_text(stack: Stack):
+    job = post(stack, body(print, "hello from a worker")).json()
+    result(stack, job["id"])
+    logs = requests.get(stack.api(f"/jobs/{job['id']}/logs"), headers=stack.headers(), timeout=10)
+    assert logs.status_code == 200
+    assert logs.headers["Content-Type"].startswith("text/plain")
+    assert logs.text == "hello from a worker\n"
+    missing = requests.get(stack.api(f"/jobs/{'0' * 32}/logs"), headers=stack.headers(), timeout=10)
+    assert_json_error(missing, 404)

@@ -309,3 +309,43 @@ def test_distribute_challenge_import_path():
     from distribute_challenge import compute_this as challenge_decorator
 
     assert challenge_decorator is compute_this
+
+
+def test_job_output_is_captured_and_served():
+    @compute_this
+    def chatty(n):
+        import sys
+
+        for i in range(n):
+            print(f"line {i}")
+        print("to stderr", file=sys.stderr)
+        return n
+
+    job = chatty.submit(3)
+    assert job.result(timeout=30) == 3
+    assert job.logs() == "line 0\nline 1\nline 2\nto stderr\n"
+
+    @compute_this
+    def chatty_failure():
+        print("about to fail")
+        raise ValueError("failed after printing")
+
+    failing = chatty_failure.submit()
+    with pytest.raises(ValueError):
+        failing.result(timeout=30)
+    assert failing.logs() == "about to fail\n"
+
+
+def test_huge_output_keeps_the_last_mebibyte():
+    @compute_this
+    def flood():
+        for i in range(40_000):
+            print(f"{i:08d}" + "x" * 40)
+        return "done"
+
+    job = flood.submit()
+    assert job.result(timeout=60) == "done"
+    logs = job.logs()
+    assert logs.startswith("[earlier output cut]")
+    assert logs.endswith(f"{39_999:08d}" + "x" * 40 + "\n")
+    assert len(logs.encode()) <= (1 << 20) + 100

@@ -1,9 +1,10 @@
 """The bytes a worker sends back for one job: a JSON header line, then an opaque body.
 
-The gateway reads the header (plain JSON) and stores the body as it is, so it never
-has to unpickle anything a worker produced. For a finished job the body is the dill
-bytes of the return value; for a failed one it is the dill bytes of the exception
-(possibly empty when the exception could not be pickled).
+The gateway reads the header (plain JSON) and stores the rest as it is, so it never
+has to unpickle anything a worker produced. After the header line come the job's
+captured output (``logs`` bytes of UTF-8 text, its length in the header), then the
+body: for a finished job the dill bytes of the return value; for a failed one the
+dill bytes of the exception (possibly empty when it could not be pickled).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Envelope:
     finished: float | None = None
     error: dict[str, Any] | None = None
     body: bytes | memoryview = field(default=b"", repr=False)
+    logs: bytes | memoryview = field(default=b"", repr=False)
 
     def header(self) -> dict[str, Any]:
         return {
@@ -35,13 +37,14 @@ class Envelope:
             "started": self.started,
             "finished": self.finished,
             "error": self.error,
+            "logs": len(self.logs),
         }
 
 
 def pack(envelope: Envelope) -> bytes:
     """Serialize an envelope to bytes (one copy of the body)."""
     head = json.dumps(envelope.header(), separators=(",", ":")).encode()
-    return b"".join((head, _SEPARATOR, envelope.body))
+    return b"".join((head, _SEPARATOR, envelope.logs, envelope.body))
 
 
 def unpack(data: bytes | bytearray | memoryview) -> Envelope:
@@ -54,11 +57,13 @@ def unpack(data: bytes | bytearray | memoryview) -> Envelope:
     header = json.loads(bytes(view[:end]))
     if header.get("v") != VERSION:
         raise ValueError(f"unsupported job envelope version {header.get('v')!r}")
+    logs = int(header.get("logs") or 0)
     return Envelope(
         ok=bool(header["ok"]),
         worker=header.get("worker"),
         started=header.get("started"),
         finished=header.get("finished"),
         error=header.get("error"),
-        body=view[end + 1 :],
+        logs=view[end + 1 : end + 1 + logs],
+        body=view[end + 1 + logs :],
     )

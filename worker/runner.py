@@ -5,9 +5,12 @@ This is the only place in computethis where user bytes are unpickled.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 import dill
@@ -16,6 +19,7 @@ from worker.envelope import Envelope, pack
 
 STARTED_TOPIC = "computethis.started"
 MAX_PICKLED_EXCEPTION = 1 << 20
+MAX_LOGS = 1 << 20  # bytes of a job's stdout + stderr kept (the last ones)
 MAX_MESSAGE = 10_000
 MAX_TRACEBACK = 50_000
 
@@ -43,8 +47,10 @@ def run_job(job_id: str, payload: bytes) -> bytes:
     started = time.time()
     _announce_start(job_id, worker, started)
 
+    output = OutputTail(MAX_LOGS)
+
     def finish(ok: bool, error: dict[str, Any] | None = None, body: bytes = b"") -> bytes:
-        return pack(Envelope(ok, worker, started, time.time(), error, body))
+        return pack(Envelope(ok, worker, started, time.time(), error, body, output.encoded()))
 
     try:
         func, args, kwargs = load_call(payload)
@@ -53,7 +59,8 @@ def run_job(job_id: str, payload: bytes) -> bytes:
 
     failure: bytes | None = None
     try:
-        value = func(*args, **kwargs)
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            value = func(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
         failure = finish(False, describe_exception(exc, skip_frames=1), _pickle_exception(exc))
     if failure is not None:
@@ -74,6 +81,42 @@ def run_job(job_id: str, payload: bytes) -> bytes:
         }
         return finish(False, error)
     return finish(True, body=body)
+
+
+class OutputTail(io.TextIOBase):
+    """A text stream that keeps only the last ``limit`` bytes written to it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: deque[str] = deque()
+        self._size = 0
+        self._dropped = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        while self._size > self.limit:
+            excess = self._size - self.limit
+            oldest = self._parts[0]
+            if len(oldest) <= excess:
+                self._parts.popleft()
+                self._size -= len(oldest)
+            else:
+                self._parts[0] = oldest[excess:]
+                self._size -= excess
+            self._dropped = True
+        return len(text)
+
+    def encoded(self) -> bytes:
+        data = "".join(self._parts).encode("utf-8", "replace")
+        if len(data) > self.limit:
+            data, self._dropped = data[-self.limit :], True
+        if self._dropped:
+            data = b"[earlier output cut]\n" + data
+        return data
 
 
 def load_call(payload: bytes) -> tuple[Any, tuple, dict]:
