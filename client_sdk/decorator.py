@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import requests
+
 from client_sdk import transport
-from client_sdk.job import Job
+from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
 from client_sdk.serialization import dumps_call
 
 
@@ -49,6 +51,22 @@ class RemoteFunction:
 
     def submit(self, *args: Any, **kwargs: Any) -> Job:
         """Send one call to the gateway and return its :class:`Job` at once."""
+        response = self._post(args, kwargs)
+        info = response.json()
+        return Job(info["id"], info)
+
+    def compute(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one call on a worker and return its result (or raise its exception).
+
+        The call is posted with ``?wait=``, so a quick job's result comes back in the
+        same HTTP exchange; a longer one is then long-polled.
+        """
+        response = self._post(args, kwargs, wait=POLL_WAIT)
+        job = Job(response.headers[JOB_HEADER])
+        done, value = job.read_outcome(response)
+        return value if done else job.result()
+
+    def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> requests.Response:
         self._check_arguments(args, kwargs)
         params: dict[str, Any] = {}
         if self.timeout is not None:
@@ -57,7 +75,9 @@ class RemoteFunction:
             params["retries"] = self.retries
         if self.name:
             params["name"] = self.name[:200]
-        response = transport.request(
+        if wait:
+            params["wait"] = wait
+        return transport.request(
             "POST",
             "/jobs",
             params=params,
@@ -66,13 +86,8 @@ class RemoteFunction:
                 "Content-Type": "application/octet-stream",
                 "Idempotency-Key": uuid.uuid4().hex,
             },
+            timeout=(wait or 0) + 30,
         )
-        info = response.json()
-        return Job(info["id"], info)
-
-    def compute(self, *args: Any, **kwargs: Any) -> Any:
-        """Run one call on a worker and return its result (or raise its exception)."""
-        return self.submit(*args, **kwargs).result()
 
     def map(
         self,

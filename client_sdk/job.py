@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import requests
+
 from client_sdk import transport
 from client_sdk.errors import JobCancelled, ResultTimeout
 from client_sdk.serialization import loads_result, rebuild_exception
 
 POLL_WAIT = 30.0  # seconds per long-poll request
+JOB_HEADER = "X-Computethis-Job"
 
 
 class Job:
@@ -52,13 +55,9 @@ class Job:
             response = transport.request(
                 "GET", f"/jobs/{self.id}/result", params={"wait": f"{wait:.3f}"}, timeout=wait + 30
             )
-            if response.status_code == 200:
-                if response.headers.get("Content-Type", "").startswith("application/octet-stream"):
-                    return loads_result(response.content)
-                body = response.json()
-                if body["status"] == "cancelled":
-                    raise JobCancelled(f"job {self.id} was cancelled")
-                raise rebuild_exception(body)
+            done, value = self.read_outcome(response)
+            if done:
+                return value
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"job {self.id} not done after {timeout} s; it keeps running")
 
@@ -66,6 +65,18 @@ class Job:
         """What the job printed (stdout and stderr, the last 1 MiB); empty until it is done."""
         response = transport.request("GET", f"/jobs/{self.id}/logs")
         return response.content.decode("utf-8", "replace")
+
+    def read_outcome(self, response: requests.Response) -> tuple[bool, Any]:
+        """``(True, result)`` if the response carries the result; raises the job's error
+        if it failed or was cancelled; ``(False, None)`` if it is not done yet."""
+        if response.headers.get("Content-Type", "").startswith("application/octet-stream"):
+            return True, loads_result(response.content)
+        body = response.json()
+        if body.get("status") == "cancelled":
+            raise JobCancelled(f"job {self.id} was cancelled")
+        if body.get("status") == "failed":
+            raise rebuild_exception(body)
+        return False, None
 
     def cancel(self) -> str:
         """Cancel the job if it is queued or running; returns its status afterwards.

@@ -20,6 +20,7 @@ from gateway.context import gateway
 from gateway.resources import (
     DILL_HEADER,
     IDEMPOTENCY_HEADER,
+    JOB_HEADER,
     MAX_TIMEOUT,
     PAYLOAD_TYPE,
     PYTHON_HEADER,
@@ -44,18 +45,22 @@ _DEFAULT_CONFIG = GatewayConfig(save_dir=Path("save"), token="")
 
 
 def _ref(kind: str, name: str) -> Schema:
+    """A reference to ``#/components/{kind}/{name}``."""
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
 def _schema(name: str) -> Schema:
+    """A reference to a reusable schema."""
     return _ref("schemas", name)
 
 
 def _response(name: str) -> Schema:
+    """A reference to a reusable response."""
     return _ref("responses", name)
 
 
 def _param(name: str) -> Schema:
+    """A reference to a reusable parameter."""
     return _ref("parameters", name)
 
 
@@ -68,10 +73,12 @@ def _json(schema: Schema, description: str, headers: dict[str, Any] | None = Non
 
 
 def _nullable(schema: Schema, description: str) -> Schema:
+    """``schema`` that may also be null (OpenAPI 3.0's ``nullable``)."""
     return {**schema, "nullable": True, "description": description}
 
 
 def _package_version() -> str:
+    """The installed computethis version: the document's ``info.version``."""
     try:
         return metadata.version("computethis")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -158,7 +165,8 @@ def _schemas() -> dict[str, Schema]:
                 "started_at": _nullable(timestamp, "When a worker started it (UTC)."),
                 "finished_at": _nullable(timestamp, "When it finished, failed or was cancelled."),
                 "duration": _nullable(
-                    {"type": "number", "minimum": 0}, "Seconds between start and finish."
+                    {"type": "number"},
+                    "Seconds between start and finish (clocks of two hosts may disagree).",
                 ),
                 "worker": _nullable({"type": "string"}, "Address of the worker that ran it."),
                 "attempts": {"type": "integer", "minimum": 0},
@@ -182,8 +190,9 @@ def _schemas() -> dict[str, Schema]:
             "description": "`queued` and `running` are active; `finished`, `failed` and "
             "`cancelled` are done; `expired` is done and its result was removed.",
         },
-        "FailedJob": {
-            "description": "A failed or cancelled job, as `GET .../result` answers it.",
+        "JobOutcome": {
+            "description": "A job with, when it failed and its exception could be "
+            "pickled, that exception.",
             "allOf": [
                 _schema("Job"),
                 {
@@ -329,7 +338,7 @@ def _parameters(config: GatewayConfig) -> dict[str, Schema]:
         "Wait": {
             "name": "wait",
             "in": "query",
-            "description": "Seconds to long-poll for the job to be done before answering.",
+            "description": "Seconds to wait for the job to be done before answering.",
             "schema": {
                 "type": "number",
                 "minimum": 0,
@@ -352,7 +361,7 @@ def _parameters(config: GatewayConfig) -> dict[str, Schema]:
             "name": "cursor",
             "in": "query",
             "description": "The `next_cursor` of the previous page.",
-            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
         },
         "Status": {
             "name": "status",
@@ -448,6 +457,7 @@ def _responses(config: GatewayConfig) -> dict[str, Schema]:
 
 
 def _job_response(description: str) -> Schema:
+    """A response whose body is the job's JSON."""
     return _json(_schema("Job"), description)
 
 
@@ -459,7 +469,12 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
             "description": "The job's URL, `/api/v1/jobs/{job_id}`.",
             "required": True,
             "schema": {"type": "string"},
-        }
+        },
+        JOB_HEADER: {
+            "description": "The job's id.",
+            "required": True,
+            "schema": _schema("JobId"),
+        },
     }
     public: list[dict[str, list[str]]] = []
     return {
@@ -471,11 +486,14 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "description": "Stores the dill bytes of `(func, args, kwargs)` and queues "
                 "the job. Answers 201 only once the job and its payload are durably "
                 "stored. The gateway never unpickles the body: it checks that it is one "
-                "complete pickle of a 3-tuple by reading its opcodes.",
+                "complete pickle of a 3-tuple by reading its opcodes. With `wait`, it "
+                "then waits that long for the job: a job that finished in time is "
+                "answered 200 with its result bytes, one that failed 201 with its error.",
                 "parameters": [
                     _param("Timeout"),
                     _param("Retries"),
                     _param("Name"),
+                    _param("Wait"),
                     _param("IdempotencyKey"),
                     _param("PythonVersion"),
                     _param("DillVersion"),
@@ -486,12 +504,22 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                     "content": {PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "responses": {
-                    "201": _json(_schema("Job"), "The job was stored and queued.", location),
-                    "200": _json(
-                        _schema("Job"),
-                        "The `Idempotency-Key` was already used: the job it created.",
+                    "201": _json(
+                        _schema("JobOutcome"),
+                        "The job was stored and queued: the job, as it is when `wait` "
+                        "ended (with its `error`, and `exception`, if it failed by then).",
                         location,
                     ),
+                    "200": {
+                        "description": "The `Idempotency-Key` was already used: the job it "
+                        "created (JSON). Or the job finished within `wait`: the dill bytes "
+                        f"of its return value (`{PAYLOAD_TYPE}`).",
+                        "headers": location,
+                        "content": {
+                            JSON: {"schema": _schema("Job")},
+                            PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
                     "400": _json(
                         _schema("Error"),
                         "A parameter or header is invalid (`invalid_parameter`, "
@@ -577,7 +605,7 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                         "`error` and maybe `exception`, when it failed or was cancelled.",
                         "content": {
                             PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}},
-                            JSON: {"schema": _schema("FailedJob")},
+                            JSON: {"schema": _schema("JobOutcome")},
                         },
                     },
                     "202": _job_response("Not done when the wait ended: the job."),
@@ -694,4 +722,5 @@ class OpenApiDocument(Resource):
     """``GET /api/v1/openapi.json``: this API's OpenAPI document (no token needed)."""
 
     def get(self) -> dict[str, Any]:
+        """The document, with this gateway's limits."""
         return openapi_document(gateway().config)

@@ -24,6 +24,7 @@ from gateway.store import (
 
 PAYLOAD_TYPE = "application/octet-stream"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+JOB_HEADER = "X-Computethis-Job"
 PYTHON_HEADER = "X-Computethis-Python"
 DILL_HEADER = "X-Computethis-Dill"
 MAX_TIMEOUT = 30 * 24 * 3600.0
@@ -48,11 +49,13 @@ def cancel(job: Job) -> bool:
 
 
 class JobList(Resource):
-    def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def post(self) -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         """Store a call (dill bytes of ``(func, args, kwargs)``) as a job and queue it.
 
-        Answers 201 once the job is durably stored; 200 with the existing job when
-        the ``Idempotency-Key`` was already used by this tenant.
+        Answers 201 with the job's JSON once the job is durably stored; 200 with the
+        existing job when the ``Idempotency-Key`` was already used by this tenant.
+        With ``?wait=SECONDS`` it waits that long for the job: 200 with the result
+        bytes if it finished, 201 with its JSON (and error) otherwise.
         """
         gw = gateway()
         if request.mimetype != PAYLOAD_TYPE:
@@ -93,15 +96,27 @@ class JobList(Resource):
         try:
             if staged.size == 0:
                 raise InvalidPayload("the body is empty; send dill.dumps((func, args, kwargs))")
-            with open(staged.path, "rb") as body:
+            with staged.open() as body:
                 check_call_payload(body)
         except InvalidPayload as exc:
             gw.store.discard(staged)
             raise ApiError(400, "invalid_payload", str(exc)) from None
+        wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         job, created = gw.store.create(spec, staged)
-        if created:
-            gw.dispatcher.submit(job)
-        return job.to_json(), 201 if created else 200, {"Location": url_for("job", job_id=job.id)}
+        headers = {"Location": url_for("job", job_id=job.id), JOB_HEADER: job.id}
+        if not created:
+            return job.to_json(), 200, headers
+        with gw.waiters.watch(job.id) as done:
+            gw.dispatcher.submit(job, staged.data)
+            if not wait or not done.wait(wait):
+                return job.to_json(), 201, headers
+        # Done within ?wait: answer the outcome at once (one round trip per call).
+        job = own_job(job.id)
+        outcome = outcome_response(job)
+        if isinstance(outcome, Response):
+            outcome.headers.update(headers)
+            return outcome
+        return job_json_with_exception(job), 201, headers
 
     def get(self) -> dict[str, Any]:
         """The caller's jobs, newest first, ``limit`` at a time."""
@@ -152,25 +167,36 @@ class JobResult(Resource):
             if not job.done and wait:
                 done.wait(wait)
                 job = own_job(job_id)
-        if job.status == EXPIRED:
-            raise ApiError(
-                410,
-                "result_expired",
-                f"job {job.id} finished more than {gw.config.result_ttl:g} s ago and its "
-                "result was removed (see --result-ttl); submit it again",
-            )
-        if job.status == FINISHED:
-            try:
-                result = open(gw.store.result_path(job.id), "rb")  # noqa: SIM115 - closed by send_file
-            except FileNotFoundError:
-                raise not_found(job_id) from None
-            return send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
-        if job.done:
-            body = job.to_json()
-            if job.exception:
-                body["exception"] = base64.b64encode(job.exception).decode()
-            return body, 200
-        return job.to_json(), 202
+        return outcome_response(job) or (job.to_json(), 202)
+
+
+def outcome_response(job: Job) -> Response | tuple[dict[str, Any], int] | None:
+    """A done job's outcome: result bytes, or its JSON with the error; None if not done."""
+    gw = gateway()
+    if job.status == EXPIRED:
+        raise ApiError(
+            410,
+            "result_expired",
+            f"job {job.id} finished more than {gw.config.result_ttl:g} s ago and its "
+            "result was removed (see --result-ttl); submit it again",
+        )
+    if job.status == FINISHED:
+        try:
+            result = open(gw.store.result_path(job.id), "rb")  # noqa: SIM115 - closed by send_file
+        except FileNotFoundError:
+            raise not_found(job.id) from None
+        return send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
+    if job.done:
+        return job_json_with_exception(job), 200
+    return None
+
+
+def job_json_with_exception(job: Job) -> dict[str, Any]:
+    """The job's JSON plus, for a failed job, the base64 dill bytes of its exception."""
+    body = job.to_json()
+    if job.exception:
+        body["exception"] = base64.b64encode(job.exception).decode()
+    return body
 
 
 class JobLogs(Resource):

@@ -10,9 +10,12 @@ releases a key once its outcome is recorded.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
+
+from worker.envelope import STARTED_TOPIC
 
 KEY_PREFIX = "computethis-"
 HOLDER = "computethis-job-store"
@@ -28,6 +31,7 @@ class KeepJobsAlive(SchedulerPlugin):
 
     def __init__(self) -> None:
         self.scheduler: Any = None
+        self.attempts: dict[str, int] = {}
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -39,6 +43,31 @@ class KeepJobsAlive(SchedulerPlugin):
         ours = [key for key in keys if isinstance(key, str) and key.startswith(KEY_PREFIX)]
         if ours:
             scheduler.client_desires_keys(keys=ours, client=HOLDER)
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        """Count each job's attempts; announce re-runs (a worker died, or Dask retries).
+
+        A first attempt is announced by the worker itself (only if it runs long enough
+        to matter); a re-run is rare, so the scheduler announces it with its number.
+        """
+        if not (isinstance(key, str) and key.startswith(KEY_PREFIX)):
+            return
+        if finish == "forgotten":
+            self.attempts.pop(key, None)
+        elif finish == "processing":
+            attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
+            task = self.scheduler.tasks.get(key)
+            worker = getattr(getattr(task, "processing_on", None), "address", None)
+            if attempt > 1 and worker:
+                self.scheduler.log_event(
+                    STARTED_TOPIC,
+                    {
+                        "job": key[len(KEY_PREFIX) :],
+                        "worker": worker,
+                        "time": time.time(),
+                        "attempt": attempt,
+                    },
+                )
 
     def release(self, keys: list[str] | None = None) -> int:
         """Stop holding ``keys`` (their outcome is recorded, or the job was cancelled)."""

@@ -458,10 +458,13 @@ def test_mark_started_counts_attempts_of_active_jobs(store: JobStore):
     assert running.attempts == 1
     assert not running.done
 
-    # a retry on another worker
-    assert store.mark_started(job.id, "w2", T0 + 5)
+    # a retry on another worker, announced with its attempt number
+    assert store.mark_started(job.id, "w2", T0 + 5, attempt=2)
     retried = store.get(job.id)
     assert (retried.worker, retried.started_at, retried.attempts) == ("w2", T0 + 5, 2)
+    # the same attempt announced twice (scheduler and worker) counts once
+    assert store.mark_started(job.id, "w2", T0 + 5)
+    assert store.get(job.id).attempts == 2
 
 
 def test_mark_started_ignores_done_and_unknown_jobs(store: JobStore):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
+# Event topic on which a job's start is announced to the gateway (msgpack, not pickle).
+STARTED_TOPIC = "computethis.started"
 _SEPARATOR = b"\n"
 
 

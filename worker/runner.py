@@ -8,16 +8,18 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import dill
 
-from worker.envelope import Envelope, pack
+from worker.envelope import STARTED_TOPIC, Envelope, pack
 
-STARTED_TOPIC = "computethis.started"
+ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
 MAX_PICKLED_EXCEPTION = 1 << 20
 MAX_LOGS = 1 << 20  # bytes of a job's stdout + stderr kept (the last ones)
 MAX_MESSAGE = 10_000
@@ -45,11 +47,12 @@ def run_job(job_id: str, payload: bytes) -> bytes:
     """
     worker = _worker_address()
     started = time.time()
-    _announce_start(job_id, worker, started)
+    announced_done = _announce_start(job_id, worker, started)
 
     output = OutputTail(MAX_LOGS)
 
     def finish(ok: bool, error: dict[str, Any] | None = None, body: bytes = b"") -> bytes:
+        announced_done()
         return pack(Envelope(ok, worker, started, time.time(), error, body, output.encoded()))
 
     try:
@@ -201,9 +204,24 @@ def _worker_address() -> str | None:
         return None
 
 
-def _announce_start(job_id: str, worker: str | None, started: float) -> None:
+def _announce_start(job_id: str, worker: str | None, started: float) -> Callable[[], None]:
+    """Tell the gateway the job runs, if it is still running after ANNOUNCE_AFTER seconds.
+
+    Quick jobs send nothing: their start time travels in the envelope, and a start
+    message would share the worker's batched stream with the task-finished message
+    and delay it. Returns the function to call when the job is done.
+    """
     if worker is None:
-        return
+        return lambda: None
     from distributed import get_worker
 
-    get_worker().log_event(STARTED_TOPIC, {"job": job_id, "worker": worker, "time": started})
+    dask_worker = get_worker()
+    finished = threading.Event()
+    message = {"job": job_id, "worker": worker, "time": started}
+
+    def announce() -> None:
+        if not finished.is_set():
+            dask_worker.log_event(STARTED_TOPIC, message)
+
+    dask_worker.loop.add_callback(lambda: dask_worker.loop.call_later(ANNOUNCE_AFTER, announce))
+    return finished.set
