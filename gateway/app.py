@@ -10,10 +10,11 @@ from flask_restful import Api
 
 from gateway import openapi, resources
 from gateway.config import GatewayConfig
-from gateway.context import ADMIN_TENANT, Gateway, gateway
+from gateway.context import ADMIN_TENANT, Gateway, gateway, is_admin
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError, error_response, install_error_handlers
 from gateway.janitor import Janitor
+from gateway.metrics import GatewayMetrics
 from gateway.store import JobStore
 from gateway.tokens import TokenStore
 from gateway.waiters import Waiters
@@ -40,9 +41,15 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     store = JobStore(config.save_dir, durable=config.durable)
     waiters = Waiters()
     dispatcher = Dispatcher(store, waiters, scheduler)
+    metrics = GatewayMetrics(store, lambda: dispatcher.cluster)
+    dispatcher.on_recorded = metrics.job_outcomes
     janitor = Janitor(store, config.result_ttl)
     tokens = TokenStore(store.db_path)
-    app.extensions["computethis"] = Gateway(config, store, waiters, dispatcher, janitor, tokens)
+    app.extensions["computethis"] = Gateway(
+        config, store, waiters, dispatcher, janitor, tokens, metrics
+    )
+    metrics.install(app)
+    app.add_url_rule("/metrics", "metrics", _metrics)
 
     install_error_handlers(app)
     app.before_request(_authenticate)
@@ -57,6 +64,13 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     api.add_resource(resources.Health, f"{API}/health", endpoint="health")
     api.add_resource(openapi.OpenApiDocument, f"{API}/openapi.json", endpoint="openapi")
     return app
+
+
+def _metrics() -> Any:
+    """Prometheus metrics; they describe every tenant's work, so admin token only."""
+    if not is_admin():
+        raise ApiError(403, "forbidden", "/metrics needs the admin token")
+    return gateway().metrics.render()
 
 
 def _authenticate() -> None:

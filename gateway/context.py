@@ -14,6 +14,7 @@ from gateway.janitor import Janitor
 from gateway.store import JobStore
 
 if TYPE_CHECKING:
+    from gateway.metrics import GatewayMetrics
     from gateway.tokens import TokenStore
 from gateway.waiters import Waiters
 
@@ -32,6 +33,7 @@ class Gateway:
     dispatcher: Dispatcher
     janitor: Janitor
     tokens: TokenStore
+    metrics: GatewayMetrics
 
     def start(self) -> None:
         """Repair the store after a crash, then start submitting and expiring jobs."""

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,10 @@ class Dispatcher:
         scheduler: Any,
         *,
         refresh_interval: float = 1.0,
+        on_recorded: Callable[[list[Outcome]], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_recorded = on_recorded
         self.waiters = waiters
         self.scheduler = scheduler
         self.refresh_interval = refresh_interval
@@ -374,7 +377,7 @@ class Dispatcher:
                 settled += item[0]
                 outcomes += item[1]
         if outcomes:
-            self.waiters.notify(self.store.record(outcomes))
+            self._record(outcomes)
         with self._lock:
             for future in settled:
                 job_id = job_id_of(future.key)
@@ -386,6 +389,13 @@ class Dispatcher:
                         self._reconcile_needed.set()
         if outcomes:  # off this thread: recording the next batch need not wait for it
             self._gatherers.submit(self._release, [dask_key(o.job_id) for o in outcomes])
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Store outcomes (each once), wake their waiters and count them."""
+        recorded = set(self.store.record(outcomes))
+        self.waiters.notify(list(recorded))
+        if self.on_recorded is not None:
+            self.on_recorded([outcome for outcome in outcomes if outcome.job_id in recorded])
 
     def _gather(self, finished: list[Future]) -> None:
         """(gather thread) Fetch results and hand them to the recorder."""
@@ -463,7 +473,7 @@ class Dispatcher:
                 "traceback": "",
             }
             outcome = Outcome(job_id, ok=False, error=error, worker=job.worker)
-            self.waiters.notify(self.store.record([outcome]))
+            self._record([outcome])
             self.cancel(job)
 
 

@@ -106,6 +106,7 @@ class JobList(Resource):
         headers = {"Location": url_for("job", job_id=job.id), JOB_HEADER: job.id}
         if not created:
             return job.to_json(), 200, headers
+        gw.metrics.submitted.inc()
         with gw.waiters.watch(job.id) as done:
             gw.dispatcher.submit(job, staged.data)
             if not wait or not done.wait(wait):

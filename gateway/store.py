@@ -370,6 +370,11 @@ class JobStore:
         row = self._db().execute("SELECT logs FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bytes(row[0]) if row and row[0] else b""
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        rows = self._db().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {status: count for status, count in rows}
+
     def count_active(self, tenant: str) -> int:
         """How many queued or running jobs ``tenant`` has."""
         row = (

@@ -280,3 +280,30 @@ def test_logs_endpoint_is_plain_text(stack: Stack):
     assert logs.text == "hello from a worker\n"
     missing = requests.get(stack.api(f"/jobs/{'0' * 32}/logs"), headers=stack.headers(), timeout=10)
     assert_json_error(missing, 404)
+
+
+def test_metrics_in_prometheus_format(stack: Stack):
+    job = post(stack, body(abs, -8)).json()
+    result(stack, job["id"])
+    assert_json_error(requests.get(f"{stack.url}/metrics", timeout=10), 401)
+    response = requests.get(f"{stack.url}/metrics", headers=stack.headers(), timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = response.text
+    for name in (
+        "computethis_jobs_submitted_total",
+        'computethis_jobs_completed_total{status="finished"}',
+        'computethis_jobs{status="finished"}',
+        "computethis_queue_depth",
+        "computethis_job_duration_seconds_bucket",
+        "computethis_worker_jobs_completed{",
+        "computethis_worker_busy{",
+        "computethis_http_request_duration_seconds_bucket",
+        "computethis_workers 2.0",
+        "computethis_scheduler_connected 1.0",
+    ):
+        assert name in text, name
+    submitted = next(
+        line for line in text.splitlines() if line.startswith("computethis_jobs_submitted_total")
+    )
+    assert float(submitted.split()[1]) >= 1
