@@ -40,6 +40,7 @@ GATEWAY_DESERIALIZERS = ("dask", "msgpack")
 CONNECT_TIMEOUT = 5.0
 _RPC_CHUNK = 1000
 GATHER_THREADS = 4
+SCATTER_ABOVE = 1 << 20  # payloads larger than this go to a worker directly
 SEND_INTERVAL = 0.001  # seconds between batches on the client's stream to the scheduler
 
 
@@ -119,12 +120,30 @@ class Dispatcher:
 
         ``payload`` saves reading the stored payload back when the caller has it.
         """
+        if not self.cluster.connected or job.id in self._futures:
+            return
+        data = self._payload_for_dask(job, payload)
         with self._lock:
-            if not self.cluster.connected or job.id in self._futures:
-                return
-            self._submit_locked(job, payload)
+            if self.cluster.connected and job.id not in self._futures:
+                self._submit_locked(job, data)
 
-    def _submit_locked(self, job: Job, payload: bytes | None = None) -> None:
+    def _payload_for_dask(self, job: Job, payload: bytes | None) -> bytes | Future:
+        """The payload as a task argument: bytes, or for a large one a scattered future.
+
+        A large argument inlined in a task travels through the scheduler; scattered,
+        it goes straight to a worker (a 256 MB payload: ~1.5 s instead of ~6-13 s).
+        """
+        data = payload if payload is not None else self.store.read_payload(job.id)
+        client = self.client
+        if len(data) <= SCATTER_ABOVE or client is None or not self.cluster.workers:
+            return data
+        try:
+            return client.scatter(data, hash=False)
+        except Exception as exc:
+            log.warning("could not scatter the payload of job %s (%s); inlining it", job.id, exc)
+            return data
+
+    def _submit_locked(self, job: Job, payload: bytes | Future | None = None) -> None:
         assert self.client is not None
         future = self.client.submit(
             run_job,

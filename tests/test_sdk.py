@@ -349,3 +349,14 @@ def test_huge_output_keeps_the_last_mebibyte():
     assert logs.startswith("[earlier output cut]")
     assert logs.endswith(f"{39_999:08d}" + "x" * 40 + "\n")
     assert len(logs.encode()) <= (1 << 20) + 100
+
+
+def test_large_array_argument_and_result_round_trip():
+    @compute_this
+    def double(array):
+        return array * 2
+
+    data = np.arange(2_500_000, dtype=np.float64)  # 20 MB: scattered to a worker, not inlined
+    result = double.compute(data)
+    assert result.shape == data.shape and result.dtype == data.dtype
+    assert np.array_equal(result, data * 2)
