@@ -67,7 +67,9 @@ def request(
                 headers=all_headers,
                 timeout=timeout,
             )
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            # Refused, reset, or cut off mid-reply (the gateway died): safe to repeat,
+            # since GETs are idempotent and POSTs carry an Idempotency-Key.
             if not retry or time.monotonic() + delay > deadline:
                 raise GatewayUnreachable(
                     f"cannot reach the computethis gateway at {config.url} ({exc}); "

@@ -75,9 +75,10 @@ class JobList(Resource):
             dill_version=request.headers.get(DILL_HEADER),
             idempotency_key=_idempotency_key(),
         )
+        wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         existing = gw.store.find_by_key(spec.tenant, spec.idempotency_key)
         if existing is not None:
-            return existing.to_json(), 200, {"Location": url_for("job", job_id=existing.id)}
+            return existing.to_json(), 200, _job_headers(existing)
         _check_python_version(spec.python_version, gw.dispatcher.cluster.python_versions)
         if gw.store.count_active(spec.tenant) >= gw.config.max_queued:
             raise ApiError(
@@ -101,9 +102,8 @@ class JobList(Resource):
         except InvalidPayload as exc:
             gw.store.discard(staged)
             raise ApiError(400, "invalid_payload", str(exc)) from None
-        wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         job, created = gw.store.create(spec, staged)
-        headers = {"Location": url_for("job", job_id=job.id), JOB_HEADER: job.id}
+        headers = _job_headers(job)
         if not created:
             return job.to_json(), 200, headers
         gw.metrics.submitted.inc()
@@ -127,7 +127,7 @@ class JobList(Resource):
         cursor = args.get("cursor")
         before = None
         if cursor:
-            if not cursor.isdigit() or len(cursor) > 18:
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise ApiError(400, "invalid_parameter", f"cursor {cursor!r} is not one we issued")
             before = int(cursor)
         owner = None if is_admin() else tenant()
@@ -228,6 +228,10 @@ class Health(Resource):
             "workers": len(cluster.workers),
         }
         return body, 200 if healthy else 503
+
+
+def _job_headers(job: Job) -> dict[str, str]:
+    return {"Location": url_for("job", job_id=job.id), JOB_HEADER: job.id}
 
 
 def _idempotency_key() -> str | None:

@@ -484,8 +484,7 @@ class Cluster:
             str(GATEWAY_PORT),
             "--save-dir",
             str(self.save_dir),
-            "--token",
-            self.token,
+            f"--token={self.token}",  # one word: a random token may start with "-"
         ]
         return host.start(args, self.log_path(host), env=self.env())
 
@@ -503,6 +502,14 @@ class Cluster:
         """The gateway's /health body, or None while it does not answer."""
         try:
             return requests.get(self.api("/health"), timeout=5).json()
+        except (requests.ConnectionError, requests.Timeout, ValueError):
+            return None
+
+    def health_response(self) -> tuple[int, dict[str, object]] | None:
+        """The gateway's /health status code and body, or None while it does not answer."""
+        try:
+            response = requests.get(self.api("/health"), timeout=5)
+            return response.status_code, response.json()
         except (requests.ConnectionError, requests.Timeout, ValueError):
             return None
 

@@ -1,27 +1,33 @@
 """computethis across hosts (Linux network namespaces): no accepted job is lost when a
-worker host dies or is cut off.
+worker host dies or is cut off, when the gateway host dies, or when the scheduler host dies.
 
 Each test gets a fresh cluster from :mod:`tests.netns`: a scheduler host, two worker
 hosts with two single-threaded workers each, and a gateway host, running the same
-``computethis`` subcommands as docker-compose.yml. Needs root and iproute2 (as in CI);
-skipped otherwise.
+``computethis`` subcommands as docker-compose.yml. The fault tests run JOBS naps from
+CLIENTS SDK threads and inject one fault mid-load; every nap notes its start and finish
+in shared files, which count executions. Needs root and iproute2 (as in CI); skipped
+otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import re
+import signal
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import requests
 
 import client_sdk
 from client_sdk import Job, compute_this
@@ -157,40 +163,100 @@ def test_four_hosts_run_jobs_on_both_worker_hosts(network: Cluster, tmp_path: Pa
     assert ran_on == {h.ip for h in network.worker_hosts}, ran_on
 
 
+CUT_REPLY = (
+    "the SDK raised requests' ChunkedEncodingError: the gateway died after sending a reply's "
+    "headers but before its body, and client_sdk/transport.py retries only "
+    "requests.ConnectionError"
+)
+
+
+def client_failures(clients: list[Future]) -> list[str]:
+    """The exceptions of the client threads that failed, explained where we know why."""
+    failures = []
+    for client in clients:
+        exc = client.exception() if client.done() else None
+        if exc is not None:
+            cut = isinstance(exc, requests.exceptions.ChunkedEncodingError)
+            failures.append(f"{type(exc).__name__}: {exc}" + (f" ({CUT_REPLY})" if cut else ""))
+    return failures
+
+
+# When to inject the fault: called with the seconds since the first submission and
+# the number of executions finished so far.
+Trigger = Callable[[float, int], bool]
+
+
+def after_finished(count: int) -> Trigger:
+    """Fire once ``count`` executions have finished."""
+    return lambda elapsed, finished: finished >= count
+
+
+def after_seconds(seconds: float) -> Trigger:
+    """Fire ``seconds`` after the first submission."""
+    return lambda elapsed, finished: elapsed >= seconds
+
+
 @dataclass
 class LoadReport:
     """What happened to one load run with a fault in the middle."""
 
     fault_at: float  # seconds after the first submission
-    workers_gone_after: float | None  # seconds from the fault until the gateway saw 2 workers
+    finished_at_fault: int  # executions finished when the fault was injected
+    awaited_workers: int | None  # worker count watched for after the fault
+    workers_seen_after: float | None  # seconds from the fault until the gateway saw them
     duration: float
     started: Counter[int]
     finished: Counter[int]
     records: list[dict]
+    # Result requests whose response the fault cut mid-body (requests raised
+    # ChunkedEncodingError through the SDK); the client asked again.
+    broken_responses: list[str]
+
+    @property
+    def reexecuted(self) -> list[int]:
+        """Indexes of the jobs whose function started more than once."""
+        return sorted(i for i, n in self.started.items() if n > 1)
 
     def summary(self) -> str:
-        reran = sorted(i for i, n in self.started.items() if n > 1)
         refinished = sorted(i for i, n in self.finished.items() if n > 1)
         attempts = Counter(r["attempts"] for r in self.records)
+        seen = ""
+        if self.awaited_workers is not None:
+            seen = (
+                f"gateway saw {self.awaited_workers} workers {self.workers_seen_after}s after it, "
+            )
         return (
-            f"fault at {self.fault_at:.1f}s, gateway saw 2 workers "
-            f"{self.workers_gone_after}s after it, all done at {self.duration:.1f}s; "
-            f"{len(reran)} jobs started more than once {reran}, "
+            f"fault at {self.fault_at:.1f}s ({self.finished_at_fault}/{JOBS} finished), "
+            f"{seen}all done at {self.duration:.1f}s; "
+            f"{len(self.reexecuted)} jobs started more than once {self.reexecuted}, "
             f"{len(refinished)} finished more than once {refinished}; "
-            f"attempts {dict(sorted(attempts.items()))}"
+            f"attempts {dict(sorted(attempts.items()))}; "
+            f"{len(self.broken_responses)} result replies cut mid-body"
         )
 
 
-def run_with_fault(cluster: Cluster, log_dir: Path, fault: Callable[[], None]) -> LoadReport:
-    """Run JOBS naps from CLIENTS threads; call ``fault`` once FAULT_AFTER have finished.
+def run_with_fault(
+    cluster: Cluster,
+    log_dir: Path,
+    fault: Callable[[], None],
+    *,
+    trigger: Trigger | None = None,
+    await_workers: int | None = 2,
+) -> LoadReport:
+    """Run JOBS naps from CLIENTS threads; call ``fault`` once when ``trigger`` fires
+    (default: once FAULT_AFTER executions have finished).
 
-    Checks that every job returns its own index and that the gateway holds exactly
-    one finished record per job.
+    After the fault, also waits (until every job is done) for the gateway to report
+    ``await_workers`` workers, and notes when it did; None skips that. Checks that every
+    job returns its own index, that each ran at least once and that the gateway holds
+    exactly one finished record per job.
     """
+    trigger = trigger or after_finished(FAULT_AFTER)
     rng = random.Random(JOBS)
     seconds = [rng.uniform(0.05, 0.2) for _ in range(JOBS)]
     jobs: dict[int, Job] = {}
     results: dict[int, object] = {}
+    broken: list[str] = []
     lock = threading.Lock()
 
     def client(number: int) -> None:
@@ -198,31 +264,49 @@ def run_with_fault(cluster: Cluster, log_dir: Path, fault: Callable[[], None]) -
         with lock:
             jobs.update(mine)
         for index, job in mine:
-            result = job.result(timeout=RESULT_TIMEOUT)
+            result = wait_for_result(job)
             with lock:
                 results[index] = result
+
+    def wait_for_result(job: Job) -> object:
+        # The SDK retries connection errors only: a response cut after its headers (the
+        # gateway killed mid-reply) escapes it. Asking again is safe (a GET); each
+        # occurrence is noted so the test can report it.
+        while True:
+            try:
+                return job.result(timeout=RESULT_TIMEOUT)
+            except requests.exceptions.ChunkedEncodingError as exc:
+                with lock:
+                    broken.append(f"GET /jobs/{job.id}/result: {exc}")
 
     begin = time.monotonic()
     with ThreadPoolExecutor(CLIENTS, thread_name_prefix="client") as pool:
         clients = [pool.submit(client, number) for number in range(CLIENTS)]
-        while sum(lines(log_dir / "finished.log").values()) < FAULT_AFTER:
-            assert not any(c.done() and c.exception() for c in clients), [
-                c.exception() for c in clients if c.done()
-            ]
+        while True:
+            finished_now = sum(lines(log_dir / "finished.log").values())
+            if trigger(time.monotonic() - begin, finished_now):
+                break
+            failures = client_failures(clients)
+            assert not failures, failures
             assert time.monotonic() - begin < 120, "jobs do not run\n" + cluster.logs()
             time.sleep(0.02)
         fault_at = time.monotonic()
         fault()
-        workers_gone_after = None
-        while not all(c.done() for c in clients) or workers_gone_after is None:
-            health = cluster.health() or {}
-            if workers_gone_after is None and health.get("workers") == 2:
-                workers_gone_after = round(time.monotonic() - fault_at, 1)
+        workers_seen_after = None
+        while not all(c.done() for c in clients) or (
+            await_workers is not None and workers_seen_after is None
+        ):
+            if await_workers is not None and workers_seen_after is None:
+                health = cluster.health() or {}
+                if health.get("workers") == await_workers:
+                    workers_seen_after = round(time.monotonic() - fault_at, 1)
             if any(c.done() and c.exception() for c in clients):
                 break  # c.result() below raises it
             if time.monotonic() - fault_at > RESULT_TIMEOUT + 30:
                 break
             time.sleep(0.1)
+        failures = client_failures(clients)
+        assert not failures, failures
         for c in clients:
             c.result()
     duration = time.monotonic() - begin
@@ -241,7 +325,15 @@ def run_with_fault(cluster: Cluster, log_dir: Path, fault: Callable[[], None]) -
     assert set(finished) == set(range(JOBS))
     assert set(started) == set(range(JOBS))
     return LoadReport(
-        round(fault_at - begin, 1), workers_gone_after, duration, started, finished, records
+        fault_at=round(fault_at - begin, 1),
+        finished_at_fault=finished_now,
+        awaited_workers=await_workers,
+        workers_seen_after=workers_seen_after,
+        duration=duration,
+        started=started,
+        finished=finished,
+        records=records,
+        broken_responses=broken,
     )
 
 
@@ -249,7 +341,7 @@ def test_no_job_lost_when_a_worker_host_is_killed(network: Cluster, tmp_path: Pa
     worker1 = network.network["worker1"]
     report = run_with_fault(network, tmp_path, worker1.kill_processes)
     show(f"worker host killed: {report.summary()}")
-    assert report.workers_gone_after is not None
+    assert report.workers_seen_after is not None
     hosts = Counter(host_of(r["worker"]) for r in report.records)
     assert hosts[worker1.ip] > 0, hosts  # the killed host did run jobs before it died
     assert worker1.pids() == set()
@@ -265,7 +357,7 @@ def test_no_job_lost_when_a_worker_host_is_cut_off(network: Cluster, tmp_path: P
     finally:
         worker1.restore()
     show(f"worker host cut off: {report.summary()}")
-    assert report.workers_gone_after is not None
+    assert report.workers_seen_after is not None
     hosts = Counter(host_of(r["worker"]) for r in report.records)
     assert hosts[worker1.ip] > 0, hosts
 
@@ -274,3 +366,98 @@ def test_no_job_lost_when_a_worker_host_is_cut_off(network: Cluster, tmp_path: P
     worker1.kill_processes()
     network.start_workers(worker1)
     network.wait_for_workers(4)
+
+
+def wait_for_health(
+    cluster: Cluster, status: int, timeout: float = 30
+) -> tuple[float, dict[str, object]]:
+    """Wait until the gateway's /health answers ``status``; return the wait and the body."""
+    began = time.monotonic()
+    last = None
+    while time.monotonic() - began < timeout:
+        last = cluster.health_response()
+        if last is not None and last[0] == status:
+            return round(time.monotonic() - began, 1), last[1]
+        time.sleep(0.1)
+    raise AssertionError(f"/health never answered {status} in {timeout}s (last: {last})")
+
+
+RECONCILED = re.compile(r"reconciled: (\d+) jobs re-attached, (\d+) resubmitted")
+
+
+def test_no_job_reexecuted_when_the_gateway_host_is_killed(network: Cluster, tmp_path: Path):
+    """The gateway host dies 1-3 s into the load and comes back on the same save dir.
+
+    The scheduler and workers stay up and the scheduler plugin keeps every task alive, so
+    the restarted gateway re-attaches them: nothing may run twice.
+    """
+    gateway = network.gateway
+    log_path = network.log_path(gateway)
+    kill_after = round(random.uniform(1.0, 3.0), 2)
+    outage: dict[str, Any] = {}
+
+    def kill_and_restart_gateway() -> None:
+        outage["log_offset"] = log_path.stat().st_size
+        killed = time.monotonic()
+        assert gateway.kill_processes(signal.SIGKILL) == [-signal.SIGKILL]
+        assert gateway.pids() == set()
+        network.start_gateway()  # same host, port and save dir
+        wait_for_health(network, 200, timeout=60)
+        outage["down_for"] = round(time.monotonic() - killed, 1)
+
+    report = run_with_fault(
+        network,
+        tmp_path,
+        kill_and_restart_gateway,
+        trigger=after_seconds(kill_after),
+        await_workers=None,
+    )
+    restarted_log = log_path.read_text(errors="replace")[int(outage["log_offset"]) :]
+    reconciled = RECONCILED.findall(restarted_log)
+    show(
+        f"gateway host killed {kill_after}s into the load, healthy again "
+        f"{outage['down_for']}s after; reconciled (re-attached, resubmitted): {reconciled}; "
+        f"{report.summary()}"
+    )
+    assert report.finished_at_fault < JOBS  # killed mid-load
+    assert "reconciled" in restarted_log, restarted_log
+    assert not report.reexecuted, f"re-executed while the cluster stayed up: {report.summary()}"
+    assert max(report.finished.values()) == 1
+    # Last, so the checks above ran: the SDK must ride out a gateway restart by itself.
+    assert not report.broken_responses, f"{CUT_REPLY}: {report.broken_responses}"
+
+
+def test_no_job_lost_when_the_scheduler_host_is_killed(network: Cluster, tmp_path: Path):
+    """The scheduler host dies mid-load and comes back at the same address.
+
+    Nobody restarts the gateway or the workers: the gateway answers 503 "degraded" while
+    the scheduler is gone and reconnects by itself, the workers' supervisors reconnect
+    their nannies, and the gateway resubmits what the new scheduler does not know. Jobs
+    caught running may run again (at-least-once), but each is recorded once.
+    """
+    scheduler = network.scheduler
+    others = [network.gateway, *network.worker_hosts]
+    survivors = {host.name: list(host.processes) for host in others}
+    outage: dict[str, Any] = {}
+
+    def kill_and_restart_scheduler() -> None:
+        assert scheduler.kill_processes(signal.SIGKILL) == [-signal.SIGKILL]
+        assert scheduler.pids() == set()
+        outage["degraded_after"], outage["health"] = wait_for_health(network, 503)
+        network.start_scheduler()  # same host and port
+
+    report = run_with_fault(network, tmp_path, kill_and_restart_scheduler, await_workers=4)
+    worker_log = "".join(host.log_text() for host in network.worker_hosts)
+    reconnects = worker_log.count("lost the scheduler; reconnecting")
+    show(
+        f"scheduler host killed: /health answered 503 {outage['health']} "
+        f"{outage['degraded_after']}s after; {reconnects} worker reconnects; "
+        f"{len(report.reexecuted)} jobs re-executed; {report.summary()}"
+    )
+    assert outage["health"]["status"] == "degraded", outage
+    assert report.workers_seen_after is not None
+    for host in others:  # the same processes, never restarted, still running
+        assert host.processes == survivors[host.name]
+        assert all(process.poll() is None for process in host.processes), host
+    health = network.health()
+    assert health == {"status": "ok", "scheduler": network.scheduler_address, "workers": 4}
