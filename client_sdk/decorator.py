@@ -20,7 +20,8 @@ class RemoteFunction:
 
     ``f.compute(*a)`` returns the result; ``f.submit(*a)`` returns a :class:`Job`;
     ``f(*a)`` returns a :class:`DeferredCall` (nothing runs yet); ``f.map(items)``
-    runs one job per item; ``f.local(*a)`` runs here, in this process.
+    runs ``f`` on every item, in chunks of items per job, results in input order;
+    ``f.local(*a)`` runs here, in this process.
     """
 
     def __init__(

@@ -35,6 +35,7 @@ class RemoteError(ComputeThisError):
     """A job failed and its exception could not be rebuilt as the original type."""
 
     def __init__(self, error: dict[str, Any]) -> None:
+        self.error = dict(error)
         self.type = error.get("type", "Error")
         self.remote_message = error.get("message", "")
         self.remote_traceback = error.get("traceback", "")
@@ -42,6 +43,9 @@ class RemoteError(ComputeThisError):
         if self.remote_traceback:
             text += f"\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
         super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error,))
 
 
 class DeserializationError(RemoteError):

@@ -1,0 +1,76 @@
+"""Many client threads at once: 50 threads of ``func.compute`` against one Dask client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.config import Sizes
+from benchmarks.harness import Runner
+from benchmarks.results import BenchResult, Row, median, ratio
+from benchmarks.workloads import noop
+from client_sdk import compute_this
+
+NAME = "concurrency"
+
+
+def run(runner: Runner, sizes: Sizes) -> BenchResult:
+    """Jobs per second with ``concurrency_threads`` threads each making sequential calls."""
+    harness = runner.harness(sizes.workers)
+    client = harness.client
+    assert client is not None
+    remote = compute_this(noop)
+    threads, calls = sizes.concurrency_threads, sizes.concurrency_calls
+
+    def ours(x: int) -> Any:
+        return remote.compute(x)
+
+    def theirs(x: int) -> Any:
+        return client.submit(noop, x, pure=False).result()
+
+    our_times = [hammer(ours, threads, calls) for _ in range(sizes.repeats)]
+    their_times = [hammer(theirs, threads, calls) for _ in range(sizes.repeats)]
+    total = threads * calls
+    mine, dask = total / median(our_times), total / median(their_times)
+    result = BenchResult(NAME)
+    result.rows.append(
+        Row(f"jobs/s, {threads} threads", ratio(mine, dask), ">=", 0.7, "jobs/s", mine, dask)
+    )
+    result.data = {
+        "threads": threads,
+        "calls_per_thread": calls,
+        "computethis_s": our_times,
+        "dask_s": their_times,
+    }
+    return result
+
+
+def hammer(call: Callable[[int], Any], threads: int, calls: int) -> float:
+    """Seconds for ``threads`` threads to make ``calls`` calls each, started together."""
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(calls):
+                if call(offset + i) != offset + i:
+                    raise AssertionError("wrong result")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(target=work, args=(t * calls,), daemon=True) for t in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return elapsed

@@ -1,0 +1,40 @@
+"""Benchmark sizes: the full run and ``--quick`` (a few seconds per benchmark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each benchmark does."""
+
+    workers: int = 2  # workers of the shared cluster (all but the scaling benchmark)
+    repeats: int = 3  # each measurement is the median of this many runs
+    latency_calls: int = 200
+    many_small_items: int = 100_000
+    many_small_dask_repeats: int = 1  # direct Dask takes minutes at 100k items
+    concurrency_threads: int = 50
+    concurrency_calls: int = 10  # per thread
+    scaling_workers: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    scaling_factors: tuple[int, ...] = (1, 2, 5, 10)  # functions = factor x workers
+    sleep_seconds: float = 1.0
+    cpu_jobs: int = 4
+    cpu_seconds: float = 1.0  # CPU time of one CPU-bound job
+    big_megabytes: int = 256
+    max_body: int = 1 << 30  # --max-body of the benchmark gateway
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    repeats=1,
+    latency_calls=20,
+    many_small_items=500,
+    concurrency_calls=2,
+    scaling_workers=(1, 2),
+    scaling_factors=(1, 2, 5),
+    sleep_seconds=0.1,
+    cpu_jobs=2,
+    cpu_seconds=0.15,
+    big_megabytes=8,
+)

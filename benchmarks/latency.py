@@ -1,0 +1,49 @@
+"""Latency of one call: ``func.compute(x)`` against ``client.submit(f, x).result()``."""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks.config import Sizes
+from benchmarks.harness import Runner
+from benchmarks.jobs import stages
+from benchmarks.results import BenchResult, Row, percentile, ratio
+from benchmarks.workloads import noop
+from client_sdk import compute_this
+
+NAME = "latency"
+WARMUP = 5
+
+
+def run(runner: Runner, sizes: Sizes) -> BenchResult:
+    """Sequential trivial calls, alternating the two paths so drift hits both alike."""
+    harness = runner.harness(sizes.workers)
+    client = harness.client
+    assert client is not None
+    remote = compute_this(noop)
+    for i in range(WARMUP):
+        remote.compute(i)
+        client.submit(noop, i, pure=False).result()
+    ours: list[float] = []
+    theirs: list[float] = []
+    sent: list[tuple[str, float, float]] = []
+    for i in range(sizes.latency_calls):
+        wall, start = time.time(), time.perf_counter()
+        job = remote.submit(i)
+        assert job.result() == i
+        ours.append(time.perf_counter() - start)
+        sent.append((job.id, wall, time.time()))
+        start = time.perf_counter()
+        assert client.submit(noop, i, pure=False).result() == i
+        theirs.append(time.perf_counter() - start)
+    result = BenchResult(NAME)
+    for q, target in ((50, 1.25), (99, 1.5)):
+        mine, dask = percentile(ours, q) * 1e3, percentile(theirs, q) * 1e3
+        result.rows.append(Row(f"p{q} latency", ratio(mine, dask), "<=", target, "ms", mine, dask))
+    result.data = {
+        "calls": sizes.latency_calls,
+        "computethis_ms": [round(s * 1e3, 3) for s in ours],
+        "dask_ms": [round(s * 1e3, 3) for s in theirs],
+        "stages_ms": stages(sent),
+    }
+    return result

@@ -1,0 +1,117 @@
+"""Throughput as workers grow: sleep jobs at W workers x F functions; CPU-bound speed-up."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from benchmarks.config import Sizes
+from benchmarks.harness import Harness, Runner
+from benchmarks.jobs import job_records
+from benchmarks.results import BenchResult, Row, ratio
+from benchmarks.workloads import burn, burn_iterations, nap
+from client_sdk import RemoteFunction, compute_this
+
+NAME = "scaling"
+SUBMITTERS = 16  # client threads posting jobs
+
+
+def run(runner: Runner, sizes: Sizes) -> BenchResult:
+    """For each worker count: F = factor x W sleep jobs, throughput against W / seconds.
+
+    Direct Dask runs the largest F too, as a reference for what the machine allows.
+    """
+    result = BenchResult(NAME)
+    throughput: list[dict[str, Any]] = []
+    timelines: list[dict[str, Any]] = []
+    cpu_seconds: dict[int, float] = {}
+    iterations = burn_iterations(sizes.cpu_seconds)
+    running = runner.current.workers if runner.current else None
+    seconds = sizes.sleep_seconds
+    for workers in sorted(sizes.scaling_workers, key=lambda w: (w != running, w)):
+        harness = runner.harness(workers)
+        sleeper = compute_this(nap)
+        sleeper.compute(0.0)
+        for factor in sizes.scaling_factors:
+            functions = factor * workers
+            elapsed, job_ids = run_jobs(sleeper, [seconds] * functions)
+            rate = functions / elapsed
+            largest = factor == max(sizes.scaling_factors)
+            dask_rate = functions / run_dask(harness, [seconds] * functions) if largest else None
+            throughput.append(
+                {
+                    "workers": workers,
+                    "factor": factor,
+                    "functions": functions,
+                    "seconds": elapsed,
+                    "jobs_per_s": rate,
+                    "dask_jobs_per_s": dask_rate,
+                }
+            )
+            ideal = workers / seconds
+            result.rows.append(
+                Row(
+                    f"sleep W={workers} F={functions}",
+                    rate / ideal,
+                    ">=",
+                    0.9,
+                    "jobs/s",
+                    rate,
+                    dask_rate,
+                )
+            )
+            if largest:
+                timelines.append(
+                    {"workers": workers, "functions": functions, "jobs": job_records(job_ids)}
+                )
+        if workers in (1, 2):
+            burner = compute_this(burn)
+            burner.compute(1)
+            # Best of the repeats: on a shared machine, interference only ever adds time.
+            cpu_seconds[workers] = min(
+                run_jobs(burner, [iterations] * sizes.cpu_jobs)[0] for _ in range(sizes.repeats)
+            )
+    if 1 in cpu_seconds and 2 in cpu_seconds:
+        speedup = ratio(cpu_seconds[1], cpu_seconds[2])
+        result.rows.append(
+            Row(f"CPU-bound speed-up 2 vs 1 workers ({sizes.cpu_jobs} jobs)", speedup, ">=", 1.8)
+        )
+    throughput.sort(key=lambda row: (row["workers"], row["factor"]))
+    timelines.sort(key=lambda row: row["workers"])
+    result.rows.sort(key=_row_order)
+    result.data = {
+        "sleep_seconds": seconds,
+        "throughput": throughput,
+        "cpu_seconds": cpu_seconds,
+        "cpu_iterations": iterations,
+        "timelines": timelines,
+    }
+    return result
+
+
+def run_jobs(function: RemoteFunction, args: list[Any]) -> tuple[float, list[str]]:
+    """Submit one job per argument from a few threads, wait for all; (seconds, job ids)."""
+    with ThreadPoolExecutor(SUBMITTERS) as pool:
+        start = time.perf_counter()
+        jobs = list(pool.map(function.submit, args))
+        for job in jobs:
+            job.result()
+        elapsed = time.perf_counter() - start
+    return elapsed, [job.id for job in jobs]
+
+
+def run_dask(harness: Harness, args: list[Any]) -> float:
+    """Seconds for the same jobs through the harness's direct Dask client."""
+    client = harness.client
+    assert client is not None
+    start = time.perf_counter()
+    client.gather(client.map(nap, args, pure=False))
+    return time.perf_counter() - start
+
+
+def _row_order(row: Row) -> tuple[int, int]:
+    parts = dict(part.split("=") for part in row.metric.split()[1:] if "=" in part)
+    if not parts:
+        return (1 << 30, 0)
+    return (int(parts["W"]), int(parts["F"]))

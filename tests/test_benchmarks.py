@@ -1,0 +1,46 @@
+"""Smoke test of ``python -m benchmarks --quick``: it runs, prints, writes (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.stack import REPO
+
+BENCHMARKS = ("latency", "many_small", "concurrency", "bigdata", "scaling")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_benchmarks_print_table_and_write_json_and_plots(tmp_path: Path):
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    header = next(line for line in done.stdout.splitlines() if line.startswith("benchmark"))
+    for column in ("metric", "computethis", "dask", "target", "result"):
+        assert column in header
+    for name in BENCHMARKS:
+        assert any(line.startswith(name) for line in done.stdout.splitlines()), name
+    assert "PASS" in done.stdout or "FAIL" in done.stdout
+
+    document = json.loads((out / "latest.json").read_text())
+    assert document["quick"] is True and document["errors"] == {}
+    assert set(document["benchmarks"]) == set(BENCHMARKS)
+    for name in BENCHMARKS:
+        rows = document["benchmarks"][name]["rows"]
+        assert rows and all({"metric", "value", "target", "passed"} <= set(row) for row in rows)
+    scaling = document["benchmarks"]["scaling"]["data"]
+    assert scaling["throughput"] and scaling["timelines"]
+
+    for name in ("throughput.png", "timeline.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
