@@ -42,14 +42,24 @@ class Stack:
     def api(self, path: str) -> str:
         return f"{self.url}/api/v1{path}"
 
-    def wait_for_workers(self, count: int, timeout: float = 120) -> None:
-        """Wait until ``count`` workers are connected (e.g. after a cancel restarted one)."""
+    def wait_for_workers(self, count: int, timeout: float = 120, steady: float = 3.0) -> None:
+        """Wait until ``count`` workers have been connected for ``steady`` seconds.
+
+        A worker restarted by an earlier cancel or timeout drops out for a few seconds
+        (the restart runs in the background), so one good reading is not enough.
+        """
         deadline = time.monotonic() + timeout
+        since = None
         while True:
             health = requests.get(self.api("/health"), timeout=10).json()
-            if health["workers"] == count:
+            now = time.monotonic()
+            if health["workers"] != count:
+                since = None
+            elif since is None:
+                since = now
+            elif now - since >= steady:
                 return
-            if time.monotonic() > deadline:
+            if now > deadline:
                 raise TimeoutError(f"{health['workers']} workers, expected {count}")
             time.sleep(0.1)
 

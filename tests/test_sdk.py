@@ -360,3 +360,23 @@ def test_large_array_argument_and_result_round_trip():
     result = double.compute(data)
     assert result.shape == data.shape and result.dtype == data.dtype
     assert np.array_equal(result, data * 2)
+
+
+def test_timeout_of_one_job_does_not_disturb_another(sdk):
+    sdk.wait_for_workers(WORKERS)
+
+    @compute_this
+    def steady(seconds):
+        time.sleep(seconds)
+        return "steady finished"
+
+    @compute_this(timeout=1)
+    def stuck():
+        time.sleep(600)
+
+    other = steady.submit(3)
+    doomed = stuck.submit()
+    with pytest.raises(JobTimeout):
+        doomed.result(timeout=60)
+    assert other.result(timeout=60) == "steady finished"
+    assert other.info()["attempts"] == 1

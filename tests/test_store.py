@@ -834,3 +834,47 @@ def test_close_twice_and_reuse_after_close(store: JobStore):
     store.close()
     # a closed store opens a new connection on next use
     assert store.get(job.id).id == job.id
+
+
+def test_repair_fails_jobs_whose_files_are_gone_and_removes_orphans(store: JobStore):
+    queued = new_job(store)
+    lost_payload = new_job(store)
+    finished = new_job(store)
+    lost_result = new_job(store)
+    assert store.record(
+        [Outcome(finished.id, ok=True, body=b"kept"), Outcome(lost_result.id, ok=True, body=b"x")]
+    ) == [finished.id, lost_result.id]
+    store.payload_path(lost_payload.id).unlink()
+    store.result_path(lost_result.id).unlink()
+    orphan = store.result_dir / ("a" * 32)
+    orphan.write_bytes(b"belongs to no job")
+    (store.tmp_dir / "half.result").write_bytes(b"half")
+
+    counts = store.repair()
+
+    assert counts == {"tmp_files": 1, "payload_lost": 1, "result_lost": 1, "orphan_files": 1}
+    assert store.get(queued.id).status == QUEUED
+    assert store.get(finished.id).status == FINISHED
+    assert store.result_path(finished.id).read_bytes() == b"kept"
+    gone = store.get(lost_payload.id)
+    assert gone.status == FAILED and gone.error["type"] == "PayloadLost"
+    missing = store.get(lost_result.id)
+    assert missing.status == FAILED and missing.error["type"] == "ResultLost"
+    assert not orphan.exists() and not list(store.tmp_dir.iterdir())
+    assert store.repair() == {
+        "tmp_files": 0,
+        "payload_lost": 0,
+        "result_lost": 0,
+        "orphan_files": 0,
+    }
+
+
+def test_expire_removes_old_results_only(store: JobStore):
+    old, recent, running = new_job(store), new_job(store), new_job(store)
+    store.record([Outcome(old.id, ok=True, body=b"o", finished_at=T0)])
+    store.record([Outcome(recent.id, ok=True, body=b"r", finished_at=T0 + 100)])
+    assert store.expire(finished_before=T0 + 50) == [old.id]
+    assert store.get(old.id).status == EXPIRED and store.get(old.id).done
+    assert not store.result_path(old.id).exists() and not store.payload_path(old.id).exists()
+    assert store.get(recent.id).status == FINISHED and store.result_path(recent.id).exists()
+    assert store.get(running.id).status == QUEUED
