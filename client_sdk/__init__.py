@@ -12,6 +12,7 @@ from client_sdk.errors import (
     RemoteError,
     ResultTimeout,
     SerializationError,
+    UntrustedCertificate,
     WorkerDied,
 )
 from client_sdk.job import Job
@@ -29,6 +30,7 @@ __all__ = [
     "RemoteFunction",
     "ResultTimeout",
     "SerializationError",
+    "UntrustedCertificate",
     "WorkerDied",
     "compute_this",
     "configure",

@@ -1,4 +1,9 @@
-"""Where the gateway is and how to authenticate: environment, overridable in code."""
+"""Where the gateway is, how to authenticate and whom to trust: environment, overridable in code.
+
+``COMPUTETHIS_URL`` (default ``http://127.0.0.1:5000``), ``COMPUTETHIS_TOKEN`` and
+``COMPUTETHIS_CA`` (a PEM file of the CA that signed an ``https://`` gateway's
+certificate; unset means the system's trusted CAs).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,24 @@ DEFAULT_URL = "http://127.0.0.1:5000"
 class Settings:
     url: str
     token: str | None
+    ca: str | None = None  # CA bundle that verifies an https gateway; None: system CAs
 
 
 _overrides: dict[str, str | None] = {}
 
 
-def configure(url: str | None = None, token: str | None = None) -> None:
-    """Override ``COMPUTETHIS_URL`` / ``COMPUTETHIS_TOKEN`` for this process."""
+def configure(url: str | None = None, token: str | None = None, ca: str | None = None) -> None:
+    """Override ``COMPUTETHIS_URL``, ``COMPUTETHIS_TOKEN`` or ``COMPUTETHIS_CA`` in this process."""
     if url is not None:
         _overrides["url"] = url
     if token is not None:
         _overrides["token"] = token
+    if ca is not None:
+        _overrides["ca"] = ca
 
 
 def settings() -> Settings:
     url = _overrides.get("url") or os.environ.get("COMPUTETHIS_URL") or DEFAULT_URL
     token = _overrides.get("token") or os.environ.get("COMPUTETHIS_TOKEN")
-    return Settings(url.rstrip("/"), token)
+    ca = _overrides.get("ca") or os.environ.get("COMPUTETHIS_CA")
+    return Settings(url.rstrip("/"), token, ca)

@@ -23,6 +23,10 @@ class GatewayUnreachable(ComputeThisError):
     """The gateway could not be reached, even after retrying."""
 
 
+class UntrustedCertificate(GatewayUnreachable):
+    """The gateway's HTTPS certificate could not be verified (set ``COMPUTETHIS_CA``)."""
+
+
 class ResultTimeout(ComputeThisError, TimeoutError):
     """``Job.result(timeout=...)`` gave up waiting; the job keeps running."""
 

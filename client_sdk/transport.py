@@ -12,7 +12,7 @@ import dill
 import requests
 
 from client_sdk.config import Settings, settings
-from client_sdk.errors import ApiError, GatewayUnreachable
+from client_sdk.errors import ApiError, GatewayUnreachable, UntrustedCertificate
 
 API = "/api/v1"
 RETRY_FOR = 60.0  # seconds of connection errors ridden out before giving up
@@ -66,7 +66,14 @@ def request(
                 data=data,
                 headers=all_headers,
                 timeout=timeout,
+                verify=config.ca or True,
             )
+        except requests.exceptions.SSLError as exc:
+            # Not a passing fault: retrying would fail the same way.
+            raise UntrustedCertificate(
+                f"the gateway at {config.url} failed the TLS check ({exc}); if it uses a "
+                "private CA, point COMPUTETHIS_CA at that CA's PEM file"
+            ) from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             # Refused, reset, or cut off mid-reply (the gateway died): safe to repeat,
             # since GETs are idempotent and POSTs carry an Idempotency-Key.

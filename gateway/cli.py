@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, DEFAULT_RESULT_TTL, GatewayConfig
+from gateway.config import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_QUEUED,
+    DEFAULT_RESULT_TTL,
+    GatewayConfig,
+    TlsFiles,
+)
 from scheduler.config import DEFAULT_ALLOWED_FAILURES
 
 DEFAULT_SAVE_DIR = os.environ.get("COMPUTETHIS_SAVE_DIR", "save")
@@ -31,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     _allowed_failures_option(up)
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway against a scheduler")
-    gateway.add_argument("--scheduler", required=True, help="scheduler address, tcp://HOST:8786")
+    gateway.add_argument(
+        "--scheduler",
+        required=True,
+        help="scheduler address, tcp://HOST:8786 (tls:// with Dask TLS)",
+    )
     _gateway_options(gateway)
 
     scheduler = commands.add_parser("scheduler", help="run a Dask scheduler")
@@ -41,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run Dask workers connected to a scheduler")
     worker.add_argument(
-        "scheduler_address", metavar="SCHEDULER_ADDRESS", help="scheduler address, tcp://HOST:8786"
+        "scheduler_address",
+        metavar="SCHEDULER_ADDRESS",
+        help="scheduler address, tcp://HOST:8786 (tls:// with Dask TLS)",
     )
     worker.add_argument(
         "--nworkers",
@@ -115,6 +127,12 @@ def _gateway_options(parser: argparse.ArgumentParser) -> None:
         help="queued + running jobs allowed per tenant; more are answered 429 "
         f"(default {DEFAULT_MAX_QUEUED})",
     )
+    parser.add_argument(
+        "--certfile", default=None, help="serve HTTPS with this PEM certificate (chain)"
+    )
+    parser.add_argument(
+        "--keyfile", default=None, help="the certificate's PEM private key (if not in --certfile)"
+    )
 
 
 def _allowed_failures_option(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +167,18 @@ def gateway_config(args: argparse.Namespace) -> tuple[GatewayConfig, bool]:
     return config, generated
 
 
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """``--certfile``/``--keyfile`` checked up front, so a typo fails before anything starts."""
+    if args.certfile is None:
+        if args.keyfile is not None:
+            sys.exit("computethis: --keyfile needs --certfile")
+        return None
+    for path in (args.certfile, args.keyfile):
+        if path is not None and not Path(path).is_file():
+            sys.exit(f"computethis: no such file: {path}")
+    return TlsFiles(certfile=args.certfile, keyfile=args.keyfile)
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -169,13 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             token_generated=generated,
             allowed_failures=args.allowed_failures,
+            tls=tls_files(args),
         )
     elif args.command == "gateway":
         from gateway.server import run_gateway
 
         config, generated = gateway_config(args)
         run_gateway(
-            args.scheduler, config, host=args.host, port=args.port, token_generated=generated
+            args.scheduler,
+            config,
+            host=args.host,
+            port=args.port,
+            token_generated=generated,
+            tls=tls_files(args),
         )
     elif args.command == "scheduler":
         from scheduler.main import main as scheduler_main

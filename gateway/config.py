@@ -21,3 +21,11 @@ class GatewayConfig:
     durable: bool = True
     result_ttl: float = DEFAULT_RESULT_TTL  # seconds a done job's result is kept
     max_queued: int = DEFAULT_MAX_QUEUED  # queued + running jobs per tenant
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM files the gateway serves HTTPS with."""
+
+    certfile: str
+    keyfile: str | None = None  # None: the key is in certfile

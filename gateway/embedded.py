@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from distributed import LocalCluster
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TlsFiles
 from gateway.server import run_gateway
 from scheduler.config import apply_config
 
@@ -17,6 +17,7 @@ def run_embedded(
     port: int,
     token_generated: bool = False,
     allowed_failures: int | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Start ``workers`` single-threaded worker processes and serve the gateway."""
     apply_config(allowed_failures)
@@ -38,6 +39,7 @@ def run_embedded(
             host=host,
             port=port,
             token_generated=token_generated,
+            tls=tls,
         )
     finally:
         cluster.close(timeout=30)

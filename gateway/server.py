@@ -1,17 +1,23 @@
-"""Serve the gateway app with waitress and run it until a signal arrives."""
+"""Serve the gateway app with cheroot (HTTP or HTTPS) and run it until a signal arrives."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import signal
+import socket
+from http import HTTPStatus
 from typing import Any
 
-from waitress import create_server
+from cheroot import errors as cheroot_errors
+from cheroot.server import HTTPConnection, HTTPRequest
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+from cheroot.wsgi import Server
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TlsFiles
 from gateway.context import Gateway
 
 log = logging.getLogger("computethis")
@@ -19,6 +25,9 @@ log = logging.getLogger("computethis")
 # Long-polls hold a thread each while they wait, so keep plenty.
 DEFAULT_THREADS = 64
 TOKEN_ENV = "COMPUTETHIS_TOKEN"
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
+IDLE_TIMEOUT = 120  # seconds a connection may sit silent (before or between requests)
+BACKLOG = 1024  # pending TCP connections: many clients may connect at once
 
 
 def resolve_token(token: str | None) -> tuple[str, bool]:
@@ -30,6 +39,70 @@ def resolve_token(token: str | None) -> tuple[str, bool]:
     return secrets.token_urlsafe(24), True
 
 
+class JsonErrorRequest(HTTPRequest):
+    """A cheroot request whose own errors (bad request line, headers too large, a plain
+    HTTP request on the HTTPS port...) use the API's JSON shape ``{"error", "message"}``
+    instead of plain text. Everything the app answers is unchanged."""
+
+    def simple_response(self, status: str | int, msg: str = "") -> None:
+        code = int(str(status)[:3])
+        if code == 413 and not self.sent_headers and "headers" in msg:
+            code = 431  # cheroot says 413 for oversized headers; 431 is the precise code
+            msg = f"the request line and headers exceed {MAX_HEADER_BYTES} bytes; send less"
+        elif code == 414:
+            msg = f"the request line exceeds {MAX_HEADER_BYTES} bytes; shorten the URL"
+        if code in (413, 414, 431):
+            self.close_connection = True  # the rest of the request is still unread
+        reason = HTTPStatus(code).phrase
+        error = reason.lower().replace(" ", "_").replace("-", "_")
+        body = json.dumps({"error": error, "message": msg or reason}).encode()
+        head = [
+            f"{self.server.protocol} {code} {reason}",
+            f"Content-Length: {len(body)}",
+            "Content-Type: application/json",
+        ]
+        if self.close_connection:
+            head.append("Connection: close")
+        try:
+            self.conn.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        except OSError as exc:
+            if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise
+
+
+class JsonErrorConnection(HTTPConnection):
+    RequestHandlerClass = JsonErrorRequest
+
+
+def make_server(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    threads: int = DEFAULT_THREADS,
+    tls: TlsFiles | None = None,
+) -> Server:
+    """A cheroot WSGI server for ``app``; HTTPS when ``tls`` is given.
+
+    The socket is bound here (port 0 picks a free one: see ``server.bind_addr``).
+    """
+    server = Server(
+        (host, port),
+        app,
+        numthreads=threads,
+        request_queue_size=BACKLOG,
+        timeout=IDLE_TIMEOUT,
+        server_name="computethis",
+    )
+    server.ConnectionClass = JsonErrorConnection
+    server.max_request_header_size = MAX_HEADER_BYTES
+    server.keep_alive_conn_limit = None  # every client keeps its connection open
+    if tls is not None:
+        server.ssl_adapter = BuiltinSSLAdapter(tls.certfile, tls.keyfile or tls.certfile)
+    server.prepare()
+    return server
+
+
 def run_gateway(
     scheduler: Any,
     config: GatewayConfig,
@@ -38,31 +111,37 @@ def run_gateway(
     port: int,
     token_generated: bool = False,
     threads: int = DEFAULT_THREADS,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Serve the gateway in the foreground until SIGINT/SIGTERM, then stop cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app(config, scheduler)
     state: Gateway = app.extensions["computethis"]
-    server = create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        max_request_body_size=config.max_body + (1 << 20),
-        ident="computethis",
-    )
-    url = f"http://{host}:{server.effective_port}"
+    server = make_server(app, host=host, port=port, threads=threads, tls=tls)
+    scheme = "https" if tls else "http"
+    bound_port = server.bind_addr[1]
+    url = f"{scheme}://{_url_host(host)}:{bound_port}"
     state.start()
     _raise_keyboard_interrupt_on(signal.SIGTERM)
     note = "  (generated; pass --token or set COMPUTETHIS_TOKEN to keep one)"
     print(f"computethis gateway at {url}", flush=True)
     print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
     try:
-        server.run()  # returns on KeyboardInterrupt
+        server.serve()  # returns, or raises KeyboardInterrupt, on a signal
+    except KeyboardInterrupt:
+        pass
     finally:
         log.info("stopping gateway")
-        server.close()
+        server.stop()
         state.close()
+
+
+def _url_host(host: str) -> str:
+    try:
+        is_v6 = socket.inet_pton(socket.AF_INET6, host) is not None
+    except OSError:
+        is_v6 = False
+    return f"[{host}]" if is_v6 else host
 
 
 def _raise_keyboard_interrupt_on(sig: signal.Signals) -> None:

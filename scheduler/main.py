@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from distributed import Scheduler
+from distributed import Scheduler, Security
 
 from scheduler.config import apply_config
 
@@ -17,7 +17,11 @@ async def run_scheduler(host: str, port: int, allowed_failures: int | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Scheduler(host=host, port=port, dashboard=False) as scheduler:
+    # Security() reads Dask's config (DASK_DISTRIBUTED__COMM__TLS__*). Passed explicitly:
+    # a Scheduler given no security object reads it for its connections but still picks
+    # tcp:// for its listener, which then refuses to start when encryption is required.
+    security = Security()
+    async with Scheduler(host=host, port=port, dashboard=False, security=security) as scheduler:
         print(f"computethis scheduler at {scheduler.address}", flush=True)
         finished = asyncio.ensure_future(scheduler.finished())
         stopped = asyncio.ensure_future(stop.wait())

@@ -101,13 +101,20 @@ def start_process(args: list[str], log_path: Path, env: dict[str, str] | None = 
     )
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+def wait_healthy(
+    url: str,
+    process: subprocess.Popen,
+    log_path: Path,
+    timeout: float = 90,
+    verify: str | bool = True,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"process exited early:\n{log_path.read_text(errors='replace')}")
         try:
-            if requests.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+            health = requests.get(f"{url}/api/v1/health", timeout=2, verify=verify)
+            if health.status_code == 200:
                 return
         except requests.ConnectionError:
             pass
@@ -124,8 +131,12 @@ def start_stack(
     token: str = "test-token",
     port: int | None = None,
     extra: list[str] | None = None,
+    ca: str | None = None,
 ) -> Stack:
-    """``computethis up`` as a subprocess, waited for until /health answers 200."""
+    """``computethis up`` as a subprocess, waited for until /health answers 200.
+
+    With ``--certfile`` in ``extra`` the gateway serves HTTPS, verified against ``ca``.
+    """
     port = port or free_port()
     save_dir.mkdir(parents=True, exist_ok=True)
     log_path = save_dir.parent / f"{save_dir.name}-up-{port}.log"
@@ -143,9 +154,10 @@ def start_stack(
         *(extra or []),
     ]
     process = start_process(args, log_path)
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if "--certfile" in args else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, log_path)
+        wait_healthy(url, process, log_path, verify=ca or True)
     except BaseException:
         kill_tree(process.pid)
         raise

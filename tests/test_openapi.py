@@ -643,7 +643,7 @@ def test_tricky_parameter_and_header_values(stack: Stack, own_jobs: tuple[str, .
                         data=data if post else None,
                     )
                 for name in header_names:
-                    if is_field_value(value):  # else waitress refuses it before the app
+                    if is_field_value(value):  # else the HTTP server refuses it before the app
                         attempt(
                             method.upper(),
                             url,
