@@ -691,8 +691,8 @@ def openapi_document(config: GatewayConfig | None = None) -> dict[str, Any]:
             'are JSON `{"error": CODE, "message": TEXT}` with a 4xx status for the '
             "caller's mistakes: 400 bad input, 401 no or wrong token, 404 unknown job or "
             "path, 405 a method the path does not list (with `Allow`), 410 result expired, "
-            "413 body too large, 415 wrong content type, 429 too many queued jobs. A 500 "
-            "is a bug.",
+            "413 body too large, 415 wrong content type, 429 too many queued jobs; on any "
+            "path, 414 a URL and 431 headers over 64 KiB. A 500 is a bug.",
             "license": {"name": "Apache-2.0"},
         },
         "servers": [{"url": BASE_PATH}],
