@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from benchmarks.results import median
-from client_sdk import Job
+from client_sdk import Job, transport
 
 
 def epoch(stamp: str | None) -> float | None:
@@ -15,6 +15,12 @@ def epoch(stamp: str | None) -> float | None:
     if not stamp:
         return None
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def newest_job_ids(count: int) -> list[str]:
+    """The ids of the caller's ``count`` newest jobs, newest first (at most 1000)."""
+    listing = transport.request("GET", "/jobs", params={"limit": count}).json()
+    return [job["id"] for job in listing["jobs"]]
 
 
 def job_records(job_ids: list[str], threads: int = 8) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from distributed import Client, Future
 from gateway.store import ACTIVE, RUNNING, Job, JobStore, Outcome
 from gateway.waiters import Waiters
 from scheduler.plugin import KEY_PREFIX, LIVE_STATES, KeepJobsAlive
-from worker.envelope import STARTED_TOPIC, unpack
+from worker.envelope import RESULT_TOPIC, STARTED_TOPIC, unpack
 from worker.runner import JobFailed, run_job
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Dispatcher:
         self.cluster = DISCONNECTED
         self._scheduler_id: str | None = None
         self._futures: dict[str, Future] = {}
+        self._pushed: set[str] = set()  # recorded from a pushed outcome; skip their gather
         self._lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._deadlines: list[tuple[float, str, int]] = []
@@ -226,6 +227,7 @@ class Dispatcher:
             log.info("connected to scheduler %s", info.get("address"))
             client.register_plugin(KeepJobsAlive())
             client.subscribe_topic(STARTED_TOPIC, self._on_started_event)
+            client.subscribe_topic(RESULT_TOPIC, self._on_result_event)
             self._scheduler_id = info.get("id")
         self._update_cluster(client, info)
         if new_scheduler or self._reconcile_needed.is_set():
@@ -348,6 +350,9 @@ class Dispatcher:
     def _on_started_event(self, event: tuple[float, dict[str, Any]]) -> None:
         self._inbox.put(("started", event[1]))
 
+    def _on_result_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        self._inbox.put(("pushed", event[1]))
+
     def _on_done(self, future: Future) -> None:
         self._inbox.put(("done", future))
 
@@ -385,16 +390,20 @@ class Dispatcher:
         for kind, item in batch:
             if kind == "started":
                 self._started(item)
+        outcomes = self._pushed_outcomes([item for kind, item in batch if kind == "pushed"])
         done = [future for kind, future in batch if kind == "done"]
         finished = [future for future in done if future.status == "finished"]
-        if finished:
-            self._gatherers.submit(self._gather, finished)
-        settled = [future for future in done if future.status != "finished"]
-        outcomes = [self._failure(future) for future in settled if future.status == "error"]
+        gather = [future for future in finished if job_id_of(future.key) not in self._pushed]
+        if gather:
+            self._gatherers.submit(self._gather, gather)
+        gathering = {future.key for future in gather}
+        settled = [future for future in done if future.key not in gathering]
+        outcomes += [self._failure(future) for future in settled if future.status == "error"]
         for kind, item in batch:
             if kind == "gathered":
                 settled += item[0]
                 outcomes += item[1]
+        self._pushed.difference_update(job_id_of(future.key) for future in settled)
         if outcomes:
             self._record(outcomes)
         with self._lock:
@@ -408,6 +417,20 @@ class Dispatcher:
                         self._reconcile_needed.set()
         if outcomes:  # off this thread: recording the next batch need not wait for it
             self._gatherers.submit(self._release, [dask_key(o.job_id) for o in outcomes])
+
+    def _pushed_outcomes(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        """Outcomes workers pushed for jobs in flight (see worker.runner._push)."""
+        outcomes = []
+        for event in events:
+            job_id = event.get("job")
+            if isinstance(job_id, str) and job_id in self._futures and job_id not in self._pushed:
+                try:
+                    outcomes.append(_outcome(job_id, event["envelope"]))
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("ignoring a malformed pushed outcome for %s: %s", job_id, exc)
+                    continue
+                self._pushed.add(job_id)
+        return outcomes
 
     def _record(self, outcomes: list[Outcome]) -> None:
         """Store outcomes (each once), wake their waiters and count them."""

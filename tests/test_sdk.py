@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
+from distributed import Client
 
 import client_sdk
 from client_sdk import (
@@ -22,6 +24,7 @@ from client_sdk import (
     compute_this,
 )
 from tests.conftest import WORKERS
+from worker.envelope import PUSH_LIMIT, RESULT_TOPIC
 
 pytestmark = pytest.mark.usefixtures("sdk")
 
@@ -380,3 +383,17 @@ def test_timeout_of_one_job_does_not_disturb_another(sdk):
         doomed.result(timeout=60)
     assert other.result(timeout=60) == "steady finished"
     assert other.info()["attempts"] == 1
+
+
+def test_small_results_are_pushed_and_large_ones_fetched(sdk):
+    """A small outcome reaches the gateway as a Dask event with the task's completion
+    (no fetch from the worker afterwards); a larger one is fetched: both arrive whole."""
+    small = compute_this(lambda n: "x" * n).submit(10)
+    large = compute_this(lambda n: "x" * n).submit(PUSH_LIMIT * 4)
+    assert small.result(timeout=60) == "x" * 10
+    assert large.result(timeout=60) == "x" * (PUSH_LIMIT * 4)
+    scheduler = requests.get(sdk.api("/health"), timeout=10).json()["scheduler"]
+    with Client(scheduler, timeout=30) as client:
+        pushed = {event["job"] for _, event in client.get_events(RESULT_TOPIC)}
+    assert small.id in pushed
+    assert large.id not in pushed

@@ -16,6 +16,12 @@ from typing import Any
 VERSION = 1
 # Event topic on which a job's start is announced to the gateway (msgpack, not pickle).
 STARTED_TOPIC = "computethis.started"
+# Event topic on which a small finished outcome is pushed to the gateway, so it need not
+# fetch the result from the worker (a round trip) after Dask reports the task done.
+RESULT_TOPIC = "computethis.result"
+# Largest envelope pushed that way. Small on purpose: the scheduler keeps the last
+# events of a topic (1000 by default), so at most a few MB of recent small results.
+PUSH_LIMIT = 2048
 _SEPARATOR = b"\n"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import dill
 
-from worker.envelope import STARTED_TOPIC, Envelope, pack
+from worker.envelope import PUSH_LIMIT, RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
 
 ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
 MAX_PICKLED_EXCEPTION = 1 << 20
@@ -83,7 +83,21 @@ def run_job(job_id: str, payload: bytes) -> bytes:
             "traceback": traceback.format_exc(),
         }
         return finish(False, error)
-    return finish(True, body=body)
+    outcome = finish(True, body=body)
+    if len(outcome) <= PUSH_LIMIT and worker is not None:
+        _push(job_id, outcome)
+    return outcome
+
+
+def _push(job_id: str, outcome: bytes) -> None:
+    """Send a small finished outcome to the gateway ahead of Dask's task-finished report.
+
+    The gateway records it on arrival instead of fetching the result from this worker
+    afterwards; the returned value stays the source of truth for everything else.
+    """
+    from distributed import get_worker
+
+    get_worker().log_event(RESULT_TOPIC, {"job": job_id, "envelope": outcome})
 
 
 class OutputTail(io.TextIOBase):
