@@ -183,7 +183,7 @@ def outcome_response(job: Job) -> Response | tuple[dict[str, Any], int] | None:
         )
     if job.status == FINISHED:
         try:
-            result = open(gw.store.result_path(job.id), "rb")  # noqa: SIM115 - closed by send_file
+            result = gw.store.open_result(job.id)
         except FileNotFoundError:
             raise not_found(job.id) from None
         return send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)

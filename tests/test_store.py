@@ -1,4 +1,9 @@
-"""Unit tests for gateway.store.JobStore (SQLite records plus payload/result files)."""
+"""Unit tests for gateway.store.JobStore (SQLite records plus payload/result files).
+
+Most tests use a store that keeps every non-empty payload and result in a file
+(``INLINE_LIMIT`` = 0), so the file handling is what they check; the ``inline_store``
+tests check the default, where small ones live in the job's row.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from gateway import store as store_module
 from gateway.store import (
     ACTIVE,
     CANCELLED,
     EXPIRED,
     FAILED,
     FINISHED,
+    INLINE_LIMIT,
     JOB_ID,
     QUEUED,
     RUNNING,
@@ -34,8 +41,18 @@ T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobStore:
+    """A store that writes every non-empty payload and result to a file."""
+    monkeypatch.setattr(store_module, "INLINE_LIMIT", 0)
     opened = JobStore(tmp_path / "save")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def inline_store(tmp_path: Path) -> JobStore:
+    """A store with the default INLINE_LIMIT: small payloads and results in the rows."""
+    opened = JobStore(tmp_path / "inline")
     yield opened
     opened.close()
 
@@ -127,7 +144,7 @@ def test_create_get_round_trip(store: JobStore):
     again = store.get(job.id)
     assert again == job
     assert store.read_payload(job.id) == body
-    assert store.payload_path(job.id).read_bytes() == body
+    assert store.read_payload(job.id) == body
     assert files(store.tmp_dir) == []
 
     data = job.to_json()
@@ -218,7 +235,7 @@ def test_stage_payload_accepts_exactly_max_bytes(store: JobStore):
 def test_stage_payload_accepts_empty_body(store: JobStore):
     staged = store.stage_payload(io.BytesIO(b""), max_bytes=100)
     assert staged.size == 0
-    assert staged.path.read_bytes() == b""
+    assert staged.inline and staged.data == b""
 
 
 @pytest.mark.parametrize("size", [101, 5 << 20])
@@ -495,7 +512,7 @@ def test_record_finished_outcome(store: JobStore):
     assert done.finished_at is not None and done.finished_at >= T0
     assert done.result_size == len(b"the result")
     assert done.error is None and done.exception is None
-    assert store.result_path(job.id).read_bytes() == b"the result"
+    assert store.open_result(job.id).read() == b"the result"
     assert files(store.tmp_dir) == []
 
 
@@ -507,7 +524,7 @@ def test_record_without_mark_started_counts_one_attempt(store: JobStore):
     assert (done.status, done.worker, done.attempts) == (FINISHED, "w9", 1)
     assert (done.started_at, done.finished_at) == (T0, T0 + 2)
     assert done.result_size == 0
-    assert store.result_path(job.id).read_bytes() == b""
+    assert store.open_result(job.id).read() == b""
 
 
 def test_record_accepts_memoryview_bodies_from_envelopes(store: JobStore):
@@ -523,7 +540,7 @@ def test_record_accepts_memoryview_bodies_from_envelopes(store: JobStore):
         body=envelope.body,
     )
     assert store.record([outcome]) == [job.id]
-    assert store.result_path(job.id).read_bytes() == b"\x00\n\xffbody"
+    assert store.open_result(job.id).read() == b"\x00\n\xffbody"
     assert store.get(job.id).result_size == len(b"\x00\n\xffbody")
 
 
@@ -570,7 +587,7 @@ def test_second_record_of_same_job_is_dropped(store: JobStore):
     assert after.status == FINISHED
     assert after.error is None
     # the result recorded first is still there and unchanged
-    assert store.result_path(job.id).read_bytes() == b"first"
+    assert store.open_result(job.id).read() == b"first"
     assert after.result_size == len(b"first")
     assert files(store.tmp_dir) == []
 
@@ -584,7 +601,7 @@ def test_duplicate_outcomes_in_one_batch_record_the_first(store: JobStore):
     done = store.get(job.id)
     assert done.result_size == len(b"first")
     # the stored file must be the result that was recorded (size and bytes agree)
-    assert store.result_path(job.id).read_bytes() == b"first"
+    assert store.open_result(job.id).read() == b"first"
 
 
 def test_second_failure_of_same_job_is_dropped(store: JobStore):
@@ -651,7 +668,7 @@ def test_record_accepts_a_generator(store: JobStore):
     recorded = store.record(Outcome(job.id, ok=True, body=job.id.encode()) for job in jobs)
     assert recorded == [job.id for job in jobs]
     for job in jobs:
-        assert store.result_path(job.id).read_bytes() == job.id.encode()
+        assert store.open_result(job.id).read() == job.id.encode()
 
 
 def test_cancel_only_affects_active_jobs(store: JobStore):
@@ -679,7 +696,7 @@ def test_cancel_only_affects_active_jobs(store: JobStore):
     assert store.cancel("e" * 32) is False
     assert store.get(finished.id) == before_finished
     assert store.get(failed.id) == before_failed
-    assert store.result_path(finished.id).read_bytes() == b"r"
+    assert store.open_result(finished.id).read() == b"r"
 
 
 def test_delete_removes_row_and_files(store: JobStore):
@@ -735,7 +752,7 @@ def test_records_survive_reopening_the_store(tmp_path: Path):
         assert after == before
         assert [job.id for job in reopened.active()] == [queued.id, running.id]
         assert reopened.read_payload(queued.id) == b"payload"
-        assert reopened.result_path(finished.id).read_bytes() == b"value"
+        assert reopened.open_result(finished.id).read() == b"value"
         assert reopened.get(failed.id).exception == b"exc"
         assert reopened.get(failed.id).error == {"type": "E", "message": "m"}
         assert reopened.find_by_key("alice", "k").id == queued.id
@@ -787,7 +804,7 @@ def test_leftover_tmp_result_is_never_served(tmp_path: Path):
         assert [j.id for j in reopened.active()] == [job.id]
         # the re-run's result replaces the leftover completely
         assert reopened.record([Outcome(job.id, ok=True, body=b"full result")]) == [job.id]
-        assert reopened.result_path(job.id).read_bytes() == b"full result"
+        assert reopened.open_result(job.id).read() == b"full result"
         assert not (reopened.tmp_dir / f"{job.id}.result").exists()
     finally:
         reopened.close()
@@ -798,7 +815,7 @@ def test_non_durable_store_works_the_same(tmp_path: Path):
     try:
         job = new_job(store)
         assert store.record([Outcome(job.id, ok=True, body=b"r")]) == [job.id]
-        assert store.result_path(job.id).read_bytes() == b"r"
+        assert store.open_result(job.id).read() == b"r"
     finally:
         store.close()
 
@@ -855,7 +872,7 @@ def test_repair_fails_jobs_whose_files_are_gone_and_removes_orphans(store: JobSt
     assert counts == {"tmp_files": 1, "payload_lost": 1, "result_lost": 1, "orphan_files": 1}
     assert store.get(queued.id).status == QUEUED
     assert store.get(finished.id).status == FINISHED
-    assert store.result_path(finished.id).read_bytes() == b"kept"
+    assert store.open_result(finished.id).read() == b"kept"
     gone = store.get(lost_payload.id)
     assert gone.status == FAILED and gone.error["type"] == "PayloadLost"
     missing = store.get(lost_result.id)
@@ -878,3 +895,82 @@ def test_expire_removes_old_results_only(store: JobStore):
     assert not store.result_path(old.id).exists() and not store.payload_path(old.id).exists()
     assert store.get(recent.id).status == FINISHED and store.result_path(recent.id).exists()
     assert store.get(running.id).status == QUEUED
+
+
+# -- small payloads and results in the rows -------------------------------------------
+
+
+def test_small_payload_and_result_live_in_the_row(inline_store: JobStore):
+    body = b"p" * INLINE_LIMIT
+    job = new_job(inline_store, body=body)
+    assert inline_store.read_payload(job.id) == body
+    assert files(inline_store.payload_dir) == [] and files(inline_store.tmp_dir) == []
+    result = b"r" * INLINE_LIMIT
+    assert inline_store.record([Outcome(job.id, ok=True, body=result)]) == [job.id]
+    assert inline_store.open_result(job.id).read() == result
+    assert inline_store.get(job.id).result_size == INLINE_LIMIT
+    assert files(inline_store.result_dir) == []
+
+
+def test_one_byte_over_the_limit_goes_to_files(inline_store: JobStore):
+    body = b"p" * (INLINE_LIMIT + 1)
+    staged = inline_store.stage_payload(io.BytesIO(body), max_bytes=1 << 20)
+    assert not staged.inline and staged.path.read_bytes() == body
+    job, _ = inline_store.create(JobSpec(tenant="alice"), staged)
+    assert files(inline_store.payload_dir) == [job.id]
+    assert inline_store.read_payload(job.id) == body
+    result = b"r" * (INLINE_LIMIT + 1)
+    inline_store.record([Outcome(job.id, ok=True, body=result)])
+    assert files(inline_store.result_dir) == [job.id]
+    assert inline_store.open_result(job.id).read() == result
+
+
+def test_a_body_arriving_in_pieces_is_kept_whole(inline_store: JobStore):
+    class Trickle(io.RawIOBase):
+        """Hands out at most 1000 bytes per read, like a slow socket."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = io.BytesIO(data)
+
+        def read(self, size: int = -1) -> bytes:
+            return self.data.read(min(1000, size if size >= 0 else 1000))
+
+    for size in (10, INLINE_LIMIT, INLINE_LIMIT + 1, 3 * INLINE_LIMIT + 7):
+        body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        staged = inline_store.stage_payload(Trickle(body), max_bytes=1 << 20)
+        assert staged.size == size and staged.inline == (size <= INLINE_LIMIT)
+        job, _ = inline_store.create(JobSpec(tenant="alice"), staged)
+        assert inline_store.read_payload(job.id) == body
+
+
+def test_inline_results_survive_reopening_and_repair(tmp_path: Path):
+    save = tmp_path / "save"
+    store = JobStore(save)
+    queued = new_job(store)
+    finished = new_job(store)
+    store.record([Outcome(finished.id, ok=True, body=b"value")])
+    store.close()
+    reopened = JobStore(save)
+    try:
+        counts = reopened.repair()
+        assert counts["payload_lost"] == 0 and counts["result_lost"] == 0
+        assert reopened.read_payload(queued.id) == b"payload"
+        assert reopened.open_result(finished.id).read() == b"value"
+        assert reopened.get(finished.id).status == FINISHED
+    finally:
+        reopened.close()
+
+
+def test_expiry_and_delete_drop_inline_bytes(inline_store: JobStore):
+    old = new_job(inline_store)
+    inline_store.record([Outcome(old.id, ok=True, finished_at=T0, body=b"old")])
+    assert inline_store.expire(finished_before=T0 + 1) == [old.id]
+    with pytest.raises(FileNotFoundError):
+        inline_store.open_result(old.id)
+    with pytest.raises(FileNotFoundError):
+        inline_store.read_payload(old.id)
+    gone = new_job(inline_store)
+    inline_store.record([Outcome(gone.id, ok=True, body=b"r")])
+    assert inline_store.delete(gone.id)
+    with pytest.raises(FileNotFoundError):
+        inline_store.open_result(gone.id)
