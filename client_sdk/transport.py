@@ -10,6 +10,7 @@ from typing import Any
 
 import dill
 import requests
+import urllib3
 
 from client_sdk.config import Settings, settings
 from client_sdk.errors import ApiError, GatewayUnreachable, UntrustedCertificate
@@ -67,14 +68,20 @@ def request(
                 headers=all_headers,
                 timeout=timeout,
                 verify=config.ca or True,
+                stream=True,
             )
+            _read_body(response)
         except requests.exceptions.SSLError as exc:
             # Not a passing fault: retrying would fail the same way.
             raise UntrustedCertificate(
                 f"the gateway at {config.url} failed the TLS check ({exc}); if it uses a "
                 "private CA, point COMPUTETHIS_CA at that CA's PEM file"
             ) from exc
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+        ) as exc:
             # Refused, reset, or cut off mid-reply (the gateway died): safe to repeat,
             # since GETs are idempotent and POSTs carry an Idempotency-Key.
             if not retry or time.monotonic() + delay > deadline:
@@ -92,6 +99,21 @@ def request(
         if response.status_code >= 400:
             raise _api_error(response)
         return response
+
+
+def _read_body(response: requests.Response) -> None:
+    """Read the whole body in one call and hand it to ``response.content``.
+
+    requests would read it 10 KiB at a time, which costs seconds on a large result.
+    """
+    try:
+        body = response.raw.read(decode_content=True)
+    except BaseException:
+        response.close()  # the connection is in an unknown state: drop it
+        raise
+    response._content = body  # what requests' own .content would have stored
+    response._content_consumed = True
+    response.close()  # now only returns the connection to the pool
 
 
 def _retry_after(response: requests.Response) -> float:

@@ -186,7 +186,9 @@ def outcome_response(job: Job) -> Response | tuple[dict[str, Any], int] | None:
             result = gw.store.open_result(job.id)
         except FileNotFoundError:
             raise not_found(job.id) from None
-        return send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
+        response = send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
+        response.content_length = job.result_size  # not chunked: clients read it in one go
+        return response
     if job.done:
         return job_json_with_exception(job), 200
     return None

@@ -207,6 +207,10 @@ class JobStore:
             directory.mkdir(parents=True, exist_ok=True)
         self.db_path = self.save_dir / "jobs.sqlite3"
         self._local = threading.local()
+        # Writers of this process queue here rather than in SQLite's busy handler,
+        # which sleeps (1, 2, 5, 10... ms) between tries: under many concurrent
+        # requests that sleeping, not the disk, would set the pace.
+        self._write_lock = threading.Lock()
         self._db().executescript(_SCHEMA)
         self._migrate()
 
@@ -234,13 +238,14 @@ class JobStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def _migrate(self) -> None:
         """Add columns that databases made by earlier versions lack."""

@@ -138,6 +138,21 @@ def test_large_error_round_trip():
     assert bytes(result.body) == b"exc"
 
 
+def test_unpack_of_a_large_view_copies_only_the_header():
+    body = bytes(range(256)) * 4096
+    view = memoryview(pack(Envelope(True, body=body)))
+    result = unpack(view)
+    assert result.body.obj is view.obj  # a view into the received bytes, not a copy
+    assert bytes(result.body) == body
+
+
+def test_unpack_of_a_view_with_a_header_longer_than_the_first_search():
+    error = dict(ERROR, traceback="  File ...\n" * 20_000)  # a header line over 64 KiB
+    result = unpack(memoryview(pack(Envelope(False, "w", 1.0, 2.0, error, b"exc"))))
+    assert result.error == error
+    assert bytes(result.body) == b"exc"
+
+
 def test_ok_is_coerced_to_bool():
     data = b'{"v":1,"ok":1}\nbody'
     result = unpack(data)

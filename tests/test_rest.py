@@ -78,6 +78,7 @@ def test_submit_status_and_result_bytes(stack: Stack):
     assert done.status_code == 200
     assert done.headers["Content-Type"] == "application/octet-stream"
     assert dill.loads(done.content) == 144
+    assert int(done.headers["Content-Length"]) == len(done.content)  # not chunked
     status = requests.get(stack.api(f"/jobs/{job['id']}"), headers=stack.headers(), timeout=10)
     info = status.json()
     assert info["status"] == "finished"

@@ -241,6 +241,56 @@ def test_fifty_concurrent_callers_each_get_their_own_result():
     assert results == {i: i * i for i in range(50)}
 
 
+def test_calls_from_one_thread_reuse_one_connection(monkeypatch):
+    import urllib3.connection
+
+    opened = []
+    connect = urllib3.connection.HTTPConnection.connect
+
+    def counting_connect(self):
+        opened.append(self)
+        return connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting_connect)
+    monkeypatch.setattr(client_sdk.transport, "_local", threading.local())  # a fresh session
+    big = np.arange(300_000.0)  # a result stored as a file, read in one go
+    for i in range(10):
+        assert square.compute(i) == i * i
+        assert np.array_equal(square.compute(big), big * big)
+    assert len(opened) == 1
+
+
+def test_jobs_submitted_together_with_different_retries_each_keep_their_own(tmp_path: Path):
+    flaky = compute_this(retries=2)(fail_until_third_try)
+    steady = compute_this(square.func)
+    counters = [tmp_path / f"tries-{i}" for i in range(8)]
+    jobs: dict[str, Job] = {}
+
+    def submit(i: int) -> None:
+        jobs[f"flaky{i}"] = flaky.submit(str(counters[i]))
+        jobs[f"steady{i}"] = steady.submit(i)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for i in range(8):
+        assert jobs[f"flaky{i}"].result(timeout=60) == 3
+        assert jobs[f"steady{i}"].result(timeout=60) == i * i
+
+
+def fail_until_third_try(path: str) -> int:
+    from pathlib import Path
+
+    counter = Path(path)
+    tries = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(tries))
+    if tries < 3:
+        raise RuntimeError(f"try {tries} fails")
+    return tries
+
+
 def test_result_timeout_leaves_job_running_then_result_arrives():
     @compute_this
     def nap(seconds):

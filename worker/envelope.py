@@ -23,6 +23,7 @@ RESULT_TOPIC = "computethis.result"
 # events of a topic (1000 by default), so at most a few MB of recent small results.
 PUSH_LIMIT = 2048
 _SEPARATOR = b"\n"
+_HEADER_SEARCH = 1 << 16  # where a header line (a JSON object) almost always ends
 
 
 @dataclass
@@ -57,9 +58,13 @@ def pack(envelope: Envelope) -> bytes:
 
 def unpack(data: bytes | bytearray | memoryview) -> Envelope:
     """Parse bytes made by :func:`pack`; the body is a zero-copy view."""
-    view = memoryview(data)
-    # bytes/bytearray search in place; anything else is copied once (small in practice).
-    end = (data if isinstance(data, (bytes, bytearray)) else view.tobytes()).find(_SEPARATOR)
+    view = memoryview(data).cast("B")
+    if isinstance(data, (bytes, bytearray)):
+        end = data.find(_SEPARATOR)
+    else:  # a view (of a large result, say): copy only the start to find the header line
+        end = bytes(view[:_HEADER_SEARCH]).find(_SEPARATOR)
+        if end < 0 and len(view) > _HEADER_SEARCH:
+            end = bytes(view).find(_SEPARATOR)
     if end < 0:
         raise ValueError("malformed job envelope: no header line")
     header = json.loads(bytes(view[:end]))

@@ -40,10 +40,12 @@ class JobFailed(Exception):
         return self.args[0]
 
 
-def run_job(job_id: str, payload: bytes) -> bytes:
+def run_job(job_id: str, payload: bytes) -> memoryview:
     """Execute the call in ``payload`` (dill bytes of ``(func, args, kwargs)``).
 
     Returns a packed :class:`Envelope`; raises :class:`JobFailed` if the function raised.
+    It is returned as a memoryview because Dask hands a memoryview result to the
+    gateway as a view of the bytes it received, where bytes would be copied once more.
     """
     worker = _worker_address()
     started = time.time()
@@ -58,7 +60,7 @@ def run_job(job_id: str, payload: bytes) -> bytes:
     try:
         func, args, kwargs = load_call(payload)
     except Exception as exc:
-        return finish(False, deserialization_error(exc))
+        return memoryview(finish(False, deserialization_error(exc)))
 
     failure: bytes | None = None
     try:
@@ -82,11 +84,12 @@ def run_job(job_id: str, payload: bytes) -> bytes:
             ),
             "traceback": traceback.format_exc(),
         }
-        return finish(False, error)
+        return memoryview(finish(False, error))
     outcome = finish(True, body=body)
+    del body, value
     if len(outcome) <= PUSH_LIMIT and worker is not None:
         _push(job_id, outcome)
-    return outcome
+    return memoryview(outcome)
 
 
 def _push(job_id: str, outcome: bytes) -> None:
