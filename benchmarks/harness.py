@@ -1,24 +1,32 @@
-"""One cluster, two ways in: a LocalCluster with a gateway subprocess and a direct Client.
+"""One cluster, two ways in: the gateway and a direct Dask client on the same scheduler.
 
-The gateway is started first against the scheduler's (chosen) address, so its start
-overlaps the cluster's. ``Runner`` keeps one harness alive at a time.
+The cluster is the deployed shape on one machine: ``computethis scheduler``,
+``computethis worker --nworkers W`` and ``computethis gateway``, each its own process.
+The benchmark process holds only what a user's process would: the SDK and a direct
+:class:`distributed.Client`. ``Runner`` keeps one harness alive at a time.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import client_sdk
-from benchmarks.gateway_process import GatewayProcess, free_port, start_gateway
-from scheduler.config import apply_config
+from benchmarks.processes import (
+    GatewayProcess,
+    Service,
+    free_port,
+    start_gateway,
+    start_scheduler,
+    start_workers,
+)
 
 TOKEN = "benchmark-token"
+START_TIMEOUT = 180.0  # seconds for the scheduler and every worker to come up
 
 
 class Harness:
@@ -28,51 +36,51 @@ class Harness:
         self.workers = workers
         self.max_body = max_body
         self.workdir = Path(tempfile.mkdtemp(prefix=f"computethis-bench-{workers}w-"))
-        self.cluster: LocalCluster | None = None
-        self.client: Client | None = None
+        self.scheduler: Service | None = None
+        self.worker_pool: Service | None = None
         self.gateway: GatewayProcess | None = None
+        self.client: Client | None = None
 
     def start(self) -> Harness:
-        apply_config()
-        address = f"tcp://127.0.0.1:{free_port()}"
-        self.gateway = start_gateway(
-            address,
-            self.workdir / "save",
-            self.workdir / "gateway.log",
-            token=TOKEN,
-            max_body=self.max_body,
-        )
+        """Start scheduler, workers and gateway together; return once all are connected."""
+        port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
         try:
-            with warnings.catch_warnings():
-                # Another process may hold the scheduler's default HTTP port (8787).
-                warnings.filterwarnings("ignore", message="Port .* is already in use")
-                self.cluster = LocalCluster(
-                    n_workers=self.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    host="127.0.0.1",
-                    scheduler_port=int(address.rsplit(":", 1)[1]),
-                    silence_logs=logging.CRITICAL,
-                )
-            self.client = Client(self.cluster, set_as_default=False)
-            self.gateway.wait_ready(self.workers)
-        except BaseException:
+            self.scheduler = start_scheduler(port, self.workdir / "scheduler.log")
+            self.worker_pool = start_workers(address, self.workers, self.workdir / "workers.log")
+            self.gateway = start_gateway(
+                address,
+                self.workdir / "save",
+                self.workdir / "gateway.log",
+                token=TOKEN,
+                max_body=self.max_body,
+            )
+            self.client = Client(address, timeout=START_TIMEOUT, set_as_default=False)
+            self.client.wait_for_workers(self.workers, timeout=START_TIMEOUT)
+            self.gateway.wait_ready(self.workers, timeout=START_TIMEOUT)
+        except BaseException as exc:
+            logs = "".join(
+                f"\n--- {service.log_path.name}\n{service.log()}"
+                for service in (self.scheduler, self.worker_pool)
+                if service is not None
+            )
             self.close()
-            raise
+            raise RuntimeError(f"the benchmark cluster did not start: {exc}{logs}") from exc
         client_sdk.configure(url=self.gateway.url, token=TOKEN)
         return self
 
     def close(self) -> None:
-        """Stop the gateway (SIGTERM by pid), the client and the cluster; remove files."""
+        """Stop the gateway, the client, the workers and the scheduler; remove files."""
         if self.gateway is not None:
             self.gateway.stop()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self.client is not None:
                 self.client.close(timeout=30)
-            if self.cluster is not None:
-                self.cluster.close(timeout=30)
+        if self.worker_pool is not None:
+            self.worker_pool.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -91,12 +91,13 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
 
 
 def run_jobs(function: RemoteFunction, args: list[Any]) -> tuple[float, list[str]]:
-    """Submit one job per argument from a few threads, wait for all; (seconds, job ids)."""
+    """Submit one job per argument from a few threads, then wait for all from them too;
+    (seconds, job ids)."""
     with ThreadPoolExecutor(SUBMITTERS) as pool:
         start = time.perf_counter()
         jobs = list(pool.map(function.submit, args))
-        for job in jobs:
-            job.result()
+        for _ in pool.map(lambda job: job.result(), jobs):
+            pass
         elapsed = time.perf_counter() - start
     return elapsed, [job.id for job in jobs]
 
