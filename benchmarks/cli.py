@@ -28,7 +28,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmark computethis against direct Dask on the same LocalCluster.",
+        description="Benchmark computethis against direct Dask on the same cluster.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument(
