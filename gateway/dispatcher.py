@@ -14,6 +14,7 @@ restarts) and resubmitted from its stored payload otherwise (the scheduler resta
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import queue
@@ -43,6 +44,8 @@ _RPC_CHUNK = 1000
 GATHER_THREADS = 4
 SCATTER_ABOVE = 1 << 20  # payloads larger than this go to a worker directly
 SEND_INTERVAL = 0.001  # seconds between batches on the client's stream to the scheduler
+RELEASE_DELAY = 0.1  # seconds recorded keys wait to be released together (one RPC)
+CLOSE_RELEASE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Dispatcher:
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._outbox: deque[tuple[Job, bytes | Future]] = deque()  # jobs to send to Dask
         self._deadlines: list[tuple[float, str, int]] = []
+        self._unreleased: list[str] = []  # recorded keys the scheduler still holds for us
+        self._release_at = 0.0  # monotonic time to release them
         self._reconcile_needed = threading.Event()
         self._gatherers = ThreadPoolExecutor(
             GATHER_THREADS, thread_name_prefix="computethis-gather"
@@ -110,6 +115,10 @@ class Dispatcher:
     def close(self) -> None:
         self._stopping.set()
         self._inbox.put(("stop", None))
+        keys, self._unreleased = self._unreleased, []
+        if keys:  # recorded outcomes: let the scheduler forget them (if it answers soon)
+            with contextlib.suppress(Exception):
+                self._gatherers.submit(self._release, keys).result(timeout=CLOSE_RELEASE_TIMEOUT)
         if self.client is not None:  # first: unblocks threads waiting on the scheduler
             self.client.close(timeout=5)
         for thread in self._threads:
@@ -396,6 +405,9 @@ class Dispatcher:
             timeout = None
             if self._deadlines:
                 timeout = max(0.0, self._deadlines[0][0] - time.time())
+            if self._unreleased:
+                due = max(0.0, self._release_at - time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
             try:
                 batch = [self._inbox.get(timeout=timeout)]
             except queue.Empty:
@@ -410,6 +422,7 @@ class Dispatcher:
             try:
                 self._handle(batch)
                 self._expire_deadlines()
+                self._release_due()
             except Exception:
                 log.exception("recorder failed on a batch of %d events", len(batch))
                 self._reconcile_needed.set()
@@ -450,8 +463,20 @@ class Dispatcher:
                         # Cancelled or lost without our asking (scheduler gone):
                         # the job is still active in the store; reconcile it.
                         self._reconcile_needed.set()
-        if outcomes:  # off this thread: recording the next batch need not wait for it
-            self._gatherers.submit(self._release, [dask_key(o.job_id) for o in outcomes])
+        if outcomes:
+            if not self._unreleased:
+                self._release_at = time.monotonic() + RELEASE_DELAY
+            self._unreleased += [dask_key(outcome.job_id) for outcome in outcomes]
+
+    def _release_due(self) -> None:
+        """Release recorded keys once RELEASE_DELAY has passed since the first of them.
+
+        One RPC per RELEASE_DELAY instead of one per recorded batch (under load,
+        nearly one per job), sent off this thread: recording need not wait for it.
+        """
+        if self._unreleased and time.monotonic() >= self._release_at:
+            keys, self._unreleased = self._unreleased, []
+            self._gatherers.submit(self._release, keys)
 
     def _pushed_outcomes(self, events: list[dict[str, Any]]) -> list[Outcome]:
         """Outcomes workers pushed for jobs in flight (see worker.runner._push)."""

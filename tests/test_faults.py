@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from distributed import Client
 
 import client_sdk
 from client_sdk import Job, WorkerDied, compute_this
@@ -278,3 +279,22 @@ def test_no_process_left_behind(processes: Processes):
     processes.stop_all()
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive
+
+
+def _held_job_tasks(dask_scheduler) -> list[str]:
+    return [key for key in dask_scheduler.tasks if str(key).startswith("computethis-")]
+
+
+def test_recorded_jobs_are_released_so_the_scheduler_forgets_them(processes: Processes):
+    results = [job.result(timeout=60) for job in [halve.submit(2 * i) for i in range(30)]]
+    assert results == list(range(30))
+    with Client(processes.scheduler_address, timeout=30, set_as_default=False) as client:
+        deadline = time.monotonic() + 10
+        while (held := client.run_on_scheduler(_held_job_tasks)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert held == [], "the scheduler still holds the tasks (and results) of recorded jobs"
+
+
+@compute_this
+def halve(x: int) -> int:
+    return x // 2
