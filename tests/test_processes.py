@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -80,6 +81,20 @@ def test_sigterm_stops_everything_without_orphans(tmp_path: Path):
     assert "stopping gateway" in stack.log()
 
 
+def test_killed_up_leaves_no_cluster_behind(tmp_path: Path):
+    """SIGKILL gives `computethis up` no chance to clean up: its cluster process notices
+    and closes the scheduler and the workers itself."""
+    stack = start_stack(tmp_path / "save", workers=2)
+    descendants = psutil.Process(stack.process.pid).children(recursive=True)
+    assert len(descendants) >= 3, "expected the cluster process and two workers"
+    stack.process.kill()
+    stack.process.wait(timeout=10)
+    _, alive = psutil.wait_procs(descendants, timeout=60)
+    for process in alive:
+        process.kill()
+    assert not alive, f"left behind after SIGKILL: {[p.pid for p in alive]}"
+
+
 def _start(args: list[str], log: Path):
     return start_process([*COMPUTETHIS, *args], log)
 
@@ -135,9 +150,15 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
         wait_healthy(url, gateway, gateway_log, timeout=90)
         assert early.result(timeout=60) == 125
         assert cube.map(range(6)) == [x**3 for x in range(6)]
-        workers = requests.get(
-            f"{url}/api/v1/workers", headers={"Authorization": "Bearer sep-token"}, timeout=10
-        ).json()["workers"]
+        # Healthy means one worker or more; the second may register a moment later.
+        deadline = time.monotonic() + 30
+        while True:
+            workers = requests.get(
+                f"{url}/api/v1/workers", headers={"Authorization": "Bearer sep-token"}, timeout=10
+            ).json()["workers"]
+            if len(workers) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert sorted(w["name"] for w in workers) == ["box-0", "box-1"]
     finally:
         for process in reversed(processes):
