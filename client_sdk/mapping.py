@@ -33,6 +33,7 @@ from client_sdk import transport
 from client_sdk.chunk import Outcome, apply_chunk
 from client_sdk.errors import ApiError, GatewayUnreachable
 from client_sdk.job import Job
+from client_sdk.pickling import Pickled
 from client_sdk.serialization import _as_local_class, dumps_call
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class ChunkSender:
         jobs = [(self._post(payload, count), count) for payload, count in self._payloads(items)]
         return [outcome for job, count in jobs for outcome in self._outcomes(job, count)]
 
-    def _payloads(self, items: list[Any]) -> Iterator[tuple[bytes, int]]:
+    def _payloads(self, items: list[Any]) -> Iterator[tuple[bytes | Pickled, int]]:
         func = self.function.func
         payload = dumps_call(apply_chunk, (func, items, self.function.retries), {})
         if len(payload) <= SPLIT_CHUNK_BYTES or len(items) == 1:
@@ -131,7 +132,7 @@ class ChunkSender:
         yield from self._payloads(items[:half])
         yield from self._payloads(items[half:])
 
-    def _post(self, payload: bytes, count: int) -> Job:
+    def _post(self, payload: bytes | Pickled, count: int) -> Job:
         params: dict[str, Any] = {"name": f"{self.function.name or 'function'} map:{count}"[:200]}
         if self.function.timeout is not None:
             params["timeout"] = min(MAX_JOB_TIMEOUT, self.function.timeout * count)

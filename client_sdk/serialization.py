@@ -20,6 +20,7 @@ import dill
 import dill._dill
 
 from client_sdk.errors import GATEWAY_ERRORS, RemoteError
+from client_sdk.pickling import Pickled, dump_buffers
 
 _OWN_PACKAGES = {"client_sdk", "gateway", "worker", "scheduler", "distribute_challenge"}
 _INSTALLED_ROOTS = tuple(
@@ -57,18 +58,26 @@ def is_user_module(name: str | None) -> bool:
     return not os.path.realpath(path).startswith(_INSTALLED_ROOTS)
 
 
-def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes:
+# Bodies smaller than this are sent as one bytes object; larger ones as their buffers.
+JOIN_BELOW = 1 << 20
+
+
+def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes | Pickled:
     """The request body for a job: dill bytes of ``(func, args, kwargs)``.
 
-    Serialized one call at a time: dill's detection of a function's globals swaps
-    ``sys.stdout`` for the whole process, which is not safe from several threads.
+    A large body is returned as :class:`~client_sdk.pickling.Pickled` buffers that
+    refer to the arguments' arrays (requests sends them with a Content-Length, without
+    joining them); a small one as bytes. Serialized one call at a time: dill's
+    detection of a function's globals swaps ``sys.stdout`` for the whole process,
+    which is not safe from several threads.
     """
     with _dumps_lock:
         _state.by_value = True
         try:
-            return dill.dumps((func, args, kwargs), recurse=True)
+            pickled = dump_buffers((func, args, kwargs), recurse=True)
         finally:
             _state.by_value = False
+    return bytes(pickled) if len(pickled) < JOIN_BELOW else pickled
 
 
 def loads_result(data: bytes) -> Any:

@@ -14,6 +14,7 @@ import urllib3
 
 from client_sdk.config import Settings, settings
 from client_sdk.errors import ApiError, GatewayUnreachable, UntrustedCertificate
+from client_sdk.pickling import Pickled
 
 API = "/api/v1"
 RETRY_FOR = 60.0  # seconds of connection errors ridden out before giving up
@@ -40,7 +41,7 @@ def request(
     path: str,
     *,
     params: dict[str, Any] | None = None,
-    data: bytes | None = None,
+    data: bytes | Pickled | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
     config: Settings | None = None,

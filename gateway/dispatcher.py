@@ -158,7 +158,7 @@ class Dispatcher:
         data = payload if payload is not None else self.store.read_payload(job.id)
         client = self.client
         if len(data) <= SCATTER_ABOVE or client is None or not self.cluster.workers:
-            return data
+            return bytes(data)  # a task argument must pickle: bytes, not a memory map
         try:  # straight to a worker: through the scheduler takes three times as long
             return client.scatter(data, hash=False, direct=True)
         except Exception as exc:
@@ -167,7 +167,7 @@ class Dispatcher:
             return client.scatter(data, hash=False, direct=False)
         except Exception as exc:
             log.warning("could not scatter the payload of job %s (%s); inlining it", job.id, exc)
-            return data
+            return bytes(data)
 
     def _submit_many_locked(self, jobs: list[tuple[Job, bytes | Future]]) -> None:
         """Submit jobs with their payloads, one ``Client.map`` per retry count.

@@ -184,3 +184,11 @@ def test_invalid_json_header_is_rejected():
 def test_header_without_ok_is_rejected():
     with pytest.raises((KeyError, ValueError)):
         unpack(b'{"v":1}\nbody')
+
+
+def test_a_body_of_several_buffers_is_packed_in_order():
+    parts = [b"head", memoryview(bytes(range(256)) * 8192), b"tail"]  # over 1 MiB in all
+    packed = pack(Envelope(True, "w", 1.0, 2.0, None, parts, b"logs"))
+    result = unpack(packed)
+    assert bytes(result.body) == b"".join(parts)
+    assert bytes(result.logs) == b"logs"

@@ -17,6 +17,7 @@ from typing import Any
 
 import dill
 
+from client_sdk.pickling import Pickled, dump_buffers
 from worker.envelope import PUSH_LIMIT, RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
 
 ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
@@ -53,7 +54,9 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
 
     output = OutputTail(MAX_LOGS)
 
-    def finish(ok: bool, error: dict[str, Any] | None = None, body: bytes = b"") -> bytes:
+    def finish(
+        ok: bool, error: dict[str, Any] | None = None, body: bytes | Pickled = b""
+    ) -> bytes | memoryview:
         announced_done()
         return pack(Envelope(ok, worker, started, time.time(), error, body, output.encoded()))
 
@@ -62,7 +65,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     except Exception as exc:
         return memoryview(finish(False, deserialization_error(exc)))
 
-    failure: bytes | None = None
+    failure: bytes | memoryview | None = None
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             value = func(*args, **kwargs)
@@ -71,10 +74,10 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     if failure is not None:
         # Raised outside the except block: no __context__ pointing at user objects
         # that Dask would then fail to pickle.
-        raise JobFailed(failure)
+        raise JobFailed(bytes(failure))
 
     try:
-        body = dill.dumps(value, protocol=dill.HIGHEST_PROTOCOL)
+        body = dump_buffers(value)
     except Exception as exc:
         error = {
             "type": "SerializationError",
@@ -88,7 +91,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     outcome = finish(True, body=body)
     del body, value
     if len(outcome) <= PUSH_LIMIT and worker is not None:
-        _push(job_id, outcome)
+        _push(job_id, bytes(outcome))
     return memoryview(outcome)
 
 
