@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future as UploadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ GATEWAY_DESERIALIZERS = ("dask", "msgpack")
 CONNECT_TIMEOUT = 5.0
 _RPC_CHUNK = 1000
 GATHER_THREADS = 4
+UPLOAD_THREADS = 4  # payloads sent to workers at the same time
 SCATTER_ABOVE = 1 << 20  # payloads larger than this go to a worker directly
 SEND_INTERVAL = 0.001  # seconds between batches on the client's stream to the scheduler
 RELEASE_DELAY = 0.1  # seconds recorded keys wait to be released together (one RPC)
@@ -101,6 +103,9 @@ class Dispatcher:
         self._gatherers = ThreadPoolExecutor(
             GATHER_THREADS, thread_name_prefix="computethis-gather"
         )
+        self._uploaders = ThreadPoolExecutor(
+            UPLOAD_THREADS, thread_name_prefix="computethis-upload"
+        )
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -124,20 +129,41 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(timeout=5)
         self._gatherers.shutdown(wait=False, cancel_futures=True)
+        self._uploaders.shutdown(wait=False, cancel_futures=True)
 
     # -- submission ---------------------------------------------------------------
 
-    def submit(self, job: Job, payload: bytes | None = None) -> None:
+    def upload(self, data: bytes | memoryview) -> UploadFuture | None:
+        """Start sending a large payload to a worker, on a thread of its own.
+
+        The caller makes the job durable meanwhile (a large file's fsync takes as long
+        as the transfer) and then passes this to :meth:`submit`; dropping it instead
+        lets Dask forget the data. None if the payload is small or Dask unreachable.
+        """
+        if len(data) <= SCATTER_ABOVE or not self.cluster.connected:
+            return None
+        return self._uploaders.submit(self._payload_for_dask, data)
+
+    def submit(
+        self, job: Job, payload: bytes | None = None, upload: UploadFuture | None = None
+    ) -> None:
         """Send a stored job to Dask, or leave it queued until the scheduler is reachable.
 
-        ``payload`` saves reading the stored payload back when the caller has it.
+        ``payload`` saves reading the stored payload back when the caller has it;
+        ``upload`` is the payload already on its way (see :meth:`upload`).
         Jobs submitted at the same moment by several request threads go to Dask in
         one ``Client.map`` (one graph update for the scheduler): whichever thread
         gets the lock sends everything waiting, the others find their job sent.
         """
         if not self.cluster.connected or job.id in self._futures:
             return
-        self._outbox.append((job, self._payload_for_dask(job, payload)))
+        if upload is not None:
+            argument = upload.result()
+        else:
+            argument = self._payload_for_dask(
+                payload if payload is not None else self.store.read_payload(job.id)
+            )
+        self._outbox.append((job, argument))
         with self._lock:
             waiting = []
             while self._outbox:
@@ -147,7 +173,7 @@ class Dispatcher:
             elif waiting:  # they stay queued in the store until the next reconciliation
                 self._reconcile_needed.set()
 
-    def _payload_for_dask(self, job: Job, payload: bytes | None) -> bytes | Future:
+    def _payload_for_dask(self, data: bytes | memoryview) -> bytes | Future:
         """The payload as a task argument: bytes, or for a large one a scattered future.
 
         A large argument inlined in a task travels through the scheduler; scattered
@@ -155,18 +181,17 @@ class Dispatcher:
         ~1.2 s scattered through the scheduler, ~6-13 s inlined). If the workers cannot
         be reached from here, it goes through the scheduler.
         """
-        data = payload if payload is not None else self.store.read_payload(job.id)
         client = self.client
         if len(data) <= SCATTER_ABOVE or client is None or not self.cluster.workers:
             return bytes(data)  # a task argument must pickle: bytes, not a memory map
         try:  # straight to a worker: through the scheduler takes three times as long
             return client.scatter(data, hash=False, direct=True)
         except Exception as exc:
-            log.warning("could not send the payload of job %s to a worker (%s)", job.id, exc)
+            log.warning("could not send a payload straight to a worker (%s)", exc)
         try:
             return client.scatter(data, hash=False, direct=False)
         except Exception as exc:
-            log.warning("could not scatter the payload of job %s (%s); inlining it", job.id, exc)
+            log.warning("could not scatter a payload (%s); inlining it", exc)
             return bytes(data)
 
     def _submit_many_locked(self, jobs: list[tuple[Job, bytes | Future]]) -> None:
@@ -338,7 +363,8 @@ class Dispatcher:
                         self._arm_deadline(current)
                 else:
                     try:
-                        resubmit.append((current, self.store.read_payload(job.id)))
+                        payload = self.store.read_payload(job.id)
+                        resubmit.append((current, self._payload_for_dask(payload)))
                     except FileNotFoundError:
                         log.error("payload of job %s is missing; it cannot run", job.id)
             self._submit_many_locked(resubmit)

@@ -102,13 +102,15 @@ class JobList(Resource):
         except InvalidPayload as exc:
             gw.store.discard(staged)
             raise ApiError(400, "invalid_payload", str(exc)) from None
+        # A large payload starts on its way to a worker while create() makes it durable.
+        upload = gw.dispatcher.upload(staged.view()) if staged.data is None else None
         job, created = gw.store.create(spec, staged)
         headers = _job_headers(job)
         if not created:
             return job.to_json(), 200, headers
         gw.metrics.submitted.inc()
         with gw.waiters.watch(job.id) as done:
-            gw.dispatcher.submit(job, staged.data)
+            gw.dispatcher.submit(job, staged.data, upload=upload)
             if not wait or not done.wait(wait):
                 return job.to_json(), 201, headers
         # Done within ?wait: answer the outcome at once (one round trip per call).

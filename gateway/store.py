@@ -194,6 +194,13 @@ class StagedPayload:
         assert self.path is not None
         return open(self.path, "rb")
 
+    def view(self) -> bytes | memoryview:
+        """The body: ``data``, or a read-only memory map of the file (no copy)."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return _map_file(self.path)
+
 
 class JobStore:
     """Job records in SQLite plus payload/result files under ``save_dir``."""
@@ -270,8 +277,9 @@ class JobStore:
     def stage_payload(self, stream: IO[bytes], max_bytes: int) -> StagedPayload:
         """Read a request body; raise if it is too large.
 
-        A body over ``INLINE_LIMIT`` bytes goes to a temporary file (fsynced) as it
-        arrives; a smaller one stays in memory until ``create`` stores it in its row.
+        A body over ``INLINE_LIMIT`` bytes goes to a temporary file as it arrives (made
+        durable by ``create``); a smaller one stays in memory until ``create`` stores
+        it in its row.
         """
         job_id = uuid.uuid4().hex
         path = self.tmp_dir / f"{job_id}.payload"
@@ -290,8 +298,6 @@ class JobStore:
                     out.write(chunk)
                 if size <= IN_MEMORY_PAYLOAD:
                     head.append(chunk)
-            if out is not None:
-                self._sync(out)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -312,6 +318,8 @@ class JobStore:
         submitted a job with the same idempotency key (the staged payload is dropped).
         """
         if staged.path is not None:
+            with open(staged.path, "rb") as written:
+                self._sync(written)
             os.replace(staged.path, self.payload_path(staged.job_id))
             self._sync_dir(self.payload_dir)
         try:
@@ -371,10 +379,7 @@ class JobStore:
         inline = self._blob("payload", job_id)
         if inline is not None:
             return inline
-        with open(self.payload_path(job_id), "rb") as file:
-            if os.fstat(file.fileno()).st_size == 0:
-                return b""
-            return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+        return _map_file(self.payload_path(job_id))
 
     def open_result(self, job_id: str) -> IO[bytes]:
         """The finished job's result bytes as a file; FileNotFoundError if there are none."""
@@ -655,6 +660,14 @@ class JobStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def _map_file(path: Path) -> bytes | memoryview:
+    """A read-only memory map of a file, as a memoryview (bytes if it is empty)."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return b""
+        return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
 
 
 def _checked(job_id: str) -> str:

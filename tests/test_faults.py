@@ -252,9 +252,11 @@ def test_jobs_submitted_while_scheduler_is_down_run_when_it_returns(processes: P
         assert time.monotonic() < deadline
         time.sleep(0.1)
     job = logged_nap.submit(7, 0.0, os.devnull)
-    assert job.status() == "queued"
+    large = compute_this(len).submit(b"x" * (3 << 20))  # a payload file, sent on its own
+    assert job.status() == "queued" and large.status() == "queued"
     processes.start_scheduler()
     assert job.result(timeout=120) == 7
+    assert large.result(timeout=120) == 3 << 20
 
 
 def test_results_expire_after_their_ttl(processes: Processes):
