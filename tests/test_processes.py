@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import dask
 import psutil
 import pytest
 import requests
@@ -23,11 +24,19 @@ from tests.stack import (
     start_stack,
     wait_healthy,
 )
+from worker.main import HUGE_PAGES_TUNABLE, PRE_SPAWN_ENVIRON, huge_page_environ
 
 
 @compute_this
 def cube(x):
     return x**3
+
+
+@compute_this
+def worker_environ(name):
+    import os
+
+    return os.environ.get(name, "")
 
 
 @compute_this
@@ -57,6 +66,7 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         point_sdk(first.url, first.token)
         finished = cube.submit(3)
         assert finished.result(timeout=60) == 27
+        assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
         blocker = nap_then_cube.submit(1, 30)  # occupies the only worker
         unfinished = cube.submit(4)  # still queued when the gateway stops
         time.sleep(0.5)
@@ -149,6 +159,8 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
         )
         wait_healthy(url, gateway, gateway_log, timeout=90)
         assert early.result(timeout=60) == 125
+        # Worker processes start with glibc's huge-page tunable (Dask's pre-spawn-environ).
+        assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
         assert cube.map(range(6)) == [x**3 for x in range(6)]
         # Healthy means one worker or more; the second may register a moment later.
         deadline = time.monotonic() + 30
@@ -165,3 +177,21 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
             Stack(process, url, "", tmp_path, tmp_path / "x.log").stop(signal.SIGTERM, timeout=30)
         for process in processes:
             kill_tree(process.pid)
+
+
+def test_huge_page_tunable_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    with dask.config.set({PRE_SPAWN_ENVIRON: {"MALLOC_TRIM_THRESHOLD_": 65536}}):
+        huge_page_environ()
+        environ = dask.config.get(PRE_SPAWN_ENVIRON)
+        assert environ == {"MALLOC_TRIM_THRESHOLD_": 65536, "GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    with dask.config.set({PRE_SPAWN_ENVIRON: {}}):
+        huge_page_environ()
+        assert dask.config.get(PRE_SPAWN_ENVIRON)["GLIBC_TUNABLES"] == (
+            f"glibc.malloc.arena_max=2:{HUGE_PAGES_TUNABLE}"
+        )
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    with dask.config.set({PRE_SPAWN_ENVIRON: {}}):
+        huge_page_environ()
+        assert "GLIBC_TUNABLES" not in dask.config.get(PRE_SPAWN_ENVIRON)

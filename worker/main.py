@@ -11,15 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from typing import Any
 
+import dask
 import psutil
 from distributed import Nanny
 
 log = logging.getLogger("computethis.worker")
 RECONNECT_DELAY = 1.0
 CLOSE_TIMEOUT = 10.0
+PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
+# glibc backs large allocations with transparent huge pages: a fresh 256 MB buffer (an
+# unpickled array, say) is then filled ~3x faster, since its pages fault in 2 MB at a time.
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def huge_page_environ() -> None:
+    """Have the nannies start worker processes with glibc's huge-page tunable set.
+
+    Through Dask's ``pre-spawn-environ`` (as Dask sets ``MALLOC_TRIM_THRESHOLD_``):
+    glibc reads ``GLIBC_TUNABLES`` only when a process starts. Tunables already set
+    (there or in this process's environment) are kept, ``glibc.malloc.hugetlb=0``
+    included; other C libraries ignore the variable.
+    """
+    environ = dict(dask.config.get(PRE_SPAWN_ENVIRON, default={}) or {})
+    current = str(environ.get("GLIBC_TUNABLES") or os.environ.get("GLIBC_TUNABLES", ""))
+    if "glibc.malloc.hugetlb" not in current:
+        environ["GLIBC_TUNABLES"] = f"{current}:{HUGE_PAGES_TUNABLE}".lstrip(":")
+        dask.config.set({PRE_SPAWN_ENVIRON: environ})
 
 
 def worker_names(name: str | None, count: int) -> list[str | None]:
@@ -83,6 +104,7 @@ async def run_workers(scheduler: str, nworkers: int, name: str | None, host: str
 
 def main(scheduler: str, nworkers: int, name: str | None, host: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    huge_page_environ()
     try:
         asyncio.run(run_workers(scheduler, nworkers, name, host))
     finally:
