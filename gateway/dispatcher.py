@@ -527,10 +527,16 @@ class Dispatcher:
 
     def _gather(self, finished: list[Future]) -> None:
         """(gather thread) Fetch results and hand them to the recorder."""
+        outcomes: list[Outcome] = []
         try:
             outcomes = self._gather_finished(finished)
+            for outcome in outcomes:  # large results written here, not on the recorder
+                self.store.stage_result(outcome)
         except Exception:
             log.exception("gathering %d results failed; will reconcile", len(finished))
+            for outcome in outcomes:
+                if outcome.result_file is not None:
+                    outcome.result_file.unlink(missing_ok=True)
             outcomes = []
             self._reconcile_needed.set()
         self._inbox.put(("gathered", (finished, outcomes)))

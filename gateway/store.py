@@ -167,6 +167,14 @@ class Outcome:
     error: dict[str, Any] | None = None
     body: bytes | memoryview = b""
     logs: bytes | memoryview = b""
+    # Set by JobStore.stage_result: the body, already in a fsynced temporary file.
+    result_file: Path | None = None
+    result_size: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of the result or exception body."""
+        return self.result_size if self.result_file is not None else len(self.body)
 
 
 @dataclass
@@ -494,30 +502,42 @@ class JobStore:
         temporary files first and renamed into place under the write lock, just before
         the commit that makes them visible.
         """
-        pending: dict[str, tuple[Outcome, Path | None]] = {}
+        pending: dict[str, Outcome] = {}
         try:
             for outcome in outcomes:
                 if outcome.job_id in pending:
+                    if outcome.result_file is not None:
+                        outcome.result_file.unlink(missing_ok=True)
                     continue
-                as_file = outcome.ok and len(outcome.body) > INLINE_LIMIT
-                tmp = self._write_tmp_result(outcome.job_id, outcome.body) if as_file else None
-                pending[outcome.job_id] = (outcome, tmp)
+                pending[outcome.job_id] = outcome
+                self.stage_result(outcome)
             recorded: list[str] = []
             with self._transaction() as db:
                 active = set(self._active_among(db, list(pending)))
                 for job_id in (job_id for job_id in pending if job_id in active):
-                    outcome, tmp = pending[job_id]
-                    if tmp is not None:
-                        os.replace(tmp, self.result_path(job_id))
+                    outcome = pending[job_id]
+                    if outcome.result_file is not None:
+                        os.replace(outcome.result_file, self.result_path(job_id))
                     self._update_outcome(db, outcome)
                     recorded.append(job_id)
-                if any(pending[job_id][1] for job_id in recorded):
+                if any(pending[job_id].result_file for job_id in recorded):
                     self._sync_dir(self.result_dir)
             return recorded
         finally:
-            for _, tmp in pending.values():
-                if tmp is not None:
-                    tmp.unlink(missing_ok=True)
+            for outcome in pending.values():
+                if outcome.result_file is not None:
+                    outcome.result_file.unlink(missing_ok=True)
+
+    def stage_result(self, outcome: Outcome) -> None:
+        """Write a large result body to a fsynced temporary file, ahead of ``record``.
+
+        Called on the thread that received the result, so that the thread recording
+        everyone's outcomes is not held up by one large result's write. The body's
+        memory is let go; ``record`` moves the file into place (or removes it).
+        """
+        if outcome.result_file is None and outcome.ok and len(outcome.body) > INLINE_LIMIT:
+            outcome.result_file = self._write_tmp_result(outcome.job_id, outcome.body)
+            outcome.result_size, outcome.body = len(outcome.body), b""
 
     def _active_among(self, db: sqlite3.Connection, job_ids: list[str]) -> list[str]:
         active: list[str] = []
@@ -534,8 +554,8 @@ class JobStore:
         result: bytes | None = None
         if outcome.ok:
             status, error, exception = FINISHED, None, None
-            size: int | None = len(outcome.body)
-            if len(outcome.body) <= INLINE_LIMIT:
+            size: int | None = outcome.size
+            if outcome.result_file is None:
                 result = bytes(outcome.body)
         else:
             status, error, size = FAILED, json.dumps(outcome.error), None

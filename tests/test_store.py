@@ -604,6 +604,30 @@ def test_duplicate_outcomes_in_one_batch_record_the_first(store: JobStore):
     assert store.open_result(job.id).read() == b"first"
 
 
+def test_a_result_staged_ahead_is_recorded_from_its_file(store: JobStore):
+    job = new_job(store)
+    outcome = Outcome(job.id, ok=True, body=memoryview(b"staged result"))
+    store.stage_result(outcome)
+    assert outcome.result_file is not None and outcome.result_file.parent == store.tmp_dir
+    assert outcome.body == b"" and outcome.size == len(b"staged result")  # memory let go
+    assert store.record([outcome]) == [job.id]
+    assert store.get(job.id).result_size == len(b"staged result")
+    assert store.open_result(job.id).read() == b"staged result"
+    assert files(store.tmp_dir) == []
+
+
+def test_staged_results_that_are_not_recorded_are_removed(store: JobStore):
+    job, gone = new_job(store), new_job(store)
+    assert store.delete(gone.id)
+    outcomes = [Outcome(job_id, ok=True, body=b"x" * 10) for job_id in (job.id, job.id, gone.id)]
+    for outcome in outcomes:
+        store.stage_result(outcome)
+    assert len(files(store.tmp_dir)) == 3
+    assert store.record(outcomes) == [job.id]
+    assert files(store.tmp_dir) == []
+    assert files(store.result_dir) == [job.id]
+
+
 def test_second_failure_of_same_job_is_dropped(store: JobStore):
     job = new_job(store)
     store.record([Outcome(job.id, ok=False, error={"type": "A"}, body=b"a")])
