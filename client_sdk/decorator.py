@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import requests
-
 from client_sdk import transport
 from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
 from client_sdk.serialization import dumps_call
@@ -67,7 +65,7 @@ class RemoteFunction:
         done, value = job.read_outcome(response)
         return value if done else job.result()
 
-    def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> requests.Response:
+    def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> transport.Reply:
         self._check_arguments(args, kwargs)
         params: dict[str, Any] = {}
         if self.timeout is not None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import requests
-
 from client_sdk import transport
 from client_sdk.errors import JobCancelled, ResultTimeout
 from client_sdk.serialization import loads_result, rebuild_exception
@@ -66,7 +64,7 @@ class Job:
         response = transport.request("GET", f"/jobs/{self.id}/logs")
         return response.content.decode("utf-8", "replace")
 
-    def read_outcome(self, response: requests.Response) -> tuple[bool, Any]:
+    def read_outcome(self, response: transport.Reply) -> tuple[bool, Any]:
         """``(True, result)`` if the response carries the result; raises the job's error
         if it failed or was cancelled; ``(False, None)`` if it is not done yet."""
         if response.headers.get("Content-Type", "").startswith("application/octet-stream"):

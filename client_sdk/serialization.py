@@ -66,7 +66,7 @@ def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes | Pickled:
     """The request body for a job: dill bytes of ``(func, args, kwargs)``.
 
     A large body is returned as :class:`~client_sdk.pickling.Pickled` buffers that
-    refer to the arguments' arrays (requests sends them with a Content-Length, without
+    refer to the arguments' arrays (sent as they are, with a Content-Length, without
     joining them); a small one as bytes. Serialized one call at a time: dill's
     detection of a function's globals swaps ``sys.stdout`` for the whole process,
     which is not safe from several threads.
