@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import IO, Any
 
 from flask import Response, request, send_file, url_for
 from flask_restful import Resource
@@ -17,6 +17,7 @@ from gateway.store import (
     EXPIRED,
     FINISHED,
     STATUSES,
+    IncompleteBody,
     Job,
     JobSpec,
     PayloadTooLarge,
@@ -28,6 +29,18 @@ JOB_HEADER = "X-Computethis-Job"
 PYTHON_HEADER = "X-Computethis-Python"
 DILL_HEADER = "X-Computethis-Dill"
 MAX_TIMEOUT = 30 * 24 * 3600.0
+
+
+def _body_stream() -> IO[bytes]:
+    """The request body: the server's own input when the Content-Length is known.
+
+    stage_payload reads no more than that length from it. werkzeug's ``request.stream``
+    wrapper copies every block twice more: ~0.5 s of a 256 MB upload here, against
+    ~0.1-0.3 s read directly. A chunked body goes through the wrapper.
+    """
+    if request.content_length is not None:
+        return request.environ["wsgi.input"]
+    return request.stream
 
 
 def own_job(job_id: str) -> Job:
@@ -88,12 +101,18 @@ class JobList(Resource):
                 "(see --max-queued); retry after some finish",
                 {"Retry-After": "2"},
             )
+        too_large = ApiError(
+            413, "payload_too_large", f"the body is larger than {gw.config.max_body} bytes"
+        )
+        length = request.content_length
+        if length is not None and length > gw.config.max_body:
+            raise too_large
         try:
-            staged = gw.store.stage_payload(request.stream, gw.config.max_body)
+            staged = gw.store.stage_payload(_body_stream(), gw.config.max_body, length)
         except PayloadTooLarge:
-            raise ApiError(
-                413, "payload_too_large", f"the body is larger than {gw.config.max_body} bytes"
-            ) from None
+            raise too_large from None
+        except IncompleteBody as exc:
+            raise ApiError(400, "incomplete_body", f"{exc}; send the whole body") from None
         try:
             if staged.size == 0:
                 raise InvalidPayload("the body is empty; send dill.dumps((func, args, kwargs))")

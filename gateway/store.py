@@ -86,6 +86,10 @@ class PayloadTooLarge(Exception):
     """The request body exceeded the configured maximum."""
 
 
+class IncompleteBody(Exception):
+    """The request body ended before its Content-Length (the client went away)."""
+
+
 @dataclass
 class JobSpec:
     """What a client asked for when it submitted a job."""
@@ -282,12 +286,15 @@ class JobStore:
 
     # -- submission ---------------------------------------------------------------
 
-    def stage_payload(self, stream: IO[bytes], max_bytes: int) -> StagedPayload:
-        """Read a request body; raise if it is too large.
+    def stage_payload(
+        self, stream: IO[bytes], max_bytes: int, length: int | None = None
+    ) -> StagedPayload:
+        """Read a request body; raise if it is too large (or shorter than ``length``).
 
-        A body over ``INLINE_LIMIT`` bytes goes to a temporary file as it arrives (made
-        durable by ``create``); a smaller one stays in memory until ``create`` stores
-        it in its row.
+        With ``length`` (the Content-Length) no more than that is read, so ``stream``
+        may be the server's raw input. A body over ``INLINE_LIMIT`` bytes goes to a
+        temporary file as it arrives (made durable by ``create``); a smaller one stays
+        in memory until ``create`` stores it in its row.
         """
         job_id = uuid.uuid4().hex
         path = self.tmp_dir / f"{job_id}.payload"
@@ -295,7 +302,12 @@ class JobStore:
         head: list[bytes] = []  # the body so far, while it is small enough to keep
         out: IO[bytes] | None = None
         try:
-            while chunk := stream.read(_CHUNK):
+            while length is None or size < length:
+                chunk = stream.read(_CHUNK if length is None else min(_CHUNK, length - size))
+                if not chunk:
+                    if length is not None:
+                        raise IncompleteBody(f"the body ended after {size} of {length} bytes")
+                    break
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge(max_bytes)

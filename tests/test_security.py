@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -140,7 +141,42 @@ def test_request_body_limit_is_a_413(tmp_path: Path):
         response = submit(stack, stack.headers(), (abs, (b"x" * 5000,), {}))
         assert response.status_code == 413
         assert response.json()["error"] in ("payload_too_large", "request_entity_too_large")
+        body = dill.dumps((abs, (b"x" * 5000,), {}))
+        chunked = requests.post(  # no Content-Length: counted as it arrives
+            stack.api("/jobs"),
+            data=(body[i : i + 100] for i in range(0, len(body), 100)),
+            headers={**stack.headers(), **OCTET},
+            timeout=30,
+        )
+        assert chunked.status_code == 413
+        assert chunked.json()["error"] in ("payload_too_large", "request_entity_too_large")
         assert submit(stack, stack.headers()).status_code == 201
+    finally:
+        stack.stop()
+
+
+def test_a_body_cut_short_is_a_400_and_stores_nothing(tmp_path: Path):
+    stack = start_stack(tmp_path / "save", workers=1)
+    try:
+        body = dill.dumps((abs, (-3,), {}))
+        host, port = stack.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(
+                b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {stack.token}\r\n".encode()
+                + b"Content-Type: application/octet-stream\r\n"
+                + f"Content-Length: {len(body) + 50}\r\n\r\n".encode()
+                + body
+            )
+            conn.shutdown(socket.SHUT_WR)  # the client goes away mid-body
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+        status_line, _, rest = reply.partition(b"\r\n")
+        assert b" 400 " in status_line, reply
+        assert b'"incomplete_body"' in rest
+        jobs = requests.get(stack.api("/jobs"), headers=stack.headers(), timeout=10).json()
+        assert jobs["jobs"] == []
     finally:
         stack.stop()
 
