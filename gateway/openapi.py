@@ -524,7 +524,8 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                         _schema("Error"),
                         "A parameter or header is invalid (`invalid_parameter`, "
                         "`invalid_header`), the body is not a complete pickle of a 3-tuple "
-                        "(`invalid_payload`), or the client's Python major.minor is not "
+                        "(`invalid_payload`), the body ended before its Content-Length "
+                        "(`incomplete_body`), or the client's Python major.minor is not "
                         "the workers' (`python_version_mismatch`).",
                     ),
                     "401": _response("Unauthorized"),
