@@ -17,7 +17,9 @@ DEFAULT_URL = "http://127.0.0.1:5000"
 class Settings:
     url: str
     token: str | None
-    ca: str | None = None  # CA bundle that verifies an https gateway; None: system CAs
+    # CA bundle that verifies an https gateway; None: REQUESTS_CA_BUNDLE or
+    # CURL_CA_BUNDLE if set, else the system's CAs (see transport.new_pool).
+    ca: str | None = None
 
 
 _overrides: dict[str, str | None] = {}

@@ -77,7 +77,7 @@ class BufferPickler(dill.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         # A plain array reduces to a PickleBuffer of its memory (dill's own rule for
         # arrays would copy it); subclasses and everything else go the usual way.
-        if type(obj) is self._ndarray and self._ndarray is not None:
+        if type(obj) is self._ndarray:  # never true without numpy: type() is not None
             return obj.__reduce_ex__(PROTOCOL)
         return NotImplemented
 

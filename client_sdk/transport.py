@@ -146,10 +146,9 @@ def _exchange(
 
 def _pool(config: Settings) -> urllib3.PoolManager:
     """This thread's pool for the gateway (one kept-alive connection per thread)."""
-    pools: dict[tuple[str, str | None], urllib3.PoolManager] | None
-    pools = getattr(_local, "pools", None)
-    if pools is None:
-        pools = _local.pools = {}
+    if not hasattr(_local, "pools"):
+        _local.pools = {}
+    pools: dict[tuple[str, str | None], urllib3.PoolManager] = _local.pools
     key = (config.url, config.ca)
     pool = pools.get(key)
     if pool is None:

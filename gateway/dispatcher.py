@@ -349,7 +349,7 @@ class Dispatcher:
             return
         states = self._scheduler_states([dask_key(job.id) for job in missing])
         attached: list[str] = []
-        resubmit: list[tuple[Job, bytes | Future]] = []
+        lost: list[Job] = []
         with self._lock:
             for job in missing:
                 current = self.store.get(job.id)
@@ -362,16 +362,36 @@ class Dispatcher:
                     if current.status == RUNNING and current.timeout and current.started_at:
                         self._arm_deadline(current)
                 else:
-                    try:
-                        payload = self.store.read_payload(job.id)
-                        resubmit.append((current, self._payload_for_dask(payload)))
-                    except FileNotFoundError:
-                        log.error("payload of job %s is missing; it cannot run", job.id)
-            self._submit_many_locked(resubmit)
+                    lost.append(current)
+        resubmit = self._resubmit(lost)
         for start in range(0, len(attached), _RPC_CHUNK):
             chunk = attached[start : start + _RPC_CHUNK]
             client.sync(client.scheduler.computethis_attach, keys=chunk, client_id=client.id)
         log.info("reconciled: %d jobs re-attached, %d resubmitted", len(attached), len(resubmit))
+
+    def _resubmit(self, jobs: list[Job]) -> list[Job]:
+        """Submit jobs again from their stored payloads; returns those submitted.
+
+        Payloads are read and sent to workers before taking the lock, so request
+        threads keep submitting meanwhile; a job cancelled or tracked in between is
+        left out.
+        """
+        prepared: list[tuple[Job, bytes | Future]] = []
+        for job in jobs:
+            try:
+                prepared.append((job, self._payload_for_dask(self.store.read_payload(job.id))))
+            except FileNotFoundError:
+                log.error("payload of job %s is missing; it cannot run", job.id)
+        with self._lock:
+            still_active = [
+                (job, payload)
+                for job, payload in prepared
+                if job.id not in self._futures
+                and (current := self.store.get(job.id)) is not None
+                and current.status in ACTIVE
+            ]
+            self._submit_many_locked(still_active)
+        return [job for job, _ in still_active]
 
     def _scheduler_states(self, keys: list[str]) -> dict[str, str]:
         assert self.client is not None
