@@ -20,7 +20,7 @@ import dill
 import dill._dill
 
 from client_sdk.errors import GATEWAY_ERRORS, RemoteError
-from client_sdk.pickling import Pickled, dump_buffers
+from client_sdk.pickling import Pickled, dump_buffers, load_buffers
 
 _OWN_PACKAGES = {"client_sdk", "gateway", "worker", "scheduler", "distribute_challenge"}
 _INSTALLED_ROOTS = tuple(
@@ -74,14 +74,15 @@ def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes | Pickled:
     with _dumps_lock:
         _state.by_value = True
         try:
-            pickled = dump_buffers((func, args, kwargs), recurse=True)
+            pickled = dump_buffers((func, args, kwargs), index=True, recurse=True)
         finally:
             _state.by_value = False
     return bytes(pickled) if len(pickled) < JOIN_BELOW else pickled
 
 
-def loads_result(data: bytes) -> Any:
-    return dill.loads(data)
+def loads_result(data: bytes | memoryview) -> Any:
+    """A job's result from its bytes; large arrays are views of ``data``, not copies."""
+    return load_buffers(data)
 
 
 def rebuild_exception(job: dict[str, Any]) -> BaseException:

@@ -10,6 +10,7 @@ is not set.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import platform
 import random
@@ -22,7 +23,7 @@ from urllib.parse import urlencode
 
 import dill
 import urllib3
-from urllib3.exceptions import HTTPError, ReadTimeoutError, SSLError
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError, SSLError
 
 from client_sdk.config import Settings, settings
 from client_sdk.errors import ApiError, GatewayUnreachable, UntrustedCertificate
@@ -37,17 +38,22 @@ HEADERS = {
     "X-Computethis-Dill": dill.__version__,
 }
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# Result bodies larger than this are read into memory of their own (see _read_large).
+LARGE_BODY = 1 << 20
 
 _local = threading.local()
 
 
 @dataclass
 class Reply:
-    """A gateway response, read whole."""
+    """A gateway response, read whole.
+
+    ``content`` is bytes, or for a large result body a writable memoryview.
+    """
 
     status: int
     headers: urllib3.HTTPHeaderDict
-    content: bytes
+    content: bytes | memoryview
 
     def json(self) -> Any:
         return json.loads(self.content)
@@ -136,12 +142,45 @@ def _exchange(
         preload_content=False,
     )
     try:
-        content = response.read(decode_content=True)
+        content = _read_large(response) or response.read(decode_content=True)
     except BaseException:
         response.close()  # the connection is in an unknown state: drop it
         raise
     response.release_conn()
     return Reply(response.status, response.headers, content)
+
+
+def _read_large(response: urllib3.BaseHTTPResponse) -> memoryview | None:
+    """A large result body read straight into fresh writable memory; None otherwise.
+
+    Writable, so that unpickling can hand out its arrays as views of it instead of
+    copying them (see :func:`client_sdk.pickling.load_buffers`); read with the
+    standard library response's ``readinto`` (urllib3 keeps it as ``_fp``), since
+    urllib3's own reads return new bytes for every block.
+    """
+    raw = getattr(response, "_fp", None)
+    length = response.headers.get("Content-Length", "")
+    if (
+        not length.isdigit()
+        or int(length) <= LARGE_BODY
+        or response.headers.get("Content-Encoding")
+        or not response.headers.get("Content-Type", "").startswith("application/octet-stream")
+        or not hasattr(raw, "readinto")
+    ):
+        return None
+    view = memoryview(mmap.mmap(-1, int(length)))  # pages untouched until read into
+    done = 0
+    try:
+        while done < len(view):
+            count = raw.readinto(view[done:])
+            if not count:
+                raise ProtocolError(f"the reply ended after {done} of {len(view)} bytes")
+            done += count
+    except TimeoutError as exc:  # as urllib3 reports them, so request() handles them alike
+        raise ReadTimeoutError(None, "", f"read timed out ({exc})") from exc
+    except OSError as exc:
+        raise ProtocolError(f"the connection broke while reading the reply ({exc})") from exc
+    return view
 
 
 def _pool(config: Settings) -> urllib3.PoolManager:

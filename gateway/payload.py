@@ -5,7 +5,9 @@ the opcode table of :mod:`pickletools`), which parses the stream but executes
 nothing, to reject bodies that are not a complete pickle of a 3-tuple
 ``(function, args, kwargs)``. Length-prefixed arguments (bytes, strings, arrays) are
 skipped with a seek, so checking a 256 MB body reads only its opcodes.
-Whether the tuple really holds a function is only known on a worker.
+Whether the tuple really holds a function is only known on a worker. The SDK may
+append an index of the pickle's large buffers after its STOP opcode
+(:mod:`client_sdk.buffer_index`); only its layout is checked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import pickletools
 from collections.abc import Iterator
 from typing import IO
+
+from client_sdk import buffer_index
 
 # Opcodes that only store the top of the stack in the memo.
 _MEMO_OPS = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
@@ -81,7 +85,8 @@ def check_call_payload(stream: IO[bytes]) -> None:
         raise
     except Exception as exc:
         raise InvalidPayload(f"the body is not a complete pickle ({exc})") from None
-    if stream.read(1):
+    tail = stream.read(buffer_index.MAX_SIZE + 1)
+    if tail and buffer_index.size_if_index(tail) is None:
         raise InvalidPayload("the body has bytes after the end of the pickle")
     if last != "TUPLE3":
         raise InvalidPayload(

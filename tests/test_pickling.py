@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import dill
 import numpy as np
 import pytest
 
-from client_sdk.pickling import LARGE_BUFFER, Pickled, dump_buffers
+from client_sdk import buffer_index
+from client_sdk.pickling import LARGE_BUFFER, Pickled, dump_buffers, load_buffers
 from client_sdk.serialization import JOIN_BELOW, dumps_call
-from gateway.payload import check_call_payload
+from gateway.payload import InvalidPayload, check_call_payload
 
 
 def round_trip(obj):
@@ -82,3 +84,77 @@ def test_the_gateway_accepts_a_large_body(tmp_path):
     path.write_bytes(bytes(dumps_call(np.mean, (np.ones(500_000),), {"axis": 0})))
     with open(path, "rb") as body:
         check_call_payload(body)
+
+
+# -- the buffer index: large buffers read back as views ----------------------------
+
+
+def indexed(obj) -> bytes:
+    return bytes(dump_buffers(obj, index=True))
+
+
+def backing(array: np.ndarray):
+    """The object at the bottom of an array's chain of bases."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base.obj if isinstance(base, memoryview) else base
+
+
+def test_indexed_buffers_are_views_of_the_received_memory():
+    array = np.random.default_rng(2).random(300_000)
+    frozen = np.arange(200_000.0)
+    frozen.flags.writeable = False
+    received = bytearray(indexed({"a": array, "frozen": frozen, "small": np.ones(3)}))
+    back = load_buffers(memoryview(received))
+    assert backing(back["a"]) is received and back["a"].flags.writeable
+    assert backing(back["frozen"]) is received and not back["frozen"].flags.writeable
+    assert np.array_equal(back["a"], array) and np.array_equal(back["frozen"], frozen)
+    assert np.array_equal(back["small"], np.ones(3))
+
+
+def test_writable_buffers_from_read_only_bytes_are_copied():
+    array = np.arange(300_000.0)
+    data = indexed([array, "x"])
+    back = load_buffers(data)
+    assert back[0].flags.writeable and isinstance(backing(back[0]), bytearray)
+    back[0][0] = -1.0  # ours to change
+    assert array[0] == 0.0 and back[1] == "x"
+
+
+def test_any_unpickler_ignores_the_index():
+    array = np.arange(300_000.0)
+    data = indexed((len, (array,), {}))
+    assert data.endswith(buffer_index.MAGIC)
+    assert np.array_equal(pickle.loads(data)[1][0], array)
+    assert np.array_equal(dill.loads(data)[1][0], array)
+    check_call_payload(io.BytesIO(data))  # and the gateway accepts it
+
+
+def test_small_pickles_get_no_index():
+    assert not bytes(dump_buffers(np.arange(10.0), index=True)).endswith(buffer_index.MAGIC)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda spans: [(offset + 1, length) for offset, length in spans],  # not an opcode
+        lambda spans: [(offset, length - 8) for offset, length in spans],  # wrong length
+        lambda spans: list(reversed(spans)),  # out of order
+        lambda spans: [(offset, length + (1 << 40)) for offset, length in spans],  # too long
+    ],
+)
+def test_an_index_that_does_not_match_the_pickle_is_ignored(spoil):
+    arrays = [np.arange(200_000.0), np.ones(100_000)]
+    pickled = dump_buffers(arrays)
+    data = bytes(pickled) + buffer_index.encode(spoil(pickled.spans))
+    received = bytearray(data)
+    back = load_buffers(memoryview(received))
+    assert all(np.array_equal(a, b) for a, b in zip(back, arrays, strict=True))
+    assert all(backing(a) is not received for a in back)  # copied: read the usual way
+
+
+def test_the_gateway_rejects_junk_that_only_ends_like_an_index():
+    data = indexed((len, (np.arange(300_000.0),), {}))
+    with pytest.raises(InvalidPayload, match="after the end"):
+        check_call_payload(io.BytesIO(data[:-20] + b"x" + data[-20:]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import mmap
 import threading
 import time
 from pathlib import Path
@@ -413,6 +414,30 @@ def test_large_array_argument_and_result_round_trip():
     result = double.compute(data)
     assert result.shape == data.shape and result.dtype == data.dtype
     assert np.array_equal(result, data * 2)
+
+
+def test_large_arrays_arrive_as_views_of_the_received_bytes():
+    """Neither the worker nor the SDK copies a large array out of the bytes it received."""
+
+    def backing(array):
+        """The object at the bottom of an array's chain of bases."""
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        return base.obj if isinstance(base, memoryview) else base
+
+    @compute_this
+    def describe(array):
+        # a view of the memory Dask received the payload in, not a bytearray copy
+        received_in = type(backing(array)).__name__
+        array += 1  # writable, as with any unpickled array
+        return received_in, array
+
+    data = np.arange(2_500_000, dtype=np.float64)
+    received_in, result = describe.compute(data)
+    assert received_in == "ndarray"  # Dask's receive buffer
+    assert np.array_equal(result, data + 1) and result.flags.writeable
+    assert isinstance(backing(result), mmap.mmap)  # the SDK's own buffer for the reply
 
 
 def test_timeout_of_one_job_does_not_disturb_another(sdk):

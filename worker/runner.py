@@ -17,7 +17,7 @@ from typing import Any
 
 import dill
 
-from client_sdk.pickling import Pickled, dump_buffers
+from client_sdk.pickling import Pickled, dump_buffers, load_buffers
 from worker.envelope import PUSH_LIMIT, RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
 
 ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
@@ -77,7 +77,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
         raise JobFailed(bytes(failure))
 
     try:
-        body = dump_buffers(value)
+        body = dump_buffers(value, index=True)
     except Exception as exc:
         error = {
             "type": "SerializationError",
@@ -142,9 +142,13 @@ class OutputTail(io.TextIOBase):
         return data
 
 
-def load_call(payload: bytes) -> tuple[Any, tuple, dict]:
-    """Unpickle a call payload and check its shape."""
-    call = dill.loads(payload)
+def load_call(payload: bytes | memoryview) -> tuple[Any, tuple, dict]:
+    """Unpickle a call payload and check its shape.
+
+    Large arrays in the arguments are views of ``payload`` (the memory Dask received
+    them in) when the SDK indexed them, not copies.
+    """
+    call = load_buffers(payload)
     if not (isinstance(call, tuple) and len(call) == 3):
         raise TypeError("payload is not a (function, args, kwargs) tuple")
     func, args, kwargs = call
