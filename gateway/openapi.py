@@ -486,7 +486,8 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "description": "Stores the dill bytes of `(func, args, kwargs)` and queues "
                 "the job. Answers 201 only once the job and its payload are durably "
                 "stored. The gateway never unpickles the body: it checks that it is one "
-                "complete pickle of a 3-tuple by reading its opcodes. With `wait`, it "
+                "complete pickle of a 3-tuple by reading its opcodes (an index of its "
+                "large buffers may follow the pickle: see the README). With `wait`, it "
                 "then waits that long for the job: a job that finished in time is "
                 "answered 200 with its result bytes, one that failed 201 with its error.",
                 "parameters": [
@@ -602,7 +603,8 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "Done: the dill bytes of the return value "
-                        f"(`{PAYLOAD_TYPE}`) when the job finished; the job as JSON, with "
+                        f"(`{PAYLOAD_TYPE}`; `pickle.loads` ignores the index of large "
+                        "buffers that may follow) when the job finished; the job as JSON, with "
                         "`error` and maybe `exception`, when it failed or was cancelled.",
                         "content": {
                             PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}},
