@@ -53,6 +53,14 @@ def own_job(job_id: str) -> Job:
     return job
 
 
+def own_job_with_result(job_id: str) -> tuple[Job, bytes | None]:
+    """Like :func:`own_job`, plus the result bytes when they are in the job's row."""
+    found = gateway().store.get_with_result(job_id)
+    if found is None or not (found[0].tenant == tenant() or is_admin()):
+        raise not_found(job_id)
+    return found
+
+
 def cancel(job: Job) -> bool:
     """Cancel an active job (restarting its worker if it runs); False if it was done."""
     gw = gateway()
@@ -132,8 +140,8 @@ class JobList(Resource):
             if not wait or not done.wait(wait):
                 return job.to_json(), 201, headers
         # Done within ?wait: answer the outcome at once (one round trip per call).
-        job = own_job(job.id)
-        outcome = outcome_response(job)
+        job, result = own_job_with_result(job.id)
+        outcome = outcome_response(job, result)
         if isinstance(outcome, Response):
             outcome.headers.update(headers)
             return outcome
@@ -184,15 +192,21 @@ class JobResult(Resource):
         gw = gateway()
         wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         with gw.waiters.watch(job_id) as done:
-            job = own_job(job_id)
+            job, result = own_job_with_result(job_id)
             if not job.done and wait:
                 done.wait(wait)
-                job = own_job(job_id)
-        return outcome_response(job) or (job.to_json(), 202)
+                job, result = own_job_with_result(job_id)
+        return outcome_response(job, result) or (job.to_json(), 202)
 
 
-def outcome_response(job: Job) -> Response | tuple[dict[str, Any], int] | None:
-    """A done job's outcome: result bytes, or its JSON with the error; None if not done."""
+def outcome_response(
+    job: Job, result: bytes | None = None
+) -> Response | tuple[dict[str, Any], int] | None:
+    """A done job's outcome: result bytes, or its JSON with the error; None if not done.
+
+    ``result`` is the result when it was read from the job's row with the job
+    (:func:`own_job_with_result`): answered from memory, without ``send_file``.
+    """
     gw = gateway()
     if job.status == EXPIRED:
         raise ApiError(
@@ -202,11 +216,15 @@ def outcome_response(job: Job) -> Response | tuple[dict[str, Any], int] | None:
             "result was removed (see --result-ttl); submit it again",
         )
     if job.status == FINISHED:
+        if result is not None:
+            response = Response(result, mimetype=PAYLOAD_TYPE)
+            response.headers["Cache-Control"] = "no-cache"  # as send_file answers
+            return response
         try:
-            result = gw.store.open_result(job.id)
+            stored = gw.store.open_result(job.id)
         except FileNotFoundError:
             raise not_found(job.id) from None
-        response = send_file(result, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
+        response = send_file(stored, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
         response.content_length = job.result_size  # not chunked: clients read it in one go
         return response
     if job.done:

@@ -343,15 +343,34 @@ class JobStore:
             os.replace(staged.path, self.payload_path(staged.job_id))
             self._sync_dir(self.payload_dir)
         try:
-            self._insert(spec, staged)
+            seq, created_at = self._insert(spec, staged)
         except sqlite3.IntegrityError:
             self.payload_path(staged.job_id).unlink(missing_ok=True)
             existing = self.find_by_key(spec.tenant, spec.idempotency_key)
             if existing is None:
                 raise
             return existing, False
-        job = self.get(staged.job_id)
-        assert job is not None
+        # The row is exactly what was just inserted: build it rather than read it back.
+        job = Job(
+            id=staged.job_id,
+            seq=seq,
+            tenant=spec.tenant,
+            name=spec.name,
+            status=QUEUED,
+            created_at=created_at,
+            started_at=None,
+            finished_at=None,
+            worker=None,
+            attempts=0,
+            timeout=spec.timeout,
+            retries=spec.retries,
+            python_version=spec.python_version,
+            dill_version=spec.dill_version,
+            payload_size=staged.size,
+            result_size=None,
+            error=None,
+            idempotency_key=spec.idempotency_key,
+        )
         return job, True
 
     def find_by_key(self, tenant: str, key: str | None) -> Job | None:
@@ -368,9 +387,11 @@ class JobStore:
         )
         return _job(row) if row else None
 
-    def _insert(self, spec: JobSpec, staged: StagedPayload) -> None:
+    def _insert(self, spec: JobSpec, staged: StagedPayload) -> tuple[int, float]:
+        """Insert the job's row, durably; returns its ``seq`` and ``created_at``."""
+        created_at = time.time()
         with self._transaction() as db:
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
                 " python_version, dill_version, payload_size, idempotency_key, payload)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -379,7 +400,7 @@ class JobStore:
                     spec.tenant,
                     spec.name,
                     QUEUED,
-                    time.time(),
+                    created_at,
                     spec.timeout,
                     spec.retries,
                     spec.python_version,
@@ -389,6 +410,8 @@ class JobStore:
                     staged.data if staged.inline else None,
                 ),
             )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid, created_at
 
     def read_payload(self, job_id: str) -> bytes | memoryview:
         """The job's payload: bytes from its row, or a read-only memory map of its file.
@@ -421,6 +444,25 @@ class JobStore:
             .fetchone()
         )
         return _job(row) if row else None
+
+    def get_with_result(self, job_id: str) -> tuple[Job, bytes | None] | None:
+        """The job and its result bytes if they are in its row, in one query.
+
+        For answering a just-finished job: one SELECT instead of ``get`` followed by
+        ``open_result``.
+        """
+        if not JOB_ID.match(job_id):
+            return None
+        row = (
+            self._db()
+            .execute(f"SELECT {_JOB_COLUMNS}, result FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        values = dict(row)
+        result = values.pop("result")
+        return _job_from(values), None if result is None else bytes(result)
 
     def list(
         self,
@@ -725,6 +767,9 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def _job(row: sqlite3.Row) -> Job:
-    values = dict(row)
+    return _job_from(dict(row))
+
+
+def _job_from(values: dict[str, Any]) -> Job:
     values["error"] = json.loads(values["error"]) if values["error"] else None
     return Job(**values)

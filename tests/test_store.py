@@ -130,6 +130,7 @@ def test_create_get_round_trip(store: JobStore):
         idempotency_key="k1",
     )
     assert JOB_ID.match(job.id)
+    assert job == store.get(job.id)  # what create returns is what was stored
     assert job.seq >= 1
     assert job.tenant == "alice"
     assert job.status == QUEUED
@@ -934,6 +935,20 @@ def test_small_payload_and_result_live_in_the_row(inline_store: JobStore):
     assert inline_store.open_result(job.id).read() == result
     assert inline_store.get(job.id).result_size == INLINE_LIMIT
     assert files(inline_store.result_dir) == []
+    assert inline_store.get_with_result(job.id) == (inline_store.get(job.id), result)
+
+
+def test_get_with_result_has_no_bytes_for_a_result_file_or_an_unfinished_job(
+    inline_store: JobStore,
+):
+    queued = new_job(inline_store)
+    assert inline_store.get_with_result(queued.id) == (queued, None)
+    assert inline_store.get_with_result("0" * 32) is None
+    assert inline_store.get_with_result("not an id") is None
+    large = new_job(inline_store)
+    inline_store.record([Outcome(large.id, ok=True, body=b"r" * (INLINE_LIMIT + 1))])
+    job, result = inline_store.get_with_result(large.id)
+    assert job.result_size == INLINE_LIMIT + 1 and result is None
 
 
 def test_one_byte_over_the_limit_goes_to_files(inline_store: JobStore):
