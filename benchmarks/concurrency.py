@@ -30,8 +30,13 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     def theirs(x: int) -> Any:
         return client.submit(noop, x, pure=False).result()
 
-    our_times = [hammer(ours, threads, calls) for _ in range(sizes.repeats)]
-    their_times = [hammer(theirs, threads, calls) for _ in range(sizes.repeats)]
+    # Repeats alternate the two paths, so that drift (the machine's neighbours, work
+    # left over from the previous benchmark) hits both alike.
+    our_times: list[float] = []
+    their_times: list[float] = []
+    for _ in range(sizes.repeats):
+        our_times.append(hammer(ours, threads, calls))
+        their_times.append(hammer(theirs, threads, calls))
     total = threads * calls
     mine, dask = total / median(our_times), total / median(their_times)
     result = BenchResult(NAME)
