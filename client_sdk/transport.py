@@ -142,7 +142,9 @@ def _exchange(
         preload_content=False,
     )
     try:
-        content = _read_large(response) or response.read(decode_content=True)
+        content = _read_large(response)
+        if content is None:
+            content = response.read(decode_content=True)
     except BaseException:
         response.close()  # the connection is in an unknown state: drop it
         raise

@@ -208,29 +208,16 @@ class Dispatcher:
                 by_retries.setdefault(job.retries, []).append((job, payload))
         for retries, group in by_retries.items():
             try:
+                ids = [job.id for job, _ in group]
+                payloads = [payload for _, payload in group]
+                keys = [dask_key(job_id) for job_id in ids]
+                options = {"pure": False, "retries": retries or None}
                 # Under load nearly every call sends one job: Client.submit builds that
                 # graph with ~50 us less CPU (of the request thread) than Client.map.
                 if len(group) == 1:
-                    [(job, payload)] = group
-                    futures = [
-                        client.submit(
-                            run_job,
-                            job.id,
-                            payload,
-                            key=dask_key(job.id),
-                            pure=False,
-                            retries=retries or None,
-                        )
-                    ]
+                    futures = [client.submit(run_job, ids[0], payloads[0], key=keys[0], **options)]
                 else:
-                    futures = client.map(
-                        run_job,
-                        [job.id for job, _ in group],
-                        [payload for _, payload in group],
-                        key=[dask_key(job.id) for job, _ in group],
-                        pure=False,
-                        retries=retries or None,
-                    )
+                    futures = client.map(run_job, ids, payloads, key=keys, **options)
             except Exception:
                 log.exception("could not submit %d jobs; will retry", len(group))
                 self._reconcile_needed.set()
