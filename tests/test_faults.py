@@ -300,3 +300,34 @@ def test_recorded_jobs_are_released_so_the_scheduler_forgets_them(processes: Pro
 @compute_this
 def halve(x: int) -> int:
     return x // 2
+
+
+def test_workers_wait_out_a_scheduler_outage_longer_than_the_connect_timeout(tmp_path: Path):
+    """A worker command whose scheduler is gone for longer than Dask's connect timeout
+    keeps trying (it used to exit), and joins the scheduler when it is back."""
+    cluster = Processes(tmp_path, workers=1)
+    try:
+        cluster.start_scheduler()
+        worker_log = tmp_path / "worker.log"
+        cluster.worker = start_process(
+            [*COMPUTETHIS, "worker", cluster.scheduler_address, "--nworkers", "1"],
+            worker_log,
+            env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+        )
+        cluster.started.append(cluster.worker)
+        with Client(cluster.scheduler_address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        cluster.scheduler.send_signal(signal.SIGKILL)
+        cluster.scheduler.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while "trying again" not in worker_log.read_text(errors="replace"):
+            assert cluster.worker.poll() is None, worker_log.read_text(errors="replace")
+            assert time.monotonic() < deadline, worker_log.read_text(errors="replace")
+            time.sleep(0.2)
+        cluster.start_scheduler()
+        with Client(cluster.scheduler_address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(sum, [1, 2], pure=False).result(timeout=60) == 3
+        assert cluster.worker.poll() is None
+    finally:
+        cluster.stop_all()

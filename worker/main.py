@@ -52,10 +52,21 @@ def worker_names(name: str | None, count: int) -> list[str | None]:
 async def supervise(
     scheduler: str, name: str | None, host: str | None, stop: asyncio.Event
 ) -> None:
-    """Keep one single-threaded worker connected to ``scheduler`` until ``stop`` is set."""
+    """Keep one single-threaded worker connected to ``scheduler`` until ``stop`` is set.
+
+    However long the scheduler is unreachable (not started yet, restarting), the
+    worker keeps trying to connect: it never gives up and exits.
+    """
     while not stop.is_set():
         nanny = Nanny(scheduler, nthreads=1, name=name, host=host, dashboard=False)
-        if not await _until_stopped(nanny.start(), stop):
+        try:
+            started = await _until_stopped(nanny.start(), stop)
+        except Exception as exc:  # the scheduler stayed unreachable past Dask's connect timeout
+            log.warning("worker %s cannot reach %s (%s); trying again", name, scheduler, exc)
+            await _close(nanny)
+            await asyncio.sleep(RECONNECT_DELAY)
+            continue
+        if not started:
             await _close(nanny)
             return
         await _until_stopped(nanny.finished(), stop)
