@@ -47,18 +47,19 @@ def _too_large(max_body: int) -> ApiError:
 
 def own_job(job_id: str) -> Job:
     """The caller's job, or 404 (another tenant's job looks exactly like a missing one)."""
-    job = gateway().store.get(job_id)
-    if job is None or not (job.tenant == tenant() or is_admin()):
-        raise not_found(job_id)
-    return job
+    return _owned(job_id, gateway().store.get(job_id))
 
 
 def own_job_with_result(job_id: str) -> tuple[Job, bytes | None]:
     """Like :func:`own_job`, plus the result bytes when they are in the job's row."""
-    found = gateway().store.get_with_result(job_id)
-    if found is None or not (found[0].tenant == tenant() or is_admin()):
+    job, result = gateway().store.get_with_result(job_id) or (None, None)
+    return _owned(job_id, job), result
+
+
+def _owned(job_id: str, job: Job | None) -> Job:
+    if job is None or not (job.tenant == tenant() or is_admin()):
         raise not_found(job_id)
-    return found
+    return job
 
 
 def cancel(job: Job) -> bool:

@@ -350,7 +350,8 @@ class JobStore:
             if existing is None:
                 raise
             return existing, False
-        # The row is exactly what was just inserted: build it rather than read it back.
+        # The row is exactly what was just inserted: build it rather than read it back
+        # (INSERT ... RETURNING was measured at ~50 us more CPU per job than this).
         job = Job(
             id=staged.job_id,
             seq=seq,
@@ -436,13 +437,7 @@ class JobStore:
     # -- reads --------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        if not JOB_ID.match(job_id):
-            return None
-        row = (
-            self._db()
-            .execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-            .fetchone()
-        )
+        row = self._row(job_id, _JOB_COLUMNS)
         return _job(row) if row else None
 
     def get_with_result(self, job_id: str) -> tuple[Job, bytes | None] | None:
@@ -451,18 +446,19 @@ class JobStore:
         For answering a just-finished job: one SELECT instead of ``get`` followed by
         ``open_result``.
         """
-        if not JOB_ID.match(job_id):
-            return None
-        row = (
-            self._db()
-            .execute(f"SELECT {_JOB_COLUMNS}, result FROM jobs WHERE id = ?", (job_id,))
-            .fetchone()
-        )
+        row = self._row(job_id, f"{_JOB_COLUMNS}, result")
         if row is None:
             return None
         values = dict(row)
         result = values.pop("result")
         return _job_from(values), None if result is None else bytes(result)
+
+    def _row(self, job_id: str, columns: str) -> sqlite3.Row | None:
+        if not JOB_ID.match(job_id):
+            return None
+        return (
+            self._db().execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
 
     def list(
         self,
