@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 # pickle on the data path so a result can never be unpickled here.
 GATEWAY_DESERIALIZERS = ("dask", "msgpack")
 CONNECT_TIMEOUT = 5.0
+# Dask's client gives up reconnecting after CONNECT_TIMEOUT and closes itself; one that
+# is still "connecting" well after that never will be (its reconnection died: Dask
+# iterates the client's futures while request threads add to them), so it is replaced.
+STUCK_RECONNECT = 4 * CONNECT_TIMEOUT
 _RPC_CHUNK = 1000
 GATHER_THREADS = 4
 UPLOAD_THREADS = 4  # payloads sent to workers at the same time
@@ -91,6 +95,7 @@ class Dispatcher:
         self.client: Client | None = None
         self.cluster = DISCONNECTED
         self._scheduler_id: str | None = None
+        self._not_running_since: float | None = None  # monotonic time the client left "running"
         self._futures: dict[str, Future] = {}
         self._pushed: set[str] = set()  # recorded from a pushed outcome; skip their gather
         self._lock = threading.Lock()
@@ -282,7 +287,14 @@ class Dispatcher:
                 return
         if client.status != "running":  # Dask is reconnecting by itself
             self.cluster = DISCONNECTED
+            now = time.monotonic()
+            self._not_running_since = self._not_running_since or now
+            if now - self._not_running_since > STUCK_RECONNECT:
+                log.warning("Dask's reconnection is stuck; opening a new client")
+                self._open_client()
+                self._not_running_since = None
             return
+        self._not_running_since = None
         try:
             info = client.scheduler_info(n_workers=-1)
         except Exception as exc:

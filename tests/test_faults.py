@@ -4,6 +4,7 @@ loopback; tests/test_multihost.py does the same across network namespaces)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import signal
@@ -13,14 +14,19 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import dill
 import psutil
 import pytest
 import requests
-from distributed import Client
+from distributed import Client, LocalCluster
 
 import client_sdk
 from client_sdk import Job, WorkerDied, compute_this
 from client_sdk import config as sdk_config
+from gateway import dispatcher as dispatcher_module
+from gateway.dispatcher import Dispatcher
+from gateway.store import JobSpec, JobStore
+from gateway.waiters import Waiters
 from tests.stack import COMPUTETHIS, free_port, kill_tree, start_process, wait_healthy
 
 TOKEN = "fault-token"
@@ -331,3 +337,34 @@ def test_workers_wait_out_a_scheduler_outage_longer_than_the_connect_timeout(tmp
         assert cluster.worker.poll() is None
     finally:
         cluster.stop_all()
+
+
+def test_a_dask_client_stuck_reconnecting_is_replaced(tmp_path: Path, monkeypatch):
+    """Dask's client can die mid-reconnection (it iterates its futures while request
+    threads add to them) and stay "connecting" for good: the dispatcher then opens a
+    new client and jobs run again."""
+    monkeypatch.setattr(dispatcher_module, "STUCK_RECONNECT", 0.5)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        store = JobStore(tmp_path / "save")
+        dispatcher = Dispatcher(store, Waiters(), cluster.scheduler_address, refresh_interval=0.1)
+        dispatcher.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not dispatcher.cluster.connected:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            stuck = dispatcher.client
+            stuck.status = "connecting"  # as a reconnection that died leaves it
+            while dispatcher.client is stuck or not dispatcher.cluster.connected:
+                assert time.monotonic() < deadline, "the stuck client was not replaced"
+                time.sleep(0.05)
+            staged = store.stage_payload(io.BytesIO(dill.dumps((abs, (-4,), {}))), 1 << 20)
+            job, _ = store.create(JobSpec(tenant="t"), staged)
+            dispatcher.submit(job)
+            while not store.get(job.id).done:
+                assert time.monotonic() < deadline, "the job did not run on the new client"
+                time.sleep(0.05)
+            assert store.get(job.id).status == "finished"
+        finally:
+            dispatcher.close()
+            store.close()
