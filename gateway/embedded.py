@@ -19,7 +19,7 @@ from distributed import LocalCluster
 from gateway.config import GatewayConfig, TlsFiles
 from gateway.server import run_gateway
 from scheduler.config import apply_config
-from worker.main import huge_page_environ
+from worker.main import prepare_worker_processes
 
 CLUSTER_START_TIMEOUT = 300.0  # seconds for the scheduler and every worker to start
 CLUSTER_STOP_TIMEOUT = 60.0
@@ -95,7 +95,7 @@ def serve_cluster(workers: int, allowed_failures: int | None, parent: Connection
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     apply_config(allowed_failures)
-    huge_page_environ()
+    prepare_worker_processes()
     try:
         cluster = LocalCluster(
             n_workers=workers,

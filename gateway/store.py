@@ -456,9 +456,7 @@ class JobStore:
     def _row(self, job_id: str, columns: str) -> sqlite3.Row | None:
         if not JOB_ID.match(job_id):
             return None
-        return (
-            self._db().execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        )
+        return self._db().execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()
 
     def list(
         self,

@@ -24,7 +24,15 @@ from tests.stack import (
     start_stack,
     wait_healthy,
 )
-from worker.main import HUGE_PAGES_TUNABLE, PRE_SPAWN_ENVIRON, huge_page_environ
+from worker.main import (
+    HUGE_PAGES_TUNABLE,
+    JOB_RUNNER,
+    PRE_SPAWN_ENVIRON,
+    PRELOAD,
+    PRELOAD_ARGV,
+    huge_page_environ,
+    preload_job_runner,
+)
 
 
 @compute_this
@@ -37,6 +45,13 @@ def worker_environ(name):
     import os
 
     return os.environ.get(name, "")
+
+
+@compute_this
+def worker_preloads():
+    from distributed import get_worker
+
+    return [preload.name for preload in get_worker().preloads]
 
 
 @compute_this
@@ -67,6 +82,7 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         finished = cube.submit(3)
         assert finished.result(timeout=60) == 27
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
+        assert JOB_RUNNER in worker_preloads.compute()
         blocker = nap_then_cube.submit(1, 30)  # occupies the only worker
         unfinished = cube.submit(4)  # still queued when the gateway stops
         time.sleep(0.5)
@@ -161,6 +177,8 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
         assert early.result(timeout=60) == 125
         # Worker processes start with glibc's huge-page tunable (Dask's pre-spawn-environ).
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
+        # ... and import the job runner as they start, not when their first job arrives.
+        assert JOB_RUNNER in worker_preloads.compute()
         assert cube.map(range(6)) == [x**3 for x in range(6)]
         # Healthy means one worker or more; the second may register a moment later.
         deadline = time.monotonic() + 30
@@ -195,3 +213,17 @@ def test_huge_page_tunable_keeps_what_the_user_set(monkeypatch):
     with dask.config.set({PRE_SPAWN_ENVIRON: {}}):
         huge_page_environ()
         assert "GLIBC_TUNABLES" not in dask.config.get(PRE_SPAWN_ENVIRON)
+
+
+def test_job_runner_preload_keeps_what_the_user_set():
+    with dask.config.set({PRELOAD: "my_setup", PRELOAD_ARGV: []}):
+        preload_job_runner()
+        assert dask.config.get(PRELOAD) == ["my_setup", JOB_RUNNER]
+        assert dask.config.get(PRELOAD_ARGV) == []
+        preload_job_runner()  # not twice
+        assert dask.config.get(PRELOAD) == ["my_setup", JOB_RUNNER]
+    # One argv per preload: Dask refuses lists of different lengths.
+    with dask.config.set({PRELOAD: ["a", "b"], PRELOAD_ARGV: [["--x"], []]}):
+        preload_job_runner()
+        assert dask.config.get(PRELOAD) == ["a", "b", JOB_RUNNER]
+        assert dask.config.get(PRELOAD_ARGV) == [["--x"], [], []]
