@@ -21,7 +21,12 @@ def throughput_plot(data: dict[str, Any], path: Path) -> Path:
     for factor in sorted({row["factor"] for row in rows}):
         points = sorted((r["workers"], r["jobs_per_s"]) for r in rows if r["factor"] == factor)
         axes.plot(*zip(*points, strict=True), marker="o", label=f"F = {factor} x W")
-    reference = sorted((r["workers"], r["dask_jobs_per_s"]) for r in rows if r["dask_jobs_per_s"])
+    largest = max(row["factor"] for row in rows)
+    reference = sorted(
+        (r["workers"], r["dask_jobs_per_s"])
+        for r in rows
+        if r["factor"] == largest and r["dask_jobs_per_s"]
+    )
     if reference:
         axes.plot(*zip(*reference, strict=True), "s", color="grey", label="direct Dask, largest F")
     axes.plot(workers, [w / seconds for w in workers], "k--", label="ideal W / s")
