@@ -32,6 +32,7 @@ from worker.main import (
     PRELOAD_ARGV,
     huge_page_environ,
     preload_job_runner,
+    prepare_worker_processes,
 )
 
 
@@ -52,6 +53,15 @@ def worker_preloads():
     from distributed import get_worker
 
     return [preload.name for preload in get_worker().preloads]
+
+
+@compute_this
+def worker_periodic_work():
+    """The worker's periodic callbacks, and its event-loop tick interval in seconds."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    return sorted(worker.periodic_callbacks), worker._tick_interval
 
 
 @compute_this
@@ -83,6 +93,7 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         assert finished.result(timeout=60) == 27
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
         assert JOB_RUNNER in worker_preloads.compute()
+        assert "profile" not in worker_periodic_work.compute()[0]
         blocker = nap_then_cube.submit(1, 30)  # occupies the only worker
         unfinished = cube.submit(4)  # still queued when the gateway stops
         time.sleep(0.5)
@@ -179,6 +190,10 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
         # ... and import the job runner as they start, not when their first job arrives.
         assert JOB_RUNNER in worker_preloads.compute()
+        # ... without Dask's 10 ms stack profiler (no dashboard), with a 100 ms tick.
+        callbacks, tick = worker_periodic_work.compute()
+        assert "profile" not in callbacks and "heartbeat" in callbacks
+        assert tick == 0.1
         assert cube.map(range(6)) == [x**3 for x in range(6)]
         # Healthy means one worker or more; the second may register a moment later.
         deadline = time.monotonic() + 30
@@ -227,3 +242,18 @@ def test_job_runner_preload_keeps_what_the_user_set():
         preload_job_runner()
         assert dask.config.get(PRELOAD) == ["a", "b", JOB_RUNNER]
         assert dask.config.get(PRELOAD_ARGV) == [["--x"], [], []]
+
+
+def test_worker_settings_yield_to_dask_environment_variables(monkeypatch):
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
+    touched = {
+        "distributed.worker.profile.enabled": True,
+        "distributed.admin.tick.interval": "20ms",
+        PRELOAD: [],
+        PRELOAD_ARGV: [],
+        PRE_SPAWN_ENVIRON: {},
+    }
+    with dask.config.set(touched):  # restored afterwards, for the tests that follow
+        prepare_worker_processes()
+        assert dask.config.get("distributed.worker.profile.enabled") is True
+        assert dask.config.get("distributed.admin.tick.interval") == "100ms"
