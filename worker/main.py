@@ -32,12 +32,11 @@ PRELOAD = "distributed.worker.preload"
 PRELOAD_ARGV = "distributed.worker.preload-argv"
 JOB_RUNNER = "worker.runner"  # the module a task's function (run_job) comes from
 
-
 WORKER_CONFIG: dict[str, object] = {
     # Dask's statistical profiler samples each worker's stack every 10 ms, for the
     # dashboard's profile page; computethis's workers run no dashboard. Without it a
-    # running job is no longer interrupted 100 times a second, and 32 idle workers use
-    # ~0.25 of a core instead of ~1.2 (with the tick below).
+    # running job is no longer interrupted 100 times a second, and 32 idle workers with
+    # their nannies use ~0.45 of a core instead of ~1.5 (with the tick below).
     "distributed.worker.profile.enabled": False,
     # How often each worker and nanny checks that its event loop is responsive (Dask's
     # default: 20 ms); it only feeds the "event loop was unresponsive" warning (3 s).
