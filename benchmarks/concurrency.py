@@ -30,8 +30,14 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     def theirs(x: int) -> Any:
         return client.submit(noop, x, pure=False).result()
 
-    # Repeats alternate the two paths, so that drift (the machine's neighbours, work
-    # left over from the previous benchmark) hits both alike.
+    # One untimed round of each first: the cluster may still be busy with the previous
+    # benchmark's work (after a direct-Dask map of 20,000 tasks, the next round of either
+    # path ran 25-35 % slower than the one after it), and ours, going first, took that
+    # hit in every run (its first repeat: 81-107 jobs/s, then 150-193).
+    hammer(ours, threads, calls)
+    hammer(theirs, threads, calls)
+    # Repeats alternate the two paths, so that drift (the machine's neighbours) hits
+    # both alike.
     our_times: list[float] = []
     their_times: list[float] = []
     for _ in range(sizes.repeats):
