@@ -69,6 +69,7 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
         if workers == 2:
             cpu_seconds = cpu_speedup_seconds(harness, iterations, sizes.cpu_jobs, sizes.repeats)
     if cpu_seconds:
+        # Best of the repeats: on a shared machine, interference only ever adds time.
         speedup = ratio(min(cpu_seconds["one"]), min(cpu_seconds["two"]))
         dask_speedup = ratio(min(cpu_seconds["dask_one"]), min(cpu_seconds["dask_two"]))
         result.rows.append(
