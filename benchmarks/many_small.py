@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from benchmarks.config import Sizes
 from benchmarks.harness import Runner
-from benchmarks.results import BenchResult, Row, median, ratio
+from benchmarks.results import BenchResult, Row, median, ratio, timed
 from benchmarks.workloads import noop
 from client_sdk import compute_this
 
@@ -39,11 +37,3 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     result.rows.append(Row(f"calls/s, N={n}", ratio(mine, dask), ">=", 10.0, "calls/s", mine, dask))
     result.data = {"items": n, "computethis_s": our_times, "dask_s": their_times}
     return result
-
-
-def timed(call: Callable[[], list[Any]], expected: list[Any]) -> float:
-    start = time.perf_counter()
-    values = call()
-    elapsed = time.perf_counter() - start
-    assert values == expected, "results differ from the input"
-    return elapsed

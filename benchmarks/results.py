@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -66,3 +67,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
+
+
+def timed(call: Callable[[], Any], expected: Any = None) -> float:
+    """Seconds ``call()`` takes; with ``expected``, its result must equal that."""
+    start = time.perf_counter()
+    value = call()
+    elapsed = time.perf_counter() - start
+    assert expected is None or value == expected, "results differ from the input"
+    return elapsed

@@ -10,7 +10,7 @@ from typing import Any
 from benchmarks.config import Sizes
 from benchmarks.harness import Harness, Runner
 from benchmarks.jobs import job_records
-from benchmarks.results import BenchResult, Row, ratio
+from benchmarks.results import BenchResult, Row, ratio, timed
 from benchmarks.workloads import burn, burn_iterations, nap
 from client_sdk import RemoteFunction, compute_this
 
@@ -112,19 +112,13 @@ def cpu_speedup_seconds(
     args = [iterations] * jobs
     seconds: dict[str, list[float]] = {"one": [], "two": [], "dask_one": [], "dask_two": []}
     for _ in range(repeats):
-        seconds["one"].append(_timed(lambda: [burner.compute(n) for n in args]))
+        seconds["one"].append(timed(lambda: [burner.compute(n) for n in args]))
         seconds["two"].append(run_jobs(burner, args)[0])
         seconds["dask_one"].append(
-            _timed(lambda: [client.submit(burn, n, pure=False).result() for n in args])
+            timed(lambda: [client.submit(burn, n, pure=False).result() for n in args])
         )
         seconds["dask_two"].append(run_dask(harness, burn, args))
     return seconds
-
-
-def _timed(action: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def run_jobs(function: RemoteFunction, args: list[Any]) -> tuple[float, list[str]]:
@@ -143,9 +137,7 @@ def run_dask(harness: Harness, function: Callable[[Any], Any], args: list[Any]) 
     """Seconds for the same jobs through the harness's direct Dask client."""
     client = harness.client
     assert client is not None
-    start = time.perf_counter()
-    client.gather(client.map(function, args, pure=False))
-    return time.perf_counter() - start
+    return timed(lambda: client.gather(client.map(function, args, pure=False)))
 
 
 def _row_order(row: Row) -> tuple[int, int]:

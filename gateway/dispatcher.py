@@ -280,21 +280,14 @@ class Dispatcher:
     def _tick(self) -> None:
         """One connection check: (re)connect, refresh the cluster view, reconcile."""
         client = self.client
-        if client is None or client.status in ("closing", "closed", "failed"):
+        if self._needs_new_client(client):
             self.cluster = DISCONNECTED
             client = self._open_client()
             if client is None:
                 return
         if client.status != "running":  # Dask is reconnecting by itself
             self.cluster = DISCONNECTED
-            now = time.monotonic()
-            self._not_running_since = self._not_running_since or now
-            if now - self._not_running_since > STUCK_RECONNECT:
-                log.warning("Dask's reconnection is stuck; opening a new client")
-                self._open_client()
-                self._not_running_since = None
             return
-        self._not_running_since = None
         try:
             info = client.scheduler_info(n_workers=-1)
         except Exception as exc:
@@ -314,6 +307,21 @@ class Dispatcher:
         if new_scheduler or self._reconcile_needed.is_set():
             self._reconcile()
 
+    def _needs_new_client(self, client: Client | None) -> bool:
+        """No client, a closed one, or one whose reconnection never ends (STUCK_RECONNECT)."""
+        if client is None or client.status in ("closing", "closed", "failed"):
+            return True
+        if client.status == "running":
+            self._not_running_since = None
+            return False
+        now = time.monotonic()
+        if self._not_running_since is None:
+            self._not_running_since = now
+        if now - self._not_running_since <= STUCK_RECONNECT:
+            return False
+        log.warning("Dask's reconnection is stuck; opening a new client")
+        return True
+
     def _open_client(self) -> Client | None:
         old = self.client
         if old is not None:
@@ -332,6 +340,7 @@ class Dispatcher:
             self.client = client
             self._futures.clear()  # futures of a closed client are dead; reconcile
         self._scheduler_id = None
+        self._not_running_since = None
         return client
 
     def _update_cluster(self, client: Client, info: dict[str, Any]) -> None:

@@ -450,8 +450,8 @@ class JobStore:
         if row is None:
             return None
         values = dict(row)
-        result = values.pop("result")
-        return _job_from(values), None if result is None else bytes(result)
+        result = values.pop("result")  # a BLOB: bytes, or None
+        return _job_from(values), result
 
     def _row(self, job_id: str, columns: str) -> sqlite3.Row | None:
         if not JOB_ID.match(job_id):

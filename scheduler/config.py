@@ -25,11 +25,15 @@ def env_name(key: str) -> str:
     return "DASK_" + key.upper().replace(".", "__").replace("-", "_")
 
 
+def set_defaults(settings: dict[str, object]) -> None:
+    """Set Dask config values, except those a DASK_* environment variable already sets."""
+    dask.config.set(
+        {key: value for key, value in settings.items() if env_name(key) not in os.environ}
+    )
+
+
 def apply_config(allowed_failures: int | None = None) -> None:
     """Set computethis's scheduler settings, unless a DASK_* variable already sets one."""
-    settings = {
-        key: value for key, value in SCHEDULER_CONFIG.items() if env_name(key) not in os.environ
-    }
+    set_defaults(SCHEDULER_CONFIG)
     if allowed_failures is not None:
-        settings["distributed.scheduler.allowed-failures"] = allowed_failures
-    dask.config.set(settings)
+        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures})

@@ -19,7 +19,7 @@ import dask
 import psutil
 from distributed import Nanny
 
-from scheduler.config import env_name
+from scheduler.config import set_defaults
 
 log = logging.getLogger("computethis.worker")
 RECONNECT_DELAY = 1.0
@@ -49,9 +49,7 @@ def prepare_worker_processes() -> None:
 
     A setting given as a DASK_* environment variable wins over computethis's default.
     """
-    dask.config.set(
-        {key: value for key, value in WORKER_CONFIG.items() if env_name(key) not in os.environ}
-    )
+    set_defaults(WORKER_CONFIG)
     huge_page_environ()
     preload_job_runner()
 
