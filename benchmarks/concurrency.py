@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.config import Sizes
-from benchmarks.harness import Runner
+from benchmarks.harness import Runner, cpu_seconds
 from benchmarks.results import BenchResult, Row, median, ratio
 from benchmarks.workloads import noop
 from client_sdk import compute_this
@@ -38,12 +38,17 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     hammer(theirs, threads, calls)
     # Repeats alternate the two paths, so that drift (the machine's neighbours) hits
     # both alike.
-    our_times: list[float] = []
-    their_times: list[float] = []
-    for _ in range(sizes.repeats):
-        our_times.append(hammer(ours, threads, calls))
-        their_times.append(hammer(theirs, threads, calls))
     total = threads * calls
+    groups = harness.processes()
+    times: dict[str, list[float]] = {"computethis": [], "dask": []}
+    cpu: dict[str, list[dict[str, float]]] = {"computethis": [], "dask": []}
+    for _ in range(sizes.repeats):
+        for path, call in (("computethis", ours), ("dask", theirs)):
+            before = cpu_seconds(groups)
+            times[path].append(hammer(call, threads, calls))
+            after = cpu_seconds(groups)
+            cpu[path].append({part: (after[part] - before[part]) / total for part in after})
+    our_times, their_times = times["computethis"], times["dask"]
     mine, dask = total / median(our_times), total / median(their_times)
     result = BenchResult(NAME)
     result.rows.append(
@@ -54,6 +59,11 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
         "calls_per_thread": calls,
         "computethis_s": our_times,
         "dask_s": their_times,
+        # Median CPU milliseconds per job of each part of the cluster, for each path.
+        "cpu_ms_per_job": {
+            path: {part: round(1e3 * median([r[part] for r in runs]), 2) for part in runs[0]}
+            for path, runs in cpu.items()
+        },
     }
     return result
 

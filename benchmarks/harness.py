@@ -8,11 +8,14 @@ The benchmark process holds only what a user's process would: the SDK and a dire
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
+import psutil
 from distributed import Client
 
 import client_sdk
@@ -69,6 +72,21 @@ class Harness:
         client_sdk.configure(url=self.gateway.url, token=TOKEN)
         return self
 
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """The cluster's processes by part: this (benchmark) process, the gateway, the
+        scheduler, and the worker command with its worker processes."""
+        # Only this process itself: the services below are its children.
+        groups = {"benchmark": [psutil.Process(os.getpid())]}
+        for part, service in (
+            ("gateway", self.gateway),
+            ("scheduler", self.scheduler),
+            ("workers", self.worker_pool),
+        ):
+            if service is not None:
+                process = psutil.Process(service.pid)
+                groups[part] = [process, *process.children(recursive=True)]
+        return groups
+
     def close(self) -> None:
         """Stop the gateway, the client, the workers and the scheduler; remove files."""
         if self.gateway is not None:
@@ -102,3 +120,15 @@ class Runner:
         if self.current is not None:
             harness, self.current = self.current, None
             harness.close()
+
+
+def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """User + system CPU seconds each group of processes has used so far."""
+    used = {}
+    for part, processes in groups.items():
+        used[part] = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                used[part] += times.user + times.system
+    return used
