@@ -1,15 +1,20 @@
 """Submit stored jobs to Dask and record what comes back.
 
 One long-lived :class:`distributed.Client` per gateway. Request threads call
-:meth:`Dispatcher.submit`; Dask's callback thread hands finished futures to a single
-recorder thread, which gathers results in batches, writes them to the store in one
-transaction and wakes long-polling requests. Start events come from workers through
-Dask's event topics (msgpack, never pickle).
+:meth:`Dispatcher.submit`, which sends the task and keeps no Dask future: the task is
+held on the scheduler by :mod:`scheduler.plugin` until the gateway releases it. Outcomes
+arrive as events on Dask's event topics (msgpack, never pickle): a worker sends a small
+outcome itself, or asks for a larger one to be fetched; the scheduler reports a job
+that failed for good. A single recorder thread writes them to the store in batches and
+wakes long-polling requests; a small pool fetches the larger results and exceptions.
+Holding no futures spares the gateway a task report, a callback and a release per job.
 
-The store is the source of truth. Whenever the gateway (re)connects to a scheduler it
-*reconciles*: every queued or running job without a live future is re-attached if the
-scheduler still has its task (kept alive by :mod:`scheduler.plugin` across gateway
-restarts) and resubmitted from its stored payload otherwise (the scheduler restarted).
+The store is the source of truth. Whenever the gateway (re)connects to a scheduler, and
+every SWEEP_INTERVAL while jobs are out, it *reconciles*: it asks the scheduler for the
+state of every queued or running job; a job whose task is still alive (also across
+gateway restarts) is tracked, one whose outcome is ready but was not heard of is
+fetched, and one the scheduler does not know (it restarted) is resubmitted from its
+stored payload.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ CONNECT_TIMEOUT = 5.0
 # iterates the client's futures while request threads add to them), so it is replaced.
 STUCK_RECONNECT = 4 * CONNECT_TIMEOUT
 _RPC_CHUNK = 1000
+# Seconds between checks of the tracked jobs against the scheduler: a safety net for
+# outcome events that never arrived (events sent while the connection was down).
+SWEEP_INTERVAL = 30.0
+FETCH_TIMEOUT = 60.0  # seconds to wait for a task announced as done to be done
 GATHER_THREADS = 4
 UPLOAD_THREADS = 4  # payloads sent to workers at the same time
 SCATTER_ABOVE = 1 << 20  # payloads larger than this go to a worker directly
@@ -96,8 +105,10 @@ class Dispatcher:
         self.cluster = DISCONNECTED
         self._scheduler_id: str | None = None
         self._not_running_since: float | None = None  # monotonic time the client left "running"
-        self._futures: dict[str, Future] = {}
-        self._pushed: set[str] = set()  # recorded from a pushed outcome; skip their gather
+        self._tracked: set[str] = set()  # jobs sent to (or found on) this scheduler
+        self._fetching: set[str] = set()  # jobs whose outcome a fetch thread is getting
+        self._missing: set[str] = set()  # tracked jobs the last reconciliation did not find
+        self._swept_at = 0.0  # monotonic time of the last reconciliation
         self._lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._outbox: deque[tuple[Job, bytes | Future]] = deque()  # jobs to send to Dask
@@ -160,7 +171,7 @@ class Dispatcher:
         one ``Client.map`` (one graph update for the scheduler): whichever thread
         gets the lock sends everything waiting, the others find their job sent.
         """
-        if not self.cluster.connected or job.id in self._futures:
+        if not self.cluster.connected or job.id in self._tracked:
             return
         if upload is not None:
             argument = upload.result()
@@ -202,49 +213,47 @@ class Dispatcher:
     def _submit_many_locked(self, jobs: list[tuple[Job, bytes | Future]]) -> None:
         """Submit jobs with their payloads, one ``Client.map`` per retry count.
 
-        A job that cannot be submitted stays queued in the store; the next
+        The futures Dask returns are dropped at once (the plugin holds the tasks). A
+        job that cannot be submitted stays queued in the store; the next
         reconciliation submits it.
         """
         client = self.client
         assert client is not None
         by_retries: dict[int, list[tuple[Job, bytes | Future]]] = {}
         for job, payload in jobs:
-            if job.id not in self._futures:
+            if job.id not in self._tracked:
                 by_retries.setdefault(job.retries, []).append((job, payload))
         for retries, group in by_retries.items():
+            ids = [job.id for job, _ in group]
+            # Tracked before they are sent: a quick job's outcome event may arrive
+            # before this thread runs again.
+            self._tracked.update(ids)
             try:
-                ids = [job.id for job, _ in group]
                 payloads = [payload for _, payload in group]
                 keys = [dask_key(job_id) for job_id in ids]
                 options = {"pure": False, "retries": retries or None}
                 # Under load nearly every call sends one job: Client.submit builds that
                 # graph with ~50 us less CPU (of the request thread) than Client.map.
                 if len(group) == 1:
-                    futures = [client.submit(run_job, ids[0], payloads[0], key=keys[0], **options)]
+                    client.submit(run_job, ids[0], payloads[0], key=keys[0], **options)
                 else:
-                    futures = client.map(run_job, ids, payloads, key=keys, **options)
+                    client.map(run_job, ids, payloads, key=keys, **options)
             except Exception:
                 log.exception("could not submit %d jobs; will retry", len(group))
+                self._tracked.difference_update(ids)
                 self._reconcile_needed.set()
-                continue
-            for (job, _), future in zip(group, futures, strict=True):
-                self._track_locked(job.id, future)
-
-    def _track_locked(self, job_id: str, future: Future) -> None:
-        self._futures[job_id] = future
-        future.add_done_callback(self._on_done)
 
     def cancel(self, job: Job) -> None:
         """Stop a job in Dask; the worker running it is restarted through its nanny."""
         with self._lock:
-            future = self._futures.pop(job.id, None)
+            tracked = job.id in self._tracked
+            self._tracked.discard(job.id)
         client = self.client
-        if future is None or client is None:
+        if not tracked or client is None:
             return
         worker = job.worker if job.status == RUNNING else self._processing_worker(job.id)
-        try:
-            self._release([future.key])
-            client.cancel([future], force=True)
+        try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
+            client.cancel([Future(dask_key(job.id), client)], force=True)
         except Exception as exc:
             log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:
@@ -295,16 +304,22 @@ class Dispatcher:
             self.cluster = DISCONNECTED
             return
         new_scheduler = info.get("id") != self._scheduler_id
+        reconnected = not self.cluster.connected  # events may have been missed meanwhile
         _shorten_send_interval(client)
         if new_scheduler:
             # Before anything is submitted: the plugin must hold every job's task.
             log.info("connected to scheduler %s", info.get("address"))
             client.register_plugin(KeepJobsAlive())
+            with self._lock:
+                self._tracked.clear()  # an earlier scheduler's tasks died with it
+            self._scheduler_id = info.get("id")
+        if new_scheduler or reconnected:
+            # Dask's client does not subscribe again by itself after a reconnection.
             client.subscribe_topic(STARTED_TOPIC, self._on_started_event)
             client.subscribe_topic(RESULT_TOPIC, self._on_result_event)
-            self._scheduler_id = info.get("id")
         self._update_cluster(client, info)
-        if new_scheduler or self._reconcile_needed.is_set():
+        sweep_due = self._tracked and time.monotonic() - self._swept_at > SWEEP_INTERVAL
+        if new_scheduler or reconnected or sweep_due or self._reconcile_needed.is_set():
             self._reconcile()
 
     def _needs_new_client(self, client: Client | None) -> bool:
@@ -338,7 +353,7 @@ class Dispatcher:
             return None
         with self._lock:
             self.client = client
-            self._futures.clear()  # futures of a closed client are dead; reconcile
+            self._tracked.clear()  # the reconciliation finds them again
         self._scheduler_id = None
         self._not_running_since = None
         return client
@@ -362,35 +377,61 @@ class Dispatcher:
         return frozenset(v for v in versions if v)
 
     def _reconcile(self) -> None:
-        """Give every active job in the store a live future: re-attach or resubmit."""
+        """Match every active job in the store with its task on the scheduler.
+
+        A live task is tracked; a task whose outcome is ready (its event was missed) is
+        fetched; a job the scheduler does not know is resubmitted.
+        """
         self._reconcile_needed.clear()
-        client = self.client
-        assert client is not None
-        with self._lock:
-            missing = [job for job in self.store.active() if job.id not in self._futures]
-        if not missing:
+        self._swept_at = time.monotonic()
+        active = self.store.active()
+        if not active:
             return
-        states = self._scheduler_states([dask_key(job.id) for job in missing])
+        states = self._scheduler_states([dask_key(job.id) for job in active])
         attached: list[str] = []
+        done: list[str] = []
         lost: list[Job] = []
+        missing: set[str] = set()
         with self._lock:
-            for job in missing:
-                current = self.store.get(job.id)
-                if job.id in self._futures or current is None or current.status not in ACTIVE:
-                    continue
-                key = dask_key(job.id)
-                if states.get(key) in LIVE_STATES:
-                    self._track_locked(job.id, Future(key, client))
-                    attached.append(key)
-                    if current.status == RUNNING and current.timeout and current.started_at:
-                        self._arm_deadline(current)
-                else:
-                    lost.append(current)
+            for job in active:
+                state = states.get(dask_key(job.id))
+                if state in ("memory", "erred"):
+                    if job.id not in self._fetching:
+                        done.append(job.id)
+                elif state in LIVE_STATES:
+                    # Not tracked: found after a restart, or recorded since `active` was
+                    # read (then it is done in the store: leave it).
+                    if job.id not in self._tracked and self._still_active(job.id):
+                        attached.append(job.id)
+                elif job.id not in self._tracked:
+                    lost.append(job)
+                elif job.id in self._missing:  # tracked, yet unknown twice in a row
+                    self._tracked.discard(job.id)
+                    lost.append(job)
+                else:  # maybe only just submitted: look again next time
+                    missing.add(job.id)
+            self._missing = missing
+            self._tracked.update(attached)
+            self._tracked.update(done)
+            self._fetching.update(done)
+        reattached = set(attached)
+        for job in active:
+            if job.id in reattached and job.status == RUNNING and job.timeout and job.started_at:
+                self._arm_deadline(job)
+        if done:
+            self._gatherers.submit(self._fetch, done)
         resubmit = self._resubmit(lost)
-        for start in range(0, len(attached), _RPC_CHUNK):
-            chunk = attached[start : start + _RPC_CHUNK]
-            client.sync(client.scheduler.computethis_attach, keys=chunk, client_id=client.id)
-        log.info("reconciled: %d jobs re-attached, %d resubmitted", len(attached), len(resubmit))
+        if attached or done or resubmit:
+            log.info(
+                "reconciled: %d jobs re-attached, %d resubmitted, %d outcomes fetched",
+                len(attached),
+                len(resubmit),
+                len(done),
+            )
+
+    def _still_active(self, job_id: str) -> bool:
+        current = self.store.get(job_id)
+        return current is not None and current.status in ACTIVE
 
     def _resubmit(self, jobs: list[Job]) -> list[Job]:
         """Submit jobs again from their stored payloads; returns those submitted.
@@ -409,9 +450,7 @@ class Dispatcher:
             still_active = [
                 (job, payload)
                 for job, payload in prepared
-                if job.id not in self._futures
-                and (current := self.store.get(job.id)) is not None
-                and current.status in ACTIVE
+                if job.id not in self._tracked and self._still_active(job.id)
             ]
             self._submit_many_locked(still_active)
         return [job for job, _ in still_active]
@@ -463,10 +502,7 @@ class Dispatcher:
         self._inbox.put(("started", event[1]))
 
     def _on_result_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        self._inbox.put(("pushed", event[1]))
-
-    def _on_done(self, future: Future) -> None:
-        self._inbox.put(("done", future))
+        self._inbox.put(("result", event[1]))
 
     def _record_loop(self) -> None:
         self.store.lazy_commits_on_this_thread()
@@ -498,44 +534,52 @@ class Dispatcher:
             del batch  # may hold large results: not kept until the next event
 
     def _handle(self, batch: list[tuple[str, Any]]) -> None:
-        """Apply one batch of events: starts, failures, cancellations, gathered results.
+        """Apply one batch of events: starts, outcomes, and fetched outcomes.
 
-        Results of finished futures are fetched by a small pool of gather threads, so
-        a result stuck on an unreachable worker delays only its own batch; the pool
-        sends them back here as a "gathered" event to be recorded.
+        An outcome event either carries the outcome (a small one) or says where to get
+        it (a larger result, or a failure the scheduler reported): those are fetched by
+        a small pool of threads, so a result stuck on an unreachable worker delays only
+        its own fetch; the pool sends them back here as a "fetched" event.
         """
+        outcomes: list[Outcome] = []
+        fetch: list[str] = []
         for kind, item in batch:
             if kind == "started":
                 self._started(item)
-        outcomes = self._pushed_outcomes([item for kind, item in batch if kind == "pushed"])
-        done = [future for kind, future in batch if kind == "done"]
-        finished = [future for future in done if future.status == "finished"]
-        gather = [future for future in finished if job_id_of(future.key) not in self._pushed]
-        if gather:
-            self._gatherers.submit(self._gather, gather)
-        gathering = {future.key for future in gather}
-        settled = [future for future in done if future.key not in gathering]
-        outcomes += [self._failure(future) for future in settled if future.status == "error"]
-        for kind, item in batch:
-            if kind == "gathered":
-                settled += item[0]
-                outcomes += item[1]
-        self._pushed.difference_update(job_id_of(future.key) for future in settled)
-        if outcomes:
-            self._record(outcomes)
-        with self._lock:
-            for future in settled:
-                job_id = job_id_of(future.key)
-                if self._futures.get(job_id) is future:
-                    del self._futures[job_id]
-                    if future.status not in ("finished", "error"):
-                        # Cancelled or lost without our asking (scheduler gone):
-                        # the job is still active in the store; reconcile it.
-                        self._reconcile_needed.set()
-        if outcomes:
+            elif kind == "result":
+                self._result_event(item, outcomes, fetch)
+            elif kind == "fetched":
+                outcomes += item
+        if fetch:
+            self._gatherers.submit(self._fetch, fetch)
+        recorded = self._record(outcomes) if outcomes else []
+        if recorded:
             if not self._unreleased:
                 self._release_at = time.monotonic() + RELEASE_DELAY
-            self._unreleased += [dask_key(outcome.job_id) for outcome in outcomes]
+            self._unreleased += [dask_key(job_id) for job_id in recorded]
+
+    def _result_event(
+        self, event: dict[str, Any], outcomes: list[Outcome], fetch: list[str]
+    ) -> None:
+        """Sort one outcome event of a tracked job into ``outcomes`` or ``fetch``."""
+        job_id = event.get("job")
+        if not isinstance(job_id, str) or job_id not in self._tracked:
+            return  # another gateway's job, or one already recorded or cancelled
+        if "envelope" in event:
+            try:
+                outcome = _outcome(job_id, event["envelope"])
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("malformed outcome for %s (%s); fetching it", job_id, exc)
+            else:
+                with self._lock:
+                    self._tracked.discard(job_id)
+                outcomes.append(outcome)
+                return
+        with self._lock:
+            if job_id in self._fetching:
+                return
+            self._fetching.add(job_id)
+        fetch.append(job_id)
 
     def _release_due(self) -> None:
         """Release recorded keys once RELEASE_DELAY has passed since the first of them.
@@ -547,45 +591,71 @@ class Dispatcher:
             keys, self._unreleased = self._unreleased, []
             self._gatherers.submit(self._release, keys)
 
-    def _pushed_outcomes(self, events: list[dict[str, Any]]) -> list[Outcome]:
-        """Outcomes workers pushed for jobs in flight (see worker.runner._push)."""
-        outcomes = []
-        for event in events:
-            job_id = event.get("job")
-            if isinstance(job_id, str) and job_id in self._futures and job_id not in self._pushed:
-                try:
-                    outcomes.append(_outcome(job_id, event["envelope"]))
-                except (KeyError, TypeError, ValueError) as exc:
-                    log.warning("ignoring a malformed pushed outcome for %s: %s", job_id, exc)
-                    continue
-                self._pushed.add(job_id)
-        return outcomes
-
-    def _record(self, outcomes: list[Outcome]) -> None:
-        """Store outcomes (each once), wake their waiters and count them."""
-        recorded = set(self.store.record(outcomes))
-        self.waiters.notify(list(recorded))
+    def _record(self, outcomes: list[Outcome]) -> list[str]:
+        """Store outcomes (each once), wake their waiters and count them; returns the
+        ids recorded (a job already done or cancelled is not recorded again)."""
+        recorded = self.store.record(outcomes)
+        self.waiters.notify(recorded)
         if self.on_recorded is not None:
-            self.on_recorded([outcome for outcome in outcomes if outcome.job_id in recorded])
+            ids = set(recorded)
+            self.on_recorded([outcome for outcome in outcomes if outcome.job_id in ids])
+        return recorded
 
-    def _gather(self, finished: list[Future]) -> None:
-        """(gather thread) Fetch results and hand them to the recorder."""
+    def _fetch(self, job_ids: list[str]) -> None:
+        """(fetch thread) Get the outcomes of finished tasks and hand them to the recorder.
+
+        A task not done within FETCH_TIMEOUT stays tracked (its outcome event, or the
+        next sweep, brings it back here); one the scheduler no longer has is left to
+        the reconciliation.
+        """
         outcomes: list[Outcome] = []
+        settled: list[str] = []
         try:
-            outcomes = self._gather_finished(finished)
+            futures = self._futures_when_done(job_ids)
+            pending = {job_id_of(f.key) for f in futures if f.status == "pending"}
+            settled = [job_id for job_id in job_ids if job_id not in pending]
+            outcomes = self._outcomes_of([f for f in futures if f.status in ("finished", "error")])
             for outcome in outcomes:  # large results written here, not on the recorder
                 self.store.stage_result(outcome)
         except Exception:
-            log.exception("gathering %d results failed; will reconcile", len(finished))
+            log.exception("fetching %d outcomes failed; will reconcile", len(job_ids))
             for outcome in outcomes:
                 if outcome.result_file is not None:
                     outcome.result_file.unlink(missing_ok=True)
             outcomes = []
-            self._reconcile_needed.set()
-        self._inbox.put(("gathered", (finished, outcomes)))
+        if len(outcomes) < len(settled) or not settled:
+            self._reconcile_needed.set()  # lost or cancelled tasks, or no answer at all
+        with self._lock:
+            self._fetching.difference_update(job_ids)
+            self._tracked.difference_update(settled)
+        self._inbox.put(("fetched", outcomes))
 
-    def _gather_finished(self, finished: list[Future]) -> list[Outcome]:
+    def _futures_when_done(self, job_ids: list[str]) -> list[Future]:
+        """Futures for the jobs' tasks the scheduler has, once all are done or
+        FETCH_TIMEOUT has passed."""
+        client = self.client
+        if client is None:
+            return []
+        # The futures first: the scheduler's answer to the attach goes to their state.
+        futures = [Future(dask_key(job_id), client) for job_id in job_ids]
+        known: set[str] = set()
+        for start in range(0, len(futures), _RPC_CHUNK):
+            chunk = [future.key for future in futures[start : start + _RPC_CHUNK]]
+            known.update(
+                client.sync(client.scheduler.computethis_attach, keys=chunk, client_id=client.id)
+            )
+        futures = [future for future in futures if future.key in known]
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        for future in futures:
+            with contextlib.suppress(TimeoutError):  # exception() waits until it is done
+                future.exception(timeout=max(0.0, deadline - time.monotonic()))
+        return futures
+
+    def _outcomes_of(self, futures: list[Future]) -> list[Outcome]:
+        """The outcomes of done futures: gathered results, or their failures."""
         assert self.client is not None
+        finished = [future for future in futures if future.status == "finished"]
+        outcomes = [self._failure(future) for future in futures if future.status == "error"]
         try:
             results = self.client.gather(finished)
         except Exception:  # one result lost: fetch one by one, skip what is gone
@@ -597,15 +667,16 @@ class Dispatcher:
                     log.warning("result of %s lost (%s); will reconcile", future.key, exc)
                     results.append(None)
                     self._reconcile_needed.set()
-        return [
+        outcomes += [
             _outcome(job_id_of(future.key), data)
             for future, data in zip(finished, results, strict=True)
             if data is not None
         ]
+        return outcomes
 
     def _started(self, event: dict[str, Any]) -> None:
         job_id = event.get("job")
-        if not isinstance(job_id, str) or job_id not in self._futures:
+        if not isinstance(job_id, str) or job_id not in self._tracked:
             return
         if self.store.mark_started(job_id, event["worker"], event["time"], event.get("attempt")):
             job = self.store.get(job_id)

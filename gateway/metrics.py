@@ -52,6 +52,7 @@ class GatewayMetrics:
             ["endpoint", "method", "status"],
             registry=self.registry,
         )
+        self._http_series: dict[tuple[str, str, int], Any] = {}
         self.registry.register(_StoreCollector(store, cluster_view))
 
     def job_outcomes(self, outcomes: list[Any]) -> None:
@@ -72,9 +73,11 @@ class GatewayMetrics:
         def _observe(response: Response) -> Response:
             started = g.get("computethis_started")
             if started is not None:
-                self.http.labels(
-                    request.endpoint or "unknown", request.method, str(response.status_code)
-                ).observe(time.perf_counter() - started)
+                labels = (request.endpoint or "unknown", request.method, response.status_code)
+                series = self._http_series.get(labels)
+                if series is None:  # labels() takes a lock and builds its key each time
+                    series = self._http_series[labels] = self.http.labels(*labels)
+                series.observe(time.perf_counter() - started)
             return response
 
     def render(self) -> Response:

@@ -4,7 +4,7 @@ The gateway never unpickles user bytes. It does walk the pickle's *opcodes* (wit
 the opcode table of :mod:`pickletools`), which parses the stream but executes
 nothing, to reject bodies that are not a complete pickle of a 3-tuple
 ``(function, args, kwargs)``. Length-prefixed arguments (bytes, strings, arrays) are
-skipped with a seek, so checking a 256 MB body reads only its opcodes.
+skipped, so checking a 256 MB body (a memory map of its file) reads only its opcodes.
 Whether the tuple really holds a function is only known on a worker. The SDK may
 append an index of the pickle's large buffers after its STOP opcode
 (:mod:`client_sdk.buffer_index`); only its layout is checked.
@@ -12,18 +12,30 @@ append an index of the pickle's large buffers after its STOP opcode
 
 from __future__ import annotations
 
+import io
 import pickletools
-from collections.abc import Iterator
-from typing import IO
+from typing import NamedTuple
 
 from client_sdk import buffer_index
 
 # Opcodes that only store the top of the stack in the memo.
-_MEMO_OPS = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_OPS = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
+# The longest newline-terminated argument (a text opcode's name or number) accepted.
+MAX_LINE = 64 * 1024
 
 
 class InvalidPayload(ValueError):
     """The body is not a pickled (function, args, kwargs) call."""
+
+
+class _Op(NamedTuple):
+    """How to step over one opcode: its name and the shape of its argument."""
+
+    name: str
+    fixed: int  # bytes of a fixed-size argument (0: none, or see below)
+    prefix: int  # width of a length prefix, 0 if the argument is not length-prefixed
+    signed: bool  # whether that length prefix is signed
+    line: pickletools.ArgumentDescriptor | None  # a newline-terminated argument
 
 
 # Width and signedness of the length prefix of variable-length arguments.
@@ -35,58 +47,81 @@ _LENGTH_PREFIX = {
 }
 
 
-def _opcodes(stream: IO[bytes], size: int) -> Iterator[str]:
-    """Yield the names of the opcodes up to and including STOP, skipping their data."""
-    while True:
-        code = stream.read(1)
-        if not code:
-            raise InvalidPayload("the body is not a complete pickle (no STOP opcode)")
-        opcode = pickletools.code2op.get(code.decode("latin-1"))
-        if opcode is None:
-            raise InvalidPayload(f"the body is not a complete pickle (unknown opcode {code!r})")
+def _opcode_table() -> list[_Op | None]:
+    """Every opcode byte's step, indexed by the byte (None: not an opcode)."""
+    table: list[_Op | None] = [None] * 256
+    for opcode in pickletools.opcodes:
         argument = opcode.arg
-        if argument is not None:
-            if argument.n >= 0:
-                if len(stream.read(argument.n)) < argument.n:
-                    raise InvalidPayload("the body is not a complete pickle (truncated)")
-            elif argument.n == pickletools.UP_TO_NEWLINE:
-                argument.reader(stream)  # short text arguments (names, numbers)
-            else:
-                width, signed = _LENGTH_PREFIX[argument.n]
-                prefix = stream.read(width)
-                length = int.from_bytes(prefix, "little", signed=signed)
-                if len(prefix) < width or length < 0 or stream.tell() + length > size:
-                    raise InvalidPayload("the body is not a complete pickle (truncated)")
-                stream.seek(length, 1)
-        yield opcode.name
-        if opcode.name == "STOP":
-            return
+        if argument is None:
+            step = _Op(opcode.name, 0, 0, False, None)
+        elif argument.n >= 0:
+            step = _Op(opcode.name, argument.n, 0, False, None)
+        elif argument.n == pickletools.UP_TO_NEWLINE:
+            step = _Op(opcode.name, 0, 0, False, argument)
+        else:
+            width, signed = _LENGTH_PREFIX[argument.n]
+            step = _Op(opcode.name, 0, width, signed, None)
+        table[ord(opcode.code)] = step
+    return table
 
 
-def check_call_payload(stream: IO[bytes]) -> None:
-    """Raise :class:`InvalidPayload` unless ``stream`` holds exactly one pickled 3-tuple.
+_OPCODES = _opcode_table()
 
-    ``stream`` must be seekable and positioned at the start of the body.
+
+def _last_value_opcode(body: bytes | memoryview) -> tuple[str | None, int]:
+    """Walk the opcodes up to STOP; return the last one that built a value (memo
+    stores aside) and the offset just past STOP."""
+    opcodes, memo_ops = _OPCODES, _MEMO_OPS
+    size = len(body)
+    position = 0
+    last: str | None = None
+    while True:
+        if position >= size:
+            raise InvalidPayload("the body is not a complete pickle (no STOP opcode)")
+        step = opcodes[body[position]]
+        if step is None:
+            code = bytes(body[position : position + 1])
+            raise InvalidPayload(f"the body is not a complete pickle (unknown opcode {code!r})")
+        name, fixed, prefix, signed, line = step
+        position += 1
+        if fixed:
+            position += fixed
+        elif prefix:
+            end = position + prefix
+            length = int.from_bytes(body[position:end], "little", signed=signed)
+            position = end + length if length >= 0 else size + 1
+        elif line is not None:
+            position += _line_argument(line, body[position : position + MAX_LINE])
+        if position > size:
+            raise InvalidPayload("the body is not a complete pickle (truncated)")
+        if name == "STOP":
+            return last, position
+        if name not in memo_ops:
+            last = name
+
+
+def _line_argument(argument: pickletools.ArgumentDescriptor, window: bytes | memoryview) -> int:
+    """Parse a text opcode's newline-terminated argument(s); return its length."""
+    stream = io.BytesIO(window)
+    try:
+        argument.reader(stream)
+    except Exception as exc:
+        raise InvalidPayload(f"the body is not a complete pickle ({exc})") from None
+    return stream.tell()
+
+
+def check_call_payload(body: bytes | memoryview) -> None:
+    """Raise :class:`InvalidPayload` unless ``body`` holds exactly one pickled 3-tuple.
+
+    ``body`` is the whole request body, in memory or a memory map of its file.
     """
-    first = stream.read(2)
-    if len(first) < 2 or first[0] != 0x80:
+    if len(body) < 2 or body[0] != 0x80:
         raise InvalidPayload(
             "the body is not a pickle (protocol 2 or newer); send dill.dumps((func, args, kwargs))"
         )
-    stream.seek(0, 2)
-    size = stream.tell()
-    stream.seek(0)
-    last: str | None = None
-    try:
-        for name in _opcodes(stream, size):
-            if name not in _MEMO_OPS and name != "STOP":
-                last = name
-    except InvalidPayload:
-        raise
-    except Exception as exc:
-        raise InvalidPayload(f"the body is not a complete pickle ({exc})") from None
-    tail = stream.read(buffer_index.MAX_SIZE + 1)
-    if tail and buffer_index.size_if_index(tail) is None:
+    last, end = _last_value_opcode(body)
+    tail = body[end : end + buffer_index.MAX_SIZE + 1]
+    if len(tail) and buffer_index.size_if_index(tail) is None:
         raise InvalidPayload("the body has bytes after the end of the pickle")
     if last != "TUPLE3":
         raise InvalidPayload(

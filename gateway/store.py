@@ -200,12 +200,6 @@ class StagedPayload:
     def inline(self) -> bool:
         return self.path is None
 
-    def open(self) -> IO[bytes]:
-        if self.data is not None:
-            return io.BytesIO(self.data)
-        assert self.path is not None
-        return open(self.path, "rb")
-
     def view(self) -> bytes | memoryview:
         """The body: ``data``, or a read-only memory map of the file (no copy)."""
         if self.data is not None:
@@ -388,10 +382,29 @@ class JobStore:
         )
         return _job(row) if row else None
 
+    def admission(self, tenant: str, key: str | None) -> tuple[Job | None, int]:
+        """For a new submission, in one query: the tenant's job already submitted with
+        idempotency key ``key`` (if any), and how many queued or running jobs it has."""
+        seq, active = (
+            self._db()
+            .execute(
+                "SELECT (SELECT seq FROM jobs WHERE tenant = ? AND idempotency_key = ?),"
+                " (SELECT COUNT(*) FROM jobs WHERE tenant = ? AND status IN (?, ?))",
+                (tenant, key, tenant, *ACTIVE),
+            )
+            .fetchone()
+        )
+        if seq is None:
+            return None, active
+        row = self._db().execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE seq = ?", (seq,))
+        return _job(row.fetchone()), active
+
     def _insert(self, spec: JobSpec, staged: StagedPayload) -> tuple[int, float]:
         """Insert the job's row, durably; returns its ``seq`` and ``created_at``."""
         created_at = time.time()
-        with self._transaction() as db:
+        # One statement, committed on its own (autocommit): no BEGIN/COMMIT round trips.
+        db = self._db()
+        with self._write_lock:
             cursor = db.execute(
                 "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
                 " python_version, dill_version, payload_size, idempotency_key, payload)"
@@ -492,17 +505,6 @@ class JobStore:
         """How many jobs are in each status."""
         rows = self._db().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {status: count for status, count in rows}
-
-    def count_active(self, tenant: str) -> int:
-        """How many queued or running jobs ``tenant`` has."""
-        row = (
-            self._db()
-            .execute(
-                "SELECT COUNT(*) FROM jobs WHERE tenant = ? AND status IN (?, ?)", (tenant, *ACTIVE)
-            )
-            .fetchone()
-        )
-        return row[0]
 
     def active(self) -> list[Job]:
         """Queued and running jobs, oldest first (what a restart must resubmit)."""

@@ -1,11 +1,11 @@
-"""Keep computethis tasks alive when the gateway's Dask client goes away.
+"""Keep computethis tasks alive on the scheduler, and report jobs that failed for good.
 
-Dask forgets a task as soon as no client wants it, so a gateway crash would normally
-cancel every running job. This plugin makes a pseudo-client (the job store) want every
-``computethis-*`` key from the moment it is submitted, the way Dask's published
-datasets hold their keys. A restarted gateway then finds its jobs still running (or
-their results still in memory) and re-attaches instead of re-running them. The gateway
-releases a key once its outcome is recorded.
+Dask forgets a task as soon as no client wants it. The gateway holds no futures for its
+jobs (it learns their outcomes from events), and it may crash or restart. This plugin
+makes a pseudo-client (the job store) want every ``computethis-*`` key from the moment
+it is submitted, the way Dask's published datasets hold their keys, so a restarted
+gateway finds its jobs still running (or their results still in memory) instead of
+re-running them. The gateway releases a key once its outcome is recorded.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from worker.envelope import STARTED_TOPIC
+from worker.envelope import RESULT_TOPIC, STARTED_TOPIC
 
 KEY_PREFIX = "computethis-"
 HOLDER = "computethis-job-store"
@@ -45,7 +45,8 @@ class KeepJobsAlive(SchedulerPlugin):
             scheduler.client_desires_keys(keys=ours, client=HOLDER)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        """Count each job's attempts; announce re-runs (a worker died, or Dask retries).
+        """Count each job's attempts; announce re-runs (a worker died, or Dask retries)
+        and final failures.
 
         A first attempt is announced by the worker itself (only if it runs long enough
         to matter); a re-run is rare, so the scheduler announces it with its number.
@@ -54,6 +55,9 @@ class KeepJobsAlive(SchedulerPlugin):
             return
         if finish == "forgotten":
             self.attempts.pop(key, None)
+        elif finish == "erred":
+            # Final (Dask's retries are spent): the gateway fetches the exception.
+            self.scheduler.log_event(RESULT_TOPIC, {"job": key[len(KEY_PREFIX) :], "erred": True})
         elif finish == "processing":
             attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
             task = self.scheduler.tasks.get(key)
@@ -76,12 +80,13 @@ class KeepJobsAlive(SchedulerPlugin):
             self.scheduler.client_releases_keys(keys=known, client=HOLDER)
         return len(known)
 
-    def attach(self, keys: list[str] | None = None, client_id: str | None = None) -> int:
-        """Make a (new) gateway client want ``keys`` again, so it hears their outcome."""
+    def attach(self, keys: list[str] | None = None, client_id: str | None = None) -> list[str]:
+        """Make a gateway client want ``keys``, so it hears their outcome (a Future made
+        from a key alone does not tell the scheduler); returns the keys it knows."""
         known = [key for key in keys or () if key in self.scheduler.tasks]
         if known and client_id:
             self.scheduler.client_desires_keys(keys=known, client=client_id)
-        return len(known)
+        return known
 
     def states(self, keys: list[str] | None = None) -> dict[str, str]:
         """The scheduler state of each known key (unknown keys are left out)."""

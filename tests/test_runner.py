@@ -185,7 +185,7 @@ def test_unpicklable_result_is_a_serialization_error():
 
 def test_payload_referring_to_missing_module_is_a_deserialization_error():
     # the gateway accepts it (structurally a 3-tuple) but the worker cannot load it
-    check_call_payload(io.BytesIO(MISSING_MODULE_PAYLOAD))
+    check_call_payload(MISSING_MODULE_PAYLOAD)
     envelope = unpack(run_job(JOB, MISSING_MODULE_PAYLOAD))
     assert envelope.ok is False
     error = envelope.error

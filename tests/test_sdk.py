@@ -461,14 +461,19 @@ def test_timeout_of_one_job_does_not_disturb_another(sdk):
 
 
 def test_small_results_are_pushed_and_large_ones_fetched(sdk):
-    """A small outcome reaches the gateway as a Dask event with the task's completion
-    (no fetch from the worker afterwards); a larger one is fetched: both arrive whole."""
+    """A small outcome reaches the gateway inside a Dask event (no fetch from the worker
+    afterwards); for a larger one the event asks the gateway to fetch it; a failure is
+    announced by the scheduler. All arrive whole."""
     small = compute_this(lambda n: "x" * n).submit(10)
     large = compute_this(lambda n: "x" * n).submit(PUSH_LIMIT * 4)
+    failing = compute_this(lambda: 1 / 0).submit()
     assert small.result(timeout=60) == "x" * 10
     assert large.result(timeout=60) == "x" * (PUSH_LIMIT * 4)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=60)
     scheduler = requests.get(sdk.api("/health"), timeout=10).json()["scheduler"]
     with Client(scheduler, timeout=30) as client:
-        pushed = {event["job"] for _, event in client.get_events(RESULT_TOPIC)}
-    assert small.id in pushed
-    assert large.id not in pushed
+        events = {event["job"]: event for _, event in client.get_events(RESULT_TOPIC)}
+    assert len(events[small.id]["envelope"]) <= PUSH_LIMIT
+    assert events[large.id]["fetch"] is True and "envelope" not in events[large.id]
+    assert events[failing.id]["erred"] is True

@@ -463,6 +463,22 @@ def test_find_by_key(store: JobStore):
     assert store.find_by_key("bob", "k") is None
 
 
+def test_admission_finds_the_key_and_counts_active_jobs_in_one_go(store: JobStore):
+    keyed = new_job(store, "alice", idempotency_key="k")
+    running = new_job(store, "alice")
+    done = new_job(store, "alice")
+    new_job(store, "bob")
+    store.mark_started(running.id, "w1", T0)
+    store.record([Outcome(done.id, ok=True, body=b"x")])
+    existing, active = store.admission("alice", "k")
+    assert existing is not None and existing.id == keyed.id
+    assert active == 2  # keyed (queued) and running; not done, not bob's
+    assert store.admission("alice", None) == (None, 2)
+    assert store.admission("alice", "other") == (None, 2)
+    assert store.admission("bob", "k") == (None, 1)
+    assert store.admission("carol", "k") == (None, 0)
+
+
 # -- state changes ------------------------------------------------------------------
 
 

@@ -19,10 +19,11 @@ from distributed.protocol.utils import host_array_from_buffers
 VERSION = 1
 # Event topic on which a job's start is announced to the gateway (msgpack, not pickle).
 STARTED_TOPIC = "computethis.started"
-# Event topic on which a small finished outcome is pushed to the gateway, so it need not
-# fetch the result from the worker (a round trip) after Dask reports the task done.
+# Event topic on which the gateway hears that a job's outcome is ready: from the worker,
+# the outcome itself when small (no fetch from the worker afterwards), else a request to
+# fetch it; from the scheduler, a job that failed for good (scheduler.plugin).
 RESULT_TOPIC = "computethis.result"
-# Largest envelope pushed that way. Small on purpose: the scheduler keeps the last
+# Largest envelope sent inside the event. Small on purpose: the scheduler keeps the last
 # events of a topic (1000 by default), so at most a few MB of recent small results.
 PUSH_LIMIT = 2048
 _SEPARATOR = b"\n"

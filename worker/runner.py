@@ -63,7 +63,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     try:
         func, args, kwargs = load_call(payload)
     except Exception as exc:
-        return memoryview(finish(False, deserialization_error(exc)))
+        return _deliver(job_id, worker, finish(False, deserialization_error(exc)))
 
     failure: bytes | memoryview | None = None
     try:
@@ -87,23 +87,30 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
             ),
             "traceback": traceback.format_exc(),
         }
-        return memoryview(finish(False, error))
+        return _deliver(job_id, worker, finish(False, error))
     outcome = finish(True, body=body)
     del body, value
-    if len(outcome) <= PUSH_LIMIT and worker is not None:
-        _push(job_id, bytes(outcome))
-    return memoryview(outcome)
+    return _deliver(job_id, worker, outcome)
 
 
-def _push(job_id: str, outcome: bytes) -> None:
-    """Send a small finished outcome to the gateway ahead of Dask's task-finished report.
+def _deliver(job_id: str, worker: str | None, outcome: bytes | memoryview) -> memoryview:
+    """Tell the gateway that the job's outcome is ready, and return it as the task's result.
 
-    The gateway records it on arrival instead of fetching the result from this worker
-    afterwards; the returned value stays the source of truth for everything else.
+    The gateway learns of outcomes only from these messages (it holds no Dask futures):
+    a small outcome travels in the message and is recorded on arrival; for a larger one
+    the message asks the gateway to fetch the task's result from this worker. A function
+    that raised is reported by the scheduler instead, once Dask's retries are spent
+    (:mod:`scheduler.plugin`).
     """
-    from distributed import get_worker
+    if worker is not None:
+        from distributed import get_worker
 
-    get_worker().log_event(RESULT_TOPIC, {"job": job_id, "envelope": outcome})
+        if len(outcome) <= PUSH_LIMIT:
+            message: dict[str, Any] = {"job": job_id, "envelope": bytes(outcome)}
+        else:
+            message = {"job": job_id, "fetch": True}
+        get_worker().log_event(RESULT_TOPIC, message)
+    return memoryview(outcome)
 
 
 class OutputTail(io.TextIOBase):
