@@ -28,6 +28,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.store import JobSpec, JobStore
 from gateway.waiters import Waiters
 from tests.stack import COMPUTETHIS, free_port, kill_tree, start_process, wait_healthy
+from worker.envelope import RESULT_TOPIC
 
 TOKEN = "fault-token"
 
@@ -365,6 +366,35 @@ def test_a_dask_client_stuck_reconnecting_is_replaced(tmp_path: Path, monkeypatc
                 assert time.monotonic() < deadline, "the job did not run on the new client"
                 time.sleep(0.05)
             assert store.get(job.id).status == "finished"
+        finally:
+            dispatcher.close()
+            store.close()
+
+
+def test_an_outcome_whose_event_was_lost_is_fetched_by_the_sweep(tmp_path: Path, monkeypatch):
+    """The gateway learns of outcomes from Dask events; one that never arrives (here
+    the gateway stops listening) is found by the periodic check against the scheduler."""
+    monkeypatch.setattr(dispatcher_module, "SWEEP_INTERVAL", 0.5)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        store = JobStore(tmp_path / "save")
+        dispatcher = Dispatcher(store, Waiters(), cluster.scheduler_address, refresh_interval=0.1)
+        dispatcher.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not dispatcher.cluster.connected:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert dispatcher.client is not None
+            dispatcher.client.unsubscribe_topic(RESULT_TOPIC)
+            staged = store.stage_payload(io.BytesIO(dill.dumps((abs, (-4,), {}))), 1 << 20)
+            job, _ = store.create(JobSpec(tenant="t"), staged)
+            dispatcher.submit(job)
+            while not store.get(job.id).done:
+                assert time.monotonic() < deadline, "the job's outcome was never fetched"
+                time.sleep(0.05)
+            recorded = store.get_with_result(job.id)
+            assert recorded is not None and recorded[0].status == "finished"
+            assert dill.loads(recorded[1]) == 4
         finally:
             dispatcher.close()
             store.close()
