@@ -109,6 +109,7 @@ class Dispatcher:
         self._fetching: set[str] = set()  # jobs whose outcome a fetch thread is getting
         self._missing: set[str] = set()  # tracked jobs the last reconciliation did not find
         self._swept_at = 0.0  # monotonic time of the last reconciliation
+        self._stream: Any = None  # the client's stream to the scheduler at the last check
         self._lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._outbox: deque[tuple[Job, bytes | Future]] = deque()  # jobs to send to Dask
@@ -304,7 +305,10 @@ class Dispatcher:
             self.cluster = DISCONNECTED
             return
         new_scheduler = info.get("id") != self._scheduler_id
-        reconnected = not self.cluster.connected  # events may have been missed meanwhile
+        # Dask makes a new stream on each (re)connection: events sent while the link was
+        # down are lost, so the reconciliation below looks for their outcomes.
+        reconnected = client.scheduler_comm is not self._stream
+        self._stream = client.scheduler_comm
         _shorten_send_interval(client)
         if new_scheduler:
             # Before anything is submitted: the plugin must hold every job's task.
@@ -312,13 +316,12 @@ class Dispatcher:
             client.register_plugin(KeepJobsAlive())
             with self._lock:
                 self._tracked.clear()  # an earlier scheduler's tasks died with it
-            self._scheduler_id = info.get("id")
-        if new_scheduler or reconnected:
-            # Dask's client does not subscribe again by itself after a reconnection.
+            # A reconnecting client keeps its subscriptions on the scheduler (by client id).
             client.subscribe_topic(STARTED_TOPIC, self._on_started_event)
             client.subscribe_topic(RESULT_TOPIC, self._on_result_event)
+            self._scheduler_id = info.get("id")
         self._update_cluster(client, info)
-        sweep_due = self._tracked and time.monotonic() - self._swept_at > SWEEP_INTERVAL
+        sweep_due = bool(self._tracked) and time.monotonic() - self._swept_at > SWEEP_INTERVAL
         if new_scheduler or reconnected or sweep_due or self._reconcile_needed.is_set():
             self._reconcile()
 
@@ -388,7 +391,7 @@ class Dispatcher:
         if not active:
             return
         states = self._scheduler_states([dask_key(job.id) for job in active])
-        attached: list[str] = []
+        attached: list[Job] = []
         done: list[str] = []
         lost: list[Job] = []
         missing: set[str] = set()
@@ -401,8 +404,9 @@ class Dispatcher:
                 elif state in LIVE_STATES:
                     # Not tracked: found after a restart, or recorded since `active` was
                     # read (then it is done in the store: leave it).
-                    if job.id not in self._tracked and self._still_active(job.id):
-                        attached.append(job.id)
+                    current = None if job.id in self._tracked else self._active_job(job.id)
+                    if current is not None:
+                        attached.append(current)
                 elif job.id not in self._tracked:
                     lost.append(job)
                 elif job.id in self._missing:  # tracked, yet unknown twice in a row
@@ -411,12 +415,11 @@ class Dispatcher:
                 else:  # maybe only just submitted: look again next time
                     missing.add(job.id)
             self._missing = missing
-            self._tracked.update(attached)
+            self._tracked.update(job.id for job in attached)
             self._tracked.update(done)
             self._fetching.update(done)
-        reattached = set(attached)
-        for job in active:
-            if job.id in reattached and job.status == RUNNING and job.timeout and job.started_at:
+        for job in attached:
+            if job.status == RUNNING and job.timeout and job.started_at:
                 self._arm_deadline(job)
         if done:
             self._gatherers.submit(self._fetch, done)
@@ -429,9 +432,10 @@ class Dispatcher:
                 len(done),
             )
 
-    def _still_active(self, job_id: str) -> bool:
+    def _active_job(self, job_id: str) -> Job | None:
+        """The job as stored now, if it is still queued or running."""
         current = self.store.get(job_id)
-        return current is not None and current.status in ACTIVE
+        return current if current is not None and current.status in ACTIVE else None
 
     def _resubmit(self, jobs: list[Job]) -> list[Job]:
         """Submit jobs again from their stored payloads; returns those submitted.
@@ -450,7 +454,7 @@ class Dispatcher:
             still_active = [
                 (job, payload)
                 for job, payload in prepared
-                if job.id not in self._tracked and self._still_active(job.id)
+                if job.id not in self._tracked and self._active_job(job.id) is not None
             ]
             self._submit_many_locked(still_active)
         return [job for job, _ in still_active]
@@ -623,8 +627,9 @@ class Dispatcher:
                 if outcome.result_file is not None:
                     outcome.result_file.unlink(missing_ok=True)
             outcomes = []
-        if len(outcomes) < len(settled) or not settled:
-            self._reconcile_needed.set()  # lost or cancelled tasks, or no answer at all
+            self._reconcile_needed.set()
+        if len(outcomes) < len(settled):
+            self._reconcile_needed.set()  # gone, cancelled, or failed here: look again
         with self._lock:
             self._fetching.difference_update(job_ids)
             self._tracked.difference_update(settled)

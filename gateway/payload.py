@@ -32,7 +32,7 @@ class _Op(NamedTuple):
     """How to step over one opcode: its name and the shape of its argument."""
 
     name: str
-    fixed: int  # bytes of a fixed-size argument (0: none, or see below)
+    fixed: int  # bytes of a fixed-size argument, 0 if it has none
     prefix: int  # width of a length prefix, 0 if the argument is not length-prefixed
     signed: bool  # whether that length prefix is signed
     line: pickletools.ArgumentDescriptor | None  # a newline-terminated argument

@@ -402,9 +402,7 @@ class JobStore:
     def _insert(self, spec: JobSpec, staged: StagedPayload) -> tuple[int, float]:
         """Insert the job's row, durably; returns its ``seq`` and ``created_at``."""
         created_at = time.time()
-        # One statement, committed on its own (autocommit): no BEGIN/COMMIT round trips.
-        db = self._db()
-        with self._write_lock:
+        with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
                 " python_version, dill_version, payload_size, idempotency_key, payload)"

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dill
@@ -340,61 +340,78 @@ def test_workers_wait_out_a_scheduler_outage_longer_than_the_connect_timeout(tmp
         cluster.stop_all()
 
 
-def test_a_dask_client_stuck_reconnecting_is_replaced(tmp_path: Path, monkeypatch):
-    """Dask's client can die mid-reconnection (it iterates its futures while request
-    threads add to them) and stay "connecting" for good: the dispatcher then opens a
-    new client and jobs run again."""
-    monkeypatch.setattr(dispatcher_module, "STUCK_RECONNECT", 0.5)
+@contextlib.contextmanager
+def dispatcher_on_a_local_cluster(tmp_path: Path) -> Iterator[tuple[JobStore, Dispatcher]]:
+    """A store and a started dispatcher (no HTTP) on an in-process one-worker cluster,
+    once the dispatcher is connected."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
         store = JobStore(tmp_path / "save")
         dispatcher = Dispatcher(store, Waiters(), cluster.scheduler_address, refresh_interval=0.1)
         dispatcher.start()
         try:
-            deadline = time.monotonic() + 30
-            while not dispatcher.cluster.connected:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            stuck = dispatcher.client
-            stuck.status = "connecting"  # as a reconnection that died leaves it
-            while dispatcher.client is stuck or not dispatcher.cluster.connected:
-                assert time.monotonic() < deadline, "the stuck client was not replaced"
-                time.sleep(0.05)
-            staged = store.stage_payload(io.BytesIO(dill.dumps((abs, (-4,), {}))), 1 << 20)
-            job, _ = store.create(JobSpec(tenant="t"), staged)
-            dispatcher.submit(job)
-            while not store.get(job.id).done:
-                assert time.monotonic() < deadline, "the job did not run on the new client"
-                time.sleep(0.05)
-            assert store.get(job.id).status == "finished"
+            wait_until(lambda: dispatcher.cluster.connected, "the dispatcher did not connect")
+            yield store, dispatcher
         finally:
             dispatcher.close()
             store.close()
+
+
+def wait_until(condition: Callable[[], bool], message: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def run_abs_of_minus_4(store: JobStore, dispatcher: Dispatcher, timeout: float = 30.0) -> None:
+    """Store and submit ``abs(-4)``; assert it is recorded as finished with 4 in time."""
+    staged = store.stage_payload(io.BytesIO(dill.dumps((abs, (-4,), {}))), 1 << 20)
+    job, _ = store.create(JobSpec(tenant="t"), staged)
+    dispatcher.submit(job)
+    wait_until(lambda: store.get(job.id).done, "the job's outcome was not recorded", timeout)
+    recorded = store.get_with_result(job.id)
+    assert recorded is not None and recorded[0].status == "finished"
+    assert dill.loads(recorded[1]) == 4
+
+
+def test_a_dask_client_stuck_reconnecting_is_replaced(tmp_path: Path, monkeypatch):
+    """Dask's client can die mid-reconnection (it iterates its futures while request
+    threads add to them) and stay "connecting" for good: the dispatcher then opens a
+    new client and jobs run again."""
+    monkeypatch.setattr(dispatcher_module, "STUCK_RECONNECT", 0.5)
+    with dispatcher_on_a_local_cluster(tmp_path) as (store, dispatcher):
+        stuck = dispatcher.client
+        assert stuck is not None
+        stuck.status = "connecting"  # as a reconnection that died leaves it
+        wait_until(
+            lambda: dispatcher.client is not stuck and dispatcher.cluster.connected,
+            "the stuck client was not replaced",
+        )
+        run_abs_of_minus_4(store, dispatcher)
 
 
 def test_an_outcome_whose_event_was_lost_is_fetched_by_the_sweep(tmp_path: Path, monkeypatch):
     """The gateway learns of outcomes from Dask events; one that never arrives (here
     the gateway stops listening) is found by the periodic check against the scheduler."""
     monkeypatch.setattr(dispatcher_module, "SWEEP_INTERVAL", 0.5)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
-        store = JobStore(tmp_path / "save")
-        dispatcher = Dispatcher(store, Waiters(), cluster.scheduler_address, refresh_interval=0.1)
-        dispatcher.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not dispatcher.cluster.connected:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            assert dispatcher.client is not None
-            dispatcher.client.unsubscribe_topic(RESULT_TOPIC)
-            staged = store.stage_payload(io.BytesIO(dill.dumps((abs, (-4,), {}))), 1 << 20)
-            job, _ = store.create(JobSpec(tenant="t"), staged)
-            dispatcher.submit(job)
-            while not store.get(job.id).done:
-                assert time.monotonic() < deadline, "the job's outcome was never fetched"
-                time.sleep(0.05)
-            recorded = store.get_with_result(job.id)
-            assert recorded is not None and recorded[0].status == "finished"
-            assert dill.loads(recorded[1]) == 4
-        finally:
-            dispatcher.close()
-            store.close()
+    with dispatcher_on_a_local_cluster(tmp_path) as (store, dispatcher):
+        assert dispatcher.client is not None
+        dispatcher.client.unsubscribe_topic(RESULT_TOPIC)
+        run_abs_of_minus_4(store, dispatcher)
+
+
+def test_outcome_events_still_arrive_after_the_scheduler_link_drops(tmp_path: Path):
+    """Dask's client reconnects by itself and the scheduler keeps its subscriptions (by
+    client id), which the dispatcher relies on: after the link drops, outcomes arrive as
+    events again, well before the 30 s safety sweep."""
+    with dispatcher_on_a_local_cluster(tmp_path) as (store, dispatcher):
+        client = dispatcher.client
+        assert client is not None
+        stream = client.scheduler_comm
+        client.sync(stream.comm.close)
+        wait_until(
+            lambda: client.scheduler_comm not in (None, stream) and client.status == "running",
+            "Dask's client did not reconnect",
+        )
+        assert dispatcher.client is client  # Dask reconnected this client itself
+        run_abs_of_minus_4(store, dispatcher, timeout=dispatcher_module.SWEEP_INTERVAL / 3)
