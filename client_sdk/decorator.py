@@ -10,6 +10,7 @@ from typing import Any
 
 from client_sdk import transport
 from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
+from client_sdk.pickling import Pickled
 from client_sdk.serialization import dumps_call
 
 
@@ -19,6 +20,7 @@ class RemoteFunction:
     ``f.compute(*a)`` returns the result; ``f.submit(*a)`` returns a :class:`Job`;
     ``f(*a)`` returns a :class:`DeferredCall` (nothing runs yet); ``f.map(items)``
     runs ``f`` on every item, in chunks of items per job, results in input order;
+    ``f.submit_many(items)`` queues one job per item in a few requests;
     ``f.local(*a)`` runs here, in this process.
     """
 
@@ -65,8 +67,22 @@ class RemoteFunction:
         done, value = job.read_outcome(response)
         return value if done else job.result()
 
-    def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> transport.Reply:
-        self._check_arguments(args, kwargs)
+    def submit_many(self, items: Iterable[Any]) -> list[Job]:
+        """Queue ``func(item)`` for each item, one job per item; their :class:`Job` s in
+        input order.
+
+        The calls go to the gateway in batches (up to 1000 calls and 16 MiB per request,
+        stored in one transaction and sent to Dask in one graph update), so F jobs cost
+        a few requests rather than F. A call whose pickle is over 64 KiB is posted on
+        its own. Unlike :meth:`map`, every item is its own job: use this for long calls
+        whose jobs you want to follow, cancel or collect one by one.
+        """
+        from client_sdk.batching import submit_many
+
+        return submit_many(self, items)
+
+    def options(self, wait: float | None = None) -> dict[str, Any]:
+        """The query parameters of this function's jobs."""
         params: dict[str, Any] = {}
         if self.timeout is not None:
             params["timeout"] = self.timeout
@@ -76,11 +92,19 @@ class RemoteFunction:
             params["name"] = self.name[:200]
         if wait:
             params["wait"] = wait
+        return params
+
+    def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> transport.Reply:
+        self._check_arguments(args, kwargs)
+        return self.post_payload(dumps_call(self.func, args, kwargs), wait)
+
+    def post_payload(self, payload: bytes | Pickled, wait: float | None = None) -> transport.Reply:
+        """``POST /jobs`` with one pickled call of this function (checked by the caller)."""
         return transport.request(
             "POST",
             "/jobs",
-            params=params,
-            data=dumps_call(self.func, args, kwargs),
+            params=self.options(wait),
+            data=payload,
             headers={
                 "Content-Type": "application/octet-stream",
                 "Idempotency-Key": uuid.uuid4().hex,

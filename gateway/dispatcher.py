@@ -181,6 +181,17 @@ class Dispatcher:
                 payload if payload is not None else self.store.read_payload(job.id)
             )
         self._outbox.append((job, argument))
+        self._send_outbox()
+
+    def submit_many(self, jobs: list[tuple[Job, bytes]]) -> None:
+        """Send stored jobs with their (small) payloads to Dask in one graph update,
+        or leave them queued until the scheduler is reachable."""
+        if not self.cluster.connected:
+            return
+        self._outbox.extend(jobs)
+        self._send_outbox()
+
+    def _send_outbox(self) -> None:
         with self._lock:
             waiting = []
             while self._outbox:

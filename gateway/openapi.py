@@ -15,6 +15,7 @@ from typing import Any
 
 from flask_restful import Resource
 
+from client_sdk import batch_body
 from gateway.config import GatewayConfig
 from gateway.context import gateway
 from gateway.resources import (
@@ -241,6 +242,20 @@ def _schemas() -> dict[str, Schema]:
                     "nullable": True,
                     "description": "Pass it back as `cursor` for the next page; null on "
                     "the last page.",
+                },
+            },
+        },
+        "JobBatch": {
+            "type": "object",
+            "required": ["jobs"],
+            "additionalProperties": False,
+            "properties": {
+                "jobs": {
+                    "type": "array",
+                    "items": _schema("Job"),
+                    "minItems": 1,
+                    "maxItems": batch_body.MAX_CALLS,
+                    "description": "One job per call, in the body's order.",
                 },
             },
         },
@@ -546,6 +561,61 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                     "200": _json(_schema("JobPage"), "One page of jobs."),
                     "400": _response("BadRequest"),
                     "401": _response("Unauthorized"),
+                },
+            },
+        },
+        "/batches": {
+            "post": {
+                "operationId": "submitJobs",
+                "tags": ["jobs"],
+                "summary": "Submit several calls, one job each, in one request",
+                "description": "Stores every call of the body as a job, all in one "
+                "transaction, and queues them together; answers 201 only once all are "
+                "durably stored. The query options apply to every job. Each call is "
+                "checked as `POST /jobs` checks its body; one bad call refuses the whole "
+                "batch and stores nothing. With an `Idempotency-Key` K, job i gets the key "
+                "`K#i`, and a repeat of the request answers 200 with the same jobs.",
+                "parameters": [
+                    _param("Timeout"),
+                    _param("Retries"),
+                    _param("Name"),
+                    _param("IdempotencyKey"),
+                    _param("PythonVersion"),
+                    _param("DillVersion"),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "description": "Each call's `dill.dumps((func, args, kwargs))` (at most "
+                    f"{batch_body.MAX_CALL_BYTES} bytes) after its length in bytes as an "
+                    f"8-byte big-endian unsigned integer; at most {batch_body.MAX_CALLS} "
+                    f"calls and {batch_body.MAX_BYTES} bytes in all.",
+                    "content": {PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "responses": {
+                    "201": _json(_schema("JobBatch"), "The jobs were stored and queued."),
+                    "200": _json(
+                        _schema("JobBatch"),
+                        "The `Idempotency-Key` was already used: the jobs it created.",
+                    ),
+                    "400": _json(
+                        _schema("Error"),
+                        "A parameter or header is invalid (`invalid_parameter`, "
+                        "`invalid_header`), the body is not a sequence of length-prefixed "
+                        "calls or holds none or too many (`invalid_batch`), a call is not a "
+                        "complete pickle of a 3-tuple (`invalid_payload`, its message "
+                        "names the call), the body ended before its Content-Length "
+                        "(`incomplete_body`), or the client's Python major.minor is not "
+                        "the workers' (`python_version_mismatch`).",
+                    ),
+                    "401": _response("Unauthorized"),
+                    "413": _json(
+                        _schema("Error"),
+                        "The body is larger than the batch limit or this gateway's "
+                        "`--max-body` (`payload_too_large`), or a call is over the size a "
+                        "batch takes (`call_too_large`: post it alone to `/jobs`).",
+                    ),
+                    "415": _response("UnsupportedMediaType"),
+                    "429": _response("TooManyQueuedJobs"),
                 },
             },
         },

@@ -8,6 +8,7 @@ from typing import IO, Any
 from flask import Response, request, send_file
 from flask_restful import Resource
 
+from client_sdk import batch_body
 from gateway import params
 from gateway.context import gateway, is_admin, tenant
 from gateway.errors import ApiError, not_found
@@ -21,6 +22,7 @@ from gateway.store import (
     Job,
     JobSpec,
     PayloadTooLarge,
+    batch_keys,
 )
 
 PAYLOAD_TYPE = "application/octet-stream"
@@ -30,6 +32,8 @@ PYTHON_HEADER = "X-Computethis-Python"
 DILL_HEADER = "X-Computethis-Dill"
 MAX_TIMEOUT = 30 * 24 * 3600.0
 JOBS_PATH = "/api/v1/jobs"
+BATCH_PATH = "/api/v1/batches"
+BATCH_FORMAT = "send each call's dill bytes after its length as 8 bytes, big-endian"
 
 
 def _body_stream(length: int | None) -> IO[bytes]:
@@ -83,36 +87,15 @@ class JobList(Resource):
         bytes if it finished, 201 with its JSON (and error) otherwise.
         """
         gw = gateway()
-        if request.mimetype != PAYLOAD_TYPE:
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"send the dill bytes of (func, args, kwargs) with Content-Type: {PAYLOAD_TYPE}",
-            )
-        spec = JobSpec(
-            tenant=tenant(),
-            name=params.job_name(request.args),
-            timeout=params.number(
-                request.args, "timeout", default=None, low=0.001, high=MAX_TIMEOUT
-            ),
-            retries=params.integer(request.args, "retries", default=0, low=0, high=100),
-            python_version=request.headers.get(PYTHON_HEADER),
-            dill_version=request.headers.get(DILL_HEADER),
-            idempotency_key=_idempotency_key(),
-        )
+        _require_payload_type()
+        spec = _job_spec()
         wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         existing, active = gw.store.admission(spec.tenant, spec.idempotency_key)
         if existing is not None:
             return existing.to_json(), 200, _job_headers(existing)
         _check_python_version(spec.python_version, gw.dispatcher.cluster.python_versions)
         if active >= gw.config.max_queued:
-            raise ApiError(
-                429,
-                "too_many_queued_jobs",
-                f"you already have {gw.config.max_queued} queued or running jobs "
-                "(see --max-queued); retry after some finish",
-                {"Retry-After": "2"},
-            )
+            raise _too_many_queued(gw.config.max_queued)
         length = request.content_length
         if length is not None and length > gw.config.max_body:
             raise _too_large(gw.config.max_body)
@@ -163,6 +146,62 @@ class JobList(Resource):
         jobs = gateway().store.list(tenant=owner, status=status, limit=limit, before_seq=before)
         next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
         return {"jobs": [job.to_json() for job in jobs], "next_cursor": next_cursor}
+
+
+class JobBatch(Resource):
+    def post(self) -> tuple[dict[str, Any], int]:
+        """Store several calls as jobs in one request and one transaction, and queue them.
+
+        The body holds each call's dill bytes after its length (8 bytes, big-endian;
+        see :mod:`client_sdk.batch_body`); each call is at most ``MAX_CALL_BYTES``
+        (64 KiB, stored in its job's row).
+        The query options apply to every job. Answers 201 with ``{"jobs": [...]}`` in
+        the body's order once all are stored; 200 with the same jobs when the
+        ``Idempotency-Key`` was already used. Any bad call refuses the whole batch.
+        """
+        gw = gateway()
+        _require_payload_type()
+        spec = _job_spec()
+        payloads = _batch_payloads(_read_body(min(gw.config.max_body, batch_body.MAX_BYTES)))
+        first_key = batch_keys(spec.idempotency_key, 1)[0]
+        existing, active = gw.store.admission(spec.tenant, first_key)
+        if existing is not None:
+            jobs = gw.store.find_batch(spec.tenant, spec.idempotency_key, len(payloads))
+            return {"jobs": [job.to_json() for job in jobs]}, 200
+        _check_python_version(spec.python_version, gw.dispatcher.cluster.python_versions)
+        if active + len(payloads) > gw.config.max_queued:
+            room = max(0, gw.config.max_queued - active)
+            raise _too_many_queued(gw.config.max_queued, room=room)
+        jobs, created = gw.store.create_many(spec, payloads)
+        if created:
+            gw.metrics.submitted.inc(len(jobs))
+            gw.dispatcher.submit_many(list(zip(jobs, payloads, strict=True)))
+        return {"jobs": [job.to_json() for job in jobs]}, 201 if created else 200
+
+
+def _batch_payloads(body: bytes) -> list[bytes]:
+    """The calls of a batch body, each checked like a single call's body; else 4xx."""
+    try:
+        views = batch_body.decode(body, batch_body.MAX_CALLS)
+    except batch_body.InvalidBatch as exc:
+        raise ApiError(400, "invalid_batch", f"{exc}; {BATCH_FORMAT}") from None
+    if not views:
+        raise ApiError(400, "invalid_batch", f"the batch holds no calls; {BATCH_FORMAT}")
+    for index, view in enumerate(views):
+        if len(view) > batch_body.MAX_CALL_BYTES:
+            raise ApiError(
+                413,
+                "call_too_large",
+                f"call {index} is {len(view)} bytes; a batch holds calls of up to "
+                f"{batch_body.MAX_CALL_BYTES} bytes: post larger ones alone to {JOBS_PATH}",
+            )
+        try:
+            if not len(view):
+                raise InvalidPayload("it is empty; send dill.dumps((func, args, kwargs))")
+            check_call_payload(view)
+        except InvalidPayload as exc:
+            raise ApiError(400, "invalid_payload", f"call {index}: {exc}") from None
+    return [bytes(view) for view in views]
 
 
 class JobItem(Resource):
@@ -269,6 +308,61 @@ class Health(Resource):
             "workers": len(cluster.workers),
         }
         return body, 200 if healthy else 503
+
+
+def _require_payload_type() -> None:
+    if request.mimetype != PAYLOAD_TYPE:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the dill bytes of (func, args, kwargs) with Content-Type: {PAYLOAD_TYPE}",
+        )
+
+
+def _job_spec() -> JobSpec:
+    """The submission's options, from its query and headers."""
+    return JobSpec(
+        tenant=tenant(),
+        name=params.job_name(request.args),
+        timeout=params.number(request.args, "timeout", default=None, low=0.001, high=MAX_TIMEOUT),
+        retries=params.integer(request.args, "retries", default=0, low=0, high=100),
+        python_version=request.headers.get(PYTHON_HEADER),
+        dill_version=request.headers.get(DILL_HEADER),
+        idempotency_key=_idempotency_key(),
+    )
+
+
+def _too_many_queued(max_queued: int, room: int | None = None) -> ApiError:
+    message = f"you may have {max_queued} queued or running jobs (see --max-queued)"
+    if room is not None:
+        message += f" and there is room for {room} more; send a smaller batch or"
+    message += " retry after some finish"
+    return ApiError(429, "too_many_queued_jobs", message, {"Retry-After": "2"})
+
+
+def _read_body(limit: int) -> bytes:
+    """The whole request body, at most ``limit`` bytes (413 past it, 400 if cut short)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    stream = _body_stream(length)
+    parts = []
+    size = 0
+    while length is None or size < length:
+        part = stream.read(1 << 20 if length is None else min(1 << 20, length - size))
+        if not part:
+            if length is not None:
+                raise ApiError(
+                    400,
+                    "incomplete_body",
+                    f"the body ended after {size} of {length} bytes; send the whole body",
+                )
+            break
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _job_headers(job: Job) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import compute_this
+from client_sdk import batch_body, compute_this
 from client_sdk import config as sdk_config
 from tests.stack import REPO, Stack, start_stack
 from tests.test_faults import TOKEN, Processes
@@ -135,6 +135,28 @@ def test_queued_jobs_per_tenant_are_limited_and_the_sdk_waits(secured: Stack):
         sdk_config._overrides.update(saved)
 
 
+def test_a_batch_past_the_queued_limit_is_refused_whole(secured: Stack):
+    grace = new_tenant(secured, "grace")
+    calls = [dill.dumps((abs, (-n,), {})) for n in range(MAX_QUEUED + 1)]
+    refused = requests.post(
+        secured.api("/batches"),
+        data=batch_body.encode(calls),
+        headers={**grace, **OCTET},
+        timeout=30,
+    )
+    assert refused.status_code == 429
+    assert f"room for {MAX_QUEUED} more" in refused.json()["message"]
+    listing = requests.get(secured.api("/jobs"), headers=grace, timeout=30).json()
+    assert listing["jobs"] == []  # nothing of it was stored
+    accepted = requests.post(
+        secured.api("/batches"),
+        data=batch_body.encode(calls[:MAX_QUEUED]),
+        headers={**grace, **OCTET},
+        timeout=30,
+    )
+    assert accepted.status_code == 201 and len(accepted.json()["jobs"]) == MAX_QUEUED
+
+
 def test_request_body_limit_is_a_413(tmp_path: Path):
     stack = start_stack(tmp_path / "save", workers=1, extra=["--max-body", "1000"])
     try:
@@ -151,6 +173,15 @@ def test_request_body_limit_is_a_413(tmp_path: Path):
         assert chunked.status_code == 413
         assert chunked.json()["error"] in ("payload_too_large", "request_entity_too_large")
         assert submit(stack, stack.headers()).status_code == 201
+        # A batch over the limit is sent again by the SDK in halves until it fits.
+        saved = dict(sdk_config._overrides)
+        client_sdk.configure(url=stack.url, token=stack.token)
+        try:
+            jobs = compute_this(abs).submit_many(range(-40, 0))
+            assert [job.result(timeout=60) for job in jobs] == list(range(40, 0, -1))
+        finally:
+            sdk_config._overrides.clear()
+            sdk_config._overrides.update(saved)
     finally:
         stack.stop()
 
