@@ -15,7 +15,7 @@ from benchmarks.workloads import burn, burn_iterations, nap
 from client_sdk import RemoteFunction, compute_this
 
 NAME = "scaling"
-SUBMITTERS = 16  # client threads posting jobs
+WAITERS = 16  # client threads long-polling for results
 
 
 def run(runner: Runner, sizes: Sizes) -> BenchResult:
@@ -122,11 +122,11 @@ def cpu_speedup_seconds(
 
 
 def run_jobs(function: RemoteFunction, args: list[Any]) -> tuple[float, list[str]]:
-    """Submit one job per argument from a few threads, then wait for all from them too;
-    (seconds, job ids)."""
-    with ThreadPoolExecutor(SUBMITTERS) as pool:
+    """Submit one job per argument with ``submit_many`` (as ``client.map`` submits them
+    all at once), then wait for all from a few threads; (seconds, job ids)."""
+    with ThreadPoolExecutor(WAITERS) as pool:
         start = time.perf_counter()
-        jobs = list(pool.map(function.submit, args))
+        jobs = function.submit_many(args)
         for _ in pool.map(lambda job: job.result(), jobs):
             pass
         elapsed = time.perf_counter() - start
