@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from client_sdk import batch_body, transport
 from client_sdk.errors import ApiError
 from client_sdk.job import Job
-from client_sdk.serialization import dumps_call
+from client_sdk.serialization import PickledFunction, dumps_call
 
 if TYPE_CHECKING:
     from client_sdk.decorator import RemoteFunction
@@ -26,9 +26,10 @@ def submit_many(function: RemoteFunction, items: Iterable[Any]) -> list[Job]:
     jobs: list[Job] = []
     pending: list[bytes] = []
     pending_bytes = 0
+    func = PickledFunction(function.func)
     for item in items:
         call = function(item)  # checks the argument against the signature
-        payload = dumps_call(function.func, call.args, call.kwargs)
+        payload = dumps_call(func, call.args, call.kwargs)
         if not isinstance(payload, bytes) or len(payload) > batch_body.MAX_CALL_BYTES:
             jobs.extend(post_batch(function, pending))
             pending, pending_bytes = [], 0

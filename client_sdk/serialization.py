@@ -80,6 +80,26 @@ def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes | Pickled:
     return bytes(pickled) if len(pickled) < JOIN_BELOW else pickled
 
 
+class PickledFunction:
+    """A function pickled once, to be put in the payloads of many calls.
+
+    It pickles as ``dill.loads(its bytes)``, so each payload unpickles to the function
+    as if it had been pickled there, without walking the function again per call (by
+    value that takes ~0.4 ms; this, ~20 us).
+    """
+
+    def __init__(self, func: Any) -> None:
+        with _dumps_lock:
+            _state.by_value = True
+            try:
+                self.data = dill.dumps(func, protocol=5, recurse=True)
+            finally:
+                _state.by_value = False
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return dill.loads, (self.data,)
+
+
 def loads_result(data: bytes | memoryview) -> Any:
     """A job's result from its bytes; large arrays are views of ``data``, not copies."""
     return load_buffers(data)

@@ -123,6 +123,12 @@ def test_submit_many_queues_one_job_per_item(sdk: Stack):
     assert {info["name"] for info in infos} == {"square"}
 
 
+def test_submit_many_ships_a_closure_once_for_all_its_calls(sdk: Stack):
+    offset = 100
+    add = compute_this(lambda x: x + offset)
+    assert [job.result(timeout=60) for job in add.submit_many([1, 2, 3])] == [101, 102, 103]
+
+
 def test_submit_many_posts_a_large_call_on_its_own(sdk: Stack):
     items = [b"a", b"b" * (2 * batch_body.MAX_CALL_BYTES), b"c"]
     jobs = compute_this(len).submit_many(items)
