@@ -363,10 +363,9 @@ class JobStore:
         try:
             with self._transaction() as db:
                 for payload, key in zip(payloads, keys, strict=True):
-                    job_id, size = uuid.uuid4().hex, len(payload)
-                    seq = self._insert_row(db, job_id, spec, key, size, payload, created_at)
-                    item = replace(spec, idempotency_key=key)
-                    jobs.append(_new_job(item, job_id, seq, created_at, size))
+                    job_id, item = uuid.uuid4().hex, replace(spec, idempotency_key=key)
+                    seq = self._insert_row(db, job_id, item, len(payload), payload, created_at)
+                    jobs.append(_new_job(item, job_id, seq, created_at, len(payload)))
         except sqlite3.IntegrityError:
             existing = self.find_batch(spec.tenant, spec.idempotency_key, len(payloads))
             if not existing:
@@ -423,9 +422,7 @@ class JobStore:
         created_at = time.time()
         inline = staged.data if staged.inline else None
         with self._transaction() as db:
-            seq = self._insert_row(
-                db, staged.job_id, spec, spec.idempotency_key, staged.size, inline, created_at
-            )
+            seq = self._insert_row(db, staged.job_id, spec, staged.size, inline, created_at)
         return seq, created_at
 
     @staticmethod
@@ -433,11 +430,11 @@ class JobStore:
         db: sqlite3.Connection,
         job_id: str,
         spec: JobSpec,
-        key: str | None,
         size: int,
         inline: bytes | memoryview | None,
         created_at: float,
     ) -> int:
+        """Insert one queued job's row (in the caller's transaction); returns its ``seq``."""
         cursor = db.execute(
             "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
             " python_version, dill_version, payload_size, idempotency_key, payload)"
@@ -453,7 +450,7 @@ class JobStore:
                 spec.python_version,
                 spec.dill_version,
                 size,
-                key,
+                spec.idempotency_key,
                 inline,
             ),
         )

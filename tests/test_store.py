@@ -1029,3 +1029,24 @@ def test_expiry_and_delete_drop_inline_bytes(inline_store: JobStore):
     assert inline_store.delete(gone.id)
     with pytest.raises(FileNotFoundError):
         inline_store.open_result(gone.id)
+
+
+def test_create_many_stores_a_batch_in_its_rows_under_numbered_keys(inline_store: JobStore):
+    spec = JobSpec(tenant="alice", name="sweep", retries=2, idempotency_key="b")
+    jobs, created = inline_store.create_many(spec, [b"one", b"two", b"three"])
+    assert created
+    assert [inline_store.read_payload(job.id) for job in jobs] == [b"one", b"two", b"three"]
+    assert [job.idempotency_key for job in jobs] == ["b#0", "b#1", "b#2"]
+    assert [inline_store.get(job.id) for job in jobs] == jobs  # as they were stored
+    assert files(inline_store.payload_dir) == []
+    # The same key again (a retried request) creates nothing and returns the batch.
+    again, created = inline_store.create_many(spec, [b"one", b"two", b"three"])
+    assert not created and [job.id for job in again] == [job.id for job in jobs]
+    assert inline_store.find_batch("bob", "b", 3) == []
+    assert inline_store.admission("alice", None) == (None, 3)
+
+
+def test_create_many_refuses_a_payload_too_large_for_a_row(inline_store: JobStore):
+    with pytest.raises(ValueError, match="over"):
+        inline_store.create_many(JobSpec(tenant="alice"), [b"x" * (INLINE_LIMIT + 1)])
+    assert inline_store.admission("alice", None) == (None, 0)
