@@ -22,8 +22,26 @@ if TYPE_CHECKING:
 
 
 def submit_many(function: RemoteFunction, items: Iterable[Any]) -> list[Job]:
-    """Queue ``function(item)`` for each item; the jobs in input order."""
+    """Queue ``function(item)`` for each item; the jobs in input order.
+
+    If a request fails, the jobs that earlier ones queued keep running: the exception's
+    notes give their ids (``Job.from_id`` reattaches to them).
+    """
     jobs: list[Job] = []
+    try:
+        _submit_all(function, items, jobs)
+    except Exception as exc:
+        if jobs:
+            exc.add_note(
+                f"{len(jobs)} of the items were already queued as jobs (in input order): "
+                + ", ".join(job.id for job in jobs)
+            )
+        raise
+    return jobs
+
+
+def _submit_all(function: RemoteFunction, items: Iterable[Any], jobs: list[Job]) -> None:
+    """Queue the items' jobs, appending each to ``jobs`` once it is queued."""
     pending: list[bytes] = []
     pending_bytes = 0
     func = PickledFunction(function.func)
@@ -31,25 +49,25 @@ def submit_many(function: RemoteFunction, items: Iterable[Any]) -> list[Job]:
         call = function(item)  # checks the argument against the signature
         payload = dumps_call(func, call.args, call.kwargs)
         if not isinstance(payload, bytes) or len(payload) > batch_body.MAX_CALL_BYTES:
-            jobs.extend(post_batch(function, pending))
+            post_batch(function, pending, jobs)
             pending, pending_bytes = [], 0
             info = function.post_payload(payload).json()
             jobs.append(Job(info["id"], info))
             continue
         size = batch_body.LENGTH_BYTES + len(payload)
         if len(pending) == batch_body.MAX_CALLS or pending_bytes + size > batch_body.MAX_BYTES:
-            jobs.extend(post_batch(function, pending))
+            post_batch(function, pending, jobs)
             pending, pending_bytes = [], 0
         pending.append(payload)
         pending_bytes += size
-    jobs.extend(post_batch(function, pending))
-    return jobs
+    post_batch(function, pending, jobs)
 
 
-def post_batch(function: RemoteFunction, payloads: list[bytes]) -> list[Job]:
-    """Post pickled calls of ``function`` as one batch (in halves if it is too large)."""
+def post_batch(function: RemoteFunction, payloads: list[bytes], jobs: list[Job]) -> None:
+    """Post pickled calls of ``function`` as one batch (in halves if it is too large),
+    appending their jobs to ``jobs``."""
     if not payloads:
-        return []
+        return
     try:
         reply = transport.request(
             "POST",
@@ -66,5 +84,7 @@ def post_batch(function: RemoteFunction, payloads: list[bytes]) -> list[Job]:
         if exc.status != 413 or len(payloads) == 1:
             raise
         half = len(payloads) // 2
-        return post_batch(function, payloads[:half]) + post_batch(function, payloads[half:])
-    return [Job(info["id"], info) for info in reply.json()["jobs"]]
+        post_batch(function, payloads[:half], jobs)
+        post_batch(function, payloads[half:], jobs)
+        return
+    jobs.extend(Job(info["id"], info) for info in reply.json()["jobs"])

@@ -333,10 +333,15 @@ def _job_spec() -> JobSpec:
 
 
 def _too_many_queued(max_queued: int, room: int | None = None) -> ApiError:
-    message = f"you may have {max_queued} queued or running jobs (see --max-queued)"
-    if room is not None:
-        message += f" and there is room for {room} more; send a smaller batch or"
-    message += " retry after some finish"
+    """429: the tenant's queue is full (``room``: how many more a batch could have held)."""
+    limit = f"{max_queued} queued or running jobs (see --max-queued)"
+    if room is None:
+        message = f"you already have {limit}; retry after some finish"
+    else:
+        message = (
+            f"you may have {limit} and there is room for {room} more: send a smaller "
+            "batch, or retry after some finish"
+        )
     return ApiError(429, "too_many_queued_jobs", message, {"Retry-After": "2"})
 
 

@@ -179,6 +179,14 @@ def test_request_body_limit_is_a_413(tmp_path: Path):
         try:
             jobs = compute_this(abs).submit_many(range(-40, 0))
             assert [job.result(timeout=60) for job in jobs] == list(range(40, 0, -1))
+            # A call that no batch can carry fails; the jobs queued before it are named.
+            with pytest.raises(client_sdk.ApiError) as refused:
+                compute_this(len).submit_many([b"a", b"x" * 5000])
+            assert refused.value.status == 413
+            note = "\n".join(refused.value.__notes__)
+            assert "1 of the items were already queued as jobs" in note
+            queued = client_sdk.Job.from_id(note.rsplit(" ", 1)[-1])
+            assert queued.result(timeout=60) == 1
         finally:
             sdk_config._overrides.clear()
             sdk_config._overrides.update(saved)
