@@ -11,8 +11,10 @@ _NAME_UNSAFE = re.compile(r"[^\w .:@+-]")
 
 
 def number(args: dict, key: str, *, default: float | None, low: float, high: float) -> float | None:
+    """``key``'s value as a float in [low, high]; ``default`` when it is absent. An empty
+    value (``?wait=``) is not a number: 400, like any other."""
     raw = args.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = float(raw)
@@ -26,8 +28,9 @@ def number(args: dict, key: str, *, default: float | None, low: float, high: flo
 
 
 def integer(args: dict, key: str, *, default: int, low: int, high: int) -> int:
+    """``key``'s value as an int in [low, high]; ``default`` when it is absent."""
     raw = args.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -41,8 +44,9 @@ def integer(args: dict, key: str, *, default: int, low: int, high: int) -> int:
 
 
 def choice(args: dict, key: str, options: tuple[str, ...]) -> str | None:
+    """``key``'s value, one of ``options``; None when it is absent."""
     raw = args.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if raw not in options:
         raise ApiError(

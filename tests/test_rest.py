@@ -185,6 +185,8 @@ def test_bad_submit_options_are_400(stack: Stack, params: dict):
         (f"/jobs/{'0' * 32}/result", {"wait": "forever"}),
         (f"/jobs/{'0' * 32}/result", {"wait": "-3"}),
         (f"/jobs/{'0' * 32}/result", {"wait": "nan"}),
+        (f"/jobs/{'0' * 32}/result", {"wait": ""}),  # empty is not a number
+        ("/jobs", {"limit": ""}),
     ],
 )
 def test_bad_query_values_are_400(stack: Stack, path: str, params: dict):
