@@ -3,7 +3,8 @@
 Calls are pickled one by one and sent to ``POST /batches`` (see
 :mod:`client_sdk.batch_body`) up to ``MAX_CALLS`` calls or ``MAX_BYTES`` per request.
 A call too large for a batch is posted on its own to ``POST /jobs``. A batch the
-gateway finds too large (a ``--max-body`` below ``MAX_BYTES``) is sent again in halves.
+gateway finds too large (a ``--max-body`` below ``MAX_BYTES``, or more calls than its
+``--max-queued``) is sent again in halves.
 """
 
 from __future__ import annotations

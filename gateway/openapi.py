@@ -611,8 +611,10 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                     "413": _json(
                         _schema("Error"),
                         "The body is larger than the batch limit or this gateway's "
-                        "`--max-body` (`payload_too_large`), or a call is over the size a "
-                        "batch takes (`call_too_large`: post it alone to `/jobs`).",
+                        "`--max-body` (`payload_too_large`), a call is over the size a "
+                        "batch takes (`call_too_large`: post it alone to `/jobs`), or the "
+                        "batch holds more calls than `--max-queued` lets a tenant queue at "
+                        "once (`batch_too_large`: send smaller batches).",
                     ),
                     "415": _response("UnsupportedMediaType"),
                     "429": _response("TooManyQueuedJobs"),

@@ -163,6 +163,14 @@ class JobBatch(Resource):
         _require_payload_type()
         spec = _job_spec()
         payloads = _batch_payloads(_read_body(min(gw.config.max_body, batch_body.MAX_BYTES)))
+        if len(payloads) > gw.config.max_queued:  # would never fit: a 429 would be retried
+            raise ApiError(
+                413,
+                "batch_too_large",
+                f"the batch holds {len(payloads)} calls and a tenant may have at most "
+                f"{gw.config.max_queued} queued or running jobs (see --max-queued): send at "
+                f"most {gw.config.max_queued} calls per batch",
+            )
         first_key = batch_keys(spec.idempotency_key, 1)[0]
         existing, active = gw.store.admission(spec.tenant, first_key)
         if existing is not None:
