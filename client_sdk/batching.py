@@ -9,7 +9,6 @@ gateway finds too large (a ``--max-body`` below ``MAX_BYTES``, or more calls tha
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +51,7 @@ def _submit_all(function: RemoteFunction, items: Iterable[Any], jobs: list[Job])
         if not isinstance(payload, bytes) or len(payload) > batch_body.MAX_CALL_BYTES:
             post_batch(function, pending, jobs)
             pending, pending_bytes = [], 0
-            info = function.post_payload(payload).json()
+            info = transport.post_call("/jobs", payload, function.options()).json()
             jobs.append(Job(info["id"], info))
             continue
         size = batch_body.LENGTH_BYTES + len(payload)
@@ -70,17 +69,8 @@ def post_batch(function: RemoteFunction, payloads: list[bytes], jobs: list[Job])
     if not payloads:
         return
     try:
-        reply = transport.request(
-            "POST",
-            "/batches",
-            params=function.options(),
-            data=batch_body.encode(payloads),
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Idempotency-Key": uuid.uuid4().hex,
-            },
-            timeout=60,
-        )
+        body = batch_body.encode(payloads)
+        reply = transport.post_call("/batches", body, function.options(), timeout=60)
     except ApiError as exc:
         if exc.status != 413 or len(payloads) == 1:
             raise

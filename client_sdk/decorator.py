@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from client_sdk import transport
 from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
-from client_sdk.pickling import Pickled
 from client_sdk.serialization import dumps_call
 
 
@@ -96,21 +94,8 @@ class RemoteFunction:
 
     def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> transport.Reply:
         self._check_arguments(args, kwargs)
-        return self.post_payload(dumps_call(self.func, args, kwargs), wait)
-
-    def post_payload(self, payload: bytes | Pickled, wait: float | None = None) -> transport.Reply:
-        """``POST /jobs`` with one pickled call of this function (checked by the caller)."""
-        return transport.request(
-            "POST",
-            "/jobs",
-            params=self.options(wait),
-            data=payload,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Idempotency-Key": uuid.uuid4().hex,
-            },
-            timeout=(wait or 0) + 30,
-        )
+        payload = dumps_call(self.func, args, kwargs)
+        return transport.post_call("/jobs", payload, self.options(wait), timeout=(wait or 0) + 30)
 
     def map(
         self,

@@ -22,7 +22,6 @@ import math
 import queue
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice, repeat
 from typing import TYPE_CHECKING, Any
@@ -136,16 +135,7 @@ class ChunkSender:
         params: dict[str, Any] = {"name": f"{self.function.name or 'function'} map:{count}"[:200]}
         if self.function.timeout is not None:
             params["timeout"] = min(MAX_JOB_TIMEOUT, self.function.timeout * count)
-        response = transport.request(
-            "POST",
-            "/jobs",
-            params=params,
-            data=payload,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Idempotency-Key": uuid.uuid4().hex,
-            },
-        )
+        response = transport.post_call("/jobs", payload, params)
         info = response.json()
         return Job(info["id"], info)
 

@@ -8,12 +8,14 @@ import the caller's files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import importlib
 import os
 import sys
 import sysconfig
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import dill
@@ -71,13 +73,21 @@ def dumps_call(func: Any, args: tuple, kwargs: dict) -> bytes | Pickled:
     detection of a function's globals swaps ``sys.stdout`` for the whole process,
     which is not safe from several threads.
     """
+    with _pickling_by_value():
+        pickled = dump_buffers((func, args, kwargs), index=True, recurse=True)
+    return bytes(pickled) if len(pickled) < JOIN_BELOW else pickled
+
+
+@contextlib.contextmanager
+def _pickling_by_value() -> Iterator[None]:
+    """Ship the caller's own modules' functions and classes by value, one thread at a
+    time (see :func:`dumps_call`)."""
     with _dumps_lock:
         _state.by_value = True
         try:
-            pickled = dump_buffers((func, args, kwargs), index=True, recurse=True)
+            yield
         finally:
             _state.by_value = False
-    return bytes(pickled) if len(pickled) < JOIN_BELOW else pickled
 
 
 class PickledFunction:
@@ -89,12 +99,8 @@ class PickledFunction:
     """
 
     def __init__(self, func: Any) -> None:
-        with _dumps_lock:
-            _state.by_value = True
-            try:
-                self.data = dill.dumps(func, protocol=5, recurse=True)
-            finally:
-                _state.by_value = False
+        with _pickling_by_value():
+            self.data = dill.dumps(func, protocol=5, recurse=True)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         return dill.loads, (self.data,)

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -120,6 +121,24 @@ def request(
         if reply.status >= 400:
             raise _api_error(reply)
         return reply
+
+
+def post_call(
+    path: str,
+    data: bytes | Pickled,
+    params: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> Reply:
+    """POST pickled bytes under a fresh ``Idempotency-Key``, so that a connection error
+    is retried without creating the job(s) twice."""
+    return request(
+        "POST",
+        path,
+        params=params,
+        data=data,
+        headers={"Content-Type": "application/octet-stream", "Idempotency-Key": uuid.uuid4().hex},
+        timeout=timeout,
+    )
 
 
 def _exchange(

@@ -11,17 +11,11 @@ import requests
 
 from client_sdk import batch_body, compute_this
 from tests.stack import Stack
-from tests.test_rest import OCTET, assert_json_error, body, result
+from tests.test_rest import assert_json_error, body, post, result
 
 
 def post_batch(stack: Stack, data: bytes, params=None, headers=None) -> requests.Response:
-    return requests.post(
-        stack.api("/batches"),
-        data=data,
-        params=params,
-        headers={**stack.headers(), **OCTET, **(headers or {})},
-        timeout=30,
-    )
+    return post(stack, data, params, headers, path="/batches")
 
 
 def newest_job(stack: Stack) -> str | None:
@@ -70,10 +64,7 @@ def test_a_retried_batch_returns_the_same_jobs(stack: Stack):
         job["id"] for job in second.json()["jobs"]
     ]
     # The key of a batch does not stop a single job from using the same key.
-    single = requests.post(
-        stack.api("/jobs"), data=body(abs, -3), headers={**stack.headers(), **OCTET, **key}
-    )
-    assert single.status_code == 201
+    assert post(stack, body(abs, -3), headers=key).status_code == 201
 
 
 @pytest.mark.parametrize(

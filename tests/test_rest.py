@@ -22,9 +22,12 @@ def body(func, *args, **kwargs) -> bytes:
     return dill.dumps((func, args, kwargs), recurse=True)
 
 
-def post(stack: Stack, data: bytes, params=None, headers=None) -> requests.Response:
+def post(
+    stack: Stack, data: bytes, params=None, headers=None, path: str = "/jobs"
+) -> requests.Response:
+    """POST a body (as ``application/octet-stream``) with the stack's token, or ``headers``'."""
     return requests.post(
-        stack.api("/jobs"),
+        stack.api(path),
         data=data,
         params=params,
         headers={**stack.headers(), **OCTET, **(headers or {})},

@@ -18,6 +18,7 @@ from client_sdk import batch_body, compute_this
 from client_sdk import config as sdk_config
 from tests.stack import REPO, Stack, start_stack
 from tests.test_faults import TOKEN, Processes
+from tests.test_rest import post
 
 MAX_QUEUED = 2
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -136,12 +137,7 @@ def test_queued_jobs_per_tenant_are_limited_and_the_sdk_waits(secured: Stack):
 
 
 def post_batch(stack: Stack, headers: dict[str, str], calls: list[bytes]) -> requests.Response:
-    return requests.post(
-        stack.api("/batches"),
-        data=batch_body.encode(calls),
-        headers={**headers, **OCTET},
-        timeout=30,
-    )
+    return post(stack, batch_body.encode(calls), headers=headers, path="/batches")
 
 
 def test_a_batch_past_the_queued_limit_is_refused_whole(secured: Stack):
