@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.config import Sizes
@@ -12,10 +11,9 @@ from benchmarks.harness import Harness, Runner
 from benchmarks.jobs import job_records
 from benchmarks.results import BenchResult, Row, ratio, timed
 from benchmarks.workloads import burn, burn_iterations, nap
-from client_sdk import RemoteFunction, compute_this
+from client_sdk import RemoteFunction, compute_this, gather
 
 NAME = "scaling"
-WAITERS = 16  # client threads long-polling for results
 
 
 def run(runner: Runner, sizes: Sizes) -> BenchResult:
@@ -122,14 +120,13 @@ def cpu_speedup_seconds(
 
 
 def run_jobs(function: RemoteFunction, args: list[Any]) -> tuple[float, list[str]]:
-    """Submit one job per argument with ``submit_many`` (as ``client.map`` submits them
-    all at once), then wait for all from a few threads; (seconds, job ids)."""
-    with ThreadPoolExecutor(WAITERS) as pool:
-        start = time.perf_counter()
-        jobs = function.submit_many(args)
-        for _ in pool.map(lambda job: job.result(), jobs):
-            pass
-        elapsed = time.perf_counter() - start
+    """Submit one job per argument with ``submit_many`` and collect their results with
+    ``gather``, as direct Dask does with ``client.map`` and ``client.gather``;
+    (seconds, job ids)."""
+    start = time.perf_counter()
+    jobs = function.submit_many(args)
+    gather(jobs)
+    elapsed = time.perf_counter() - start
     return elapsed, [job.id for job in jobs]
 
 

@@ -1,5 +1,6 @@
 """The computethis SDK: ``@compute_this`` runs a function on the cluster over HTTP."""
 
+from client_sdk.collect import as_completed, gather
 from client_sdk.config import configure
 from client_sdk.decorator import DeferredCall, RemoteFunction, compute_this
 from client_sdk.errors import (
@@ -32,6 +33,8 @@ __all__ = [
     "SerializationError",
     "UntrustedCertificate",
     "WorkerDied",
+    "as_completed",
     "compute_this",
     "configure",
+    "gather",
 ]

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from client_sdk import transport
-from client_sdk.errors import JobCancelled, ResultTimeout
+from client_sdk.errors import ApiError, JobCancelled, ResultTimeout
 from client_sdk.serialization import loads_result, rebuild_exception
 
 POLL_WAIT = 30.0  # seconds per long-poll request
@@ -19,6 +19,8 @@ class Job:
     def __init__(self, job_id: str, info: dict[str, Any] | None = None) -> None:
         self.id = job_id
         self._info = info or {}
+        # (job JSON, result bytes) once collected by as_completed / gather
+        self._outcome: tuple[dict[str, Any], bytes | memoryview] | None = None
 
     @classmethod
     def from_id(cls, job_id: str) -> Job:
@@ -43,6 +45,8 @@ class Job:
         Waits by long-polling (no sleep loop). With ``timeout``, raises
         :class:`ResultTimeout` if the job is not done in time; the job keeps running.
         """
+        if self._outcome is not None:  # already collected by as_completed or gather
+            return self.outcome_of(*self._outcome)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = (
@@ -70,11 +74,20 @@ class Job:
         if response.headers.get("Content-Type", "").startswith("application/octet-stream"):
             return True, loads_result(response.content)
         body = response.json()
-        if body.get("status") == "cancelled":
-            raise JobCancelled(f"job {self.id} was cancelled")
-        if body.get("status") == "failed":
-            raise rebuild_exception(body)
+        if body.get("status") in ("cancelled", "failed"):
+            self.outcome_of(body)
         return False, None
+
+    def outcome_of(self, info: dict[str, Any], result: bytes | memoryview = b"") -> Any:
+        """The result of a done job from its JSON and result bytes, or raise its error."""
+        refusal = info.get("refusal")
+        if refusal:
+            raise ApiError(refusal["status"], refusal["error"], refusal["message"])
+        if info.get("status") == "cancelled":
+            raise JobCancelled(f"job {self.id} was cancelled")
+        if info.get("status") == "failed":
+            raise rebuild_exception(info)
+        return loads_result(result)
 
     def cancel(self) -> str:
         """Cancel the job if it is queued or running; returns its status afterwards.

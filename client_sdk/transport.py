@@ -47,17 +47,55 @@ _local = threading.local()
 
 @dataclass
 class Reply:
-    """A gateway response, read whole.
+    """A gateway response, read whole; or, for a streamed one, still to be read.
 
-    ``content`` is bytes, or for a large result body a writable memoryview.
+    ``content`` is bytes, or for a large result body a writable memoryview. A reply
+    to ``request(..., stream=True)`` has an empty ``content``: read its body with
+    :meth:`read_exactly`, then :meth:`close` it.
     """
 
     status: int
     headers: urllib3.HTTPHeaderDict
     content: bytes | memoryview
+    stream: urllib3.BaseHTTPResponse | None = None
 
     def json(self) -> Any:
         return json.loads(self.content)
+
+    def read_exactly(self, size: int) -> bytes | memoryview:
+        """The next ``size`` bytes of a streamed body (a writable memoryview for a
+        large read); ProtocolError if the body ends first, ReadTimeoutError if the
+        gateway falls silent."""
+        assert self.stream is not None
+        raw = self.stream._fp  # type: ignore[attr-defined]  # see _read_large
+        if size > LARGE_BODY:
+            view = memoryview(mmap.mmap(-1, size))
+            _read_into(raw, view)
+            return view
+        data = bytearray(size)
+        _read_into(raw, memoryview(data))
+        return bytes(data)
+
+    def at_end(self) -> bool:
+        """True if a streamed body has ended (no byte left to read)."""
+        assert self.stream is not None
+        raw = self.stream._fp  # type: ignore[attr-defined]
+        try:
+            return not raw.peek(1)
+        except TimeoutError as exc:
+            raise ReadTimeoutError(None, "", f"read timed out ({exc})") from exc
+        except OSError as exc:
+            raise ProtocolError(f"the connection broke while reading the reply ({exc})") from exc
+
+    def close(self, finished: bool = False) -> None:
+        """Done with a streamed reply: keep the connection if the body was read to its
+        end (``finished``), drop it otherwise."""
+        if self.stream is None:
+            return
+        if finished:
+            self.stream.release_conn()
+        else:
+            self.stream.close()
 
 
 def request(
@@ -66,32 +104,40 @@ def request(
     *,
     params: dict[str, Any] | None = None,
     data: bytes | Pickled | None = None,
+    json_body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
     config: Settings | None = None,
+    stream: bool = False,
+    safe: bool = False,
 ) -> Reply:
     """Send a request, retrying connection errors with backoff for up to ``RETRY_FOR`` s.
 
-    A POST is only retried when it carries an ``Idempotency-Key`` (the gateway then
-    answers a repeat with the job it already created). Error statuses raise ApiError.
+    A POST is only retried when it is ``safe`` (it changes nothing) or carries an
+    ``Idempotency-Key`` (the gateway then answers a repeat with the job it already
+    created). Error statuses raise ApiError. With ``stream``, a successful reply's body
+    is left to read (see :class:`Reply`).
     """
     config = config or settings()
     all_headers = {**HEADERS, **(headers or {})}
     if config.token:
         all_headers["Authorization"] = f"Bearer {config.token}"
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        all_headers["Content-Type"] = "application/json"
     if data is not None:
         all_headers["Content-Length"] = str(len(data))
     url = f"{config.url}{API}{path}"
     query = {key: value for key, value in (params or {}).items() if value is not None}
     if query:
         url = f"{url}?{urlencode(query)}"
-    retry = method != "POST" or "Idempotency-Key" in all_headers
+    retry = safe or method != "POST" or "Idempotency-Key" in all_headers
     deadline = time.monotonic() + RETRY_FOR
     busy_deadline = time.monotonic() + BUSY_RETRY_FOR
     delay = 0.05
     while True:
         try:
-            reply = _exchange(_pool(config), method, url, data, all_headers, timeout)
+            reply = _exchange(_pool(config), method, url, data, all_headers, timeout, stream)
         except SSLError as exc:
             # Not a passing fault: retrying would fail the same way.
             raise UntrustedCertificate(
@@ -148,8 +194,10 @@ def _exchange(
     data: bytes | Pickled | None,
     headers: dict[str, str],
     timeout: float,
+    stream: bool = False,
 ) -> Reply:
-    """One request and its whole body, read in one call (not in small blocks)."""
+    """One request and its whole body, read in one call (not in small blocks); with
+    ``stream``, a successful reply's body is not read."""
     response = pool.request(
         method,
         url,
@@ -160,6 +208,8 @@ def _exchange(
         redirect=False,
         preload_content=False,
     )
+    if stream and response.status < 400:
+        return Reply(response.status, response.headers, b"", response)
     try:
         content = _read_large(response)
         if content is None:
@@ -190,6 +240,13 @@ def _read_large(response: urllib3.BaseHTTPResponse) -> memoryview | None:
     ):
         return None
     view = memoryview(mmap.mmap(-1, int(length)))  # pages untouched until read into
+    _read_into(raw, view)
+    return view
+
+
+def _read_into(raw: Any, view: memoryview) -> None:
+    """Fill ``view`` from the standard library response ``raw`` (which undoes chunked
+    encoding), reporting errors as urllib3 does, so that callers handle them alike."""
     done = 0
     try:
         while done < len(view):
@@ -197,11 +254,10 @@ def _read_large(response: urllib3.BaseHTTPResponse) -> memoryview | None:
             if not count:
                 raise ProtocolError(f"the reply ended after {done} of {len(view)} bytes")
             done += count
-    except TimeoutError as exc:  # as urllib3 reports them, so request() handles them alike
+    except TimeoutError as exc:
         raise ReadTimeoutError(None, "", f"read timed out ({exc})") from exc
     except OSError as exc:
         raise ProtocolError(f"the connection broke while reading the reply ({exc})") from exc
-    return view
 
 
 def _pool(config: Settings) -> urllib3.PoolManager:

@@ -57,6 +57,7 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     api = JsonApi(app, catch_all_404s=True)
     api.add_resource(resources.JobList, resources.JOBS_PATH, endpoint="jobs")
     api.add_resource(resources.JobBatch, resources.BATCH_PATH, endpoint="batch")
+    api.add_resource(resources.JobResults, resources.RESULTS_PATH, endpoint="results")
     api.add_resource(resources.JobItem, f"{resources.JOBS_PATH}/<string:job_id>", endpoint="job")
     api.add_resource(resources.JobCancel, f"{API}/jobs/<string:job_id>/cancel", endpoint="cancel")
     api.add_resource(resources.JobResult, f"{API}/jobs/<string:job_id>/result", endpoint="result")

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask_restful import Resource
 
-from client_sdk import batch_body
+from client_sdk import batch_body, outcome_frames
 from gateway.config import GatewayConfig
 from gateway.context import gateway
 from gateway.resources import (
@@ -242,6 +242,19 @@ def _schemas() -> dict[str, Schema]:
                     "nullable": True,
                     "description": "Pass it back as `cursor` for the next page; null on "
                     "the last page.",
+                },
+            },
+        },
+        "JobIds": {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {
+                "jobs": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "maxItems": outcome_frames.MAX_JOBS,
+                    "description": "Ids of the caller's jobs; an id listed twice is answered once.",
                 },
             },
         },
@@ -618,6 +631,51 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                     ),
                     "415": _response("UnsupportedMediaType"),
                     "429": _response("TooManyQueuedJobs"),
+                },
+            },
+        },
+        "/results": {
+            "post": {
+                "operationId": "streamResults",
+                "tags": ["jobs"],
+                "summary": "Wait for several jobs, each outcome streamed as its job is done",
+                "description": "Answers at once with a stream that carries each listed "
+                "job's outcome as soon as the job is done (finished, failed, cancelled or "
+                "expired), in the order they are done, one frame per job. The stream ends "
+                "when every job has been sent or `wait` has passed; jobs not done by then "
+                "are left out: ask again for those. A frame is two 8-byte big-endian "
+                "unsigned lengths J and R, then J bytes of the job's JSON (as `GET "
+                "/jobs/{job_id}` answers it, plus `exception` for a failed job, or "
+                "`refusal`: `{status, error, message}` when the result can no longer be "
+                "had, as `result_expired`), then R bytes: the dill bytes of a finished "
+                "job's return value (R is 0 otherwise).",
+                "parameters": [_param("Wait")],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _schema("JobIds")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The stream of outcome frames (possibly none, if "
+                        "no job was done within `wait`).",
+                        "content": {
+                            outcome_frames.MEDIA_TYPE: {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "400": _json(
+                        _schema("Error"),
+                        "`wait` is invalid (`invalid_parameter`), or the body is not a "
+                        f"JSON object whose `jobs` lists 1 to {outcome_frames.MAX_JOBS} "
+                        "job ids (`invalid_body`).",
+                    ),
+                    "401": _response("Unauthorized"),
+                    "404": _response("JobNotFound"),
+                    "415": _json(
+                        _schema("Error"),
+                        "The body was not sent as `Content-Type: application/json`.",
+                    ),
                 },
             },
         },

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import base64
 from typing import IO, Any
 
-from flask import Response, request, send_file
+from flask import Response, request
 from flask_restful import Resource
 
-from client_sdk import batch_body
+from client_sdk import batch_body, outcome_frames
 from gateway import params
 from gateway.context import gateway, is_admin, tenant
 from gateway.errors import ApiError, not_found
+from gateway.outcomes import (
+    PAYLOAD_TYPE,
+    job_json_with_exception,
+    outcome_response,
+    stream_outcomes,
+)
 from gateway.payload import InvalidPayload, check_call_payload
 from gateway.store import (
     ACTIVE,
-    EXPIRED,
-    FINISHED,
     STATUSES,
     IncompleteBody,
     Job,
@@ -25,7 +28,6 @@ from gateway.store import (
     batch_keys,
 )
 
-PAYLOAD_TYPE = "application/octet-stream"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 JOB_HEADER = "X-Computethis-Job"
 PYTHON_HEADER = "X-Computethis-Python"
@@ -33,6 +35,7 @@ DILL_HEADER = "X-Computethis-Dill"
 MAX_TIMEOUT = 30 * 24 * 3600.0
 JOBS_PATH = "/api/v1/jobs"
 BATCH_PATH = "/api/v1/batches"
+RESULTS_PATH = "/api/v1/results"
 BATCH_FORMAT = "send each call's dill bytes after its length as 8 bytes, big-endian"
 
 
@@ -247,45 +250,47 @@ class JobResult(Resource):
         return outcome_response(job, result) or (job.to_json(), 202)
 
 
-def outcome_response(
-    job: Job, result: bytes | None = None
-) -> Response | tuple[dict[str, Any], int] | None:
-    """A done job's outcome: result bytes, or its JSON with the error; None if not done.
+class JobResults(Resource):
+    def post(self) -> Response:
+        """Wait for several jobs and stream each one's outcome as soon as it is done.
 
-    ``result`` is the result when it was read from the job's row with the job
-    (:func:`own_job_with_result`): answered from memory, without ``send_file``.
-    """
-    gw = gateway()
-    if job.status == EXPIRED:
+        The body is ``{"jobs": [id, ...]}`` (at most 10,000 ids, all the caller's). The
+        answer is a stream of frames (:mod:`client_sdk.outcome_frames`) in the order
+        the jobs finish; it ends when every job is sent or ``?wait=SECONDS`` (default
+        0: only the jobs already done) has passed.
+        """
+        gw = gateway()
+        wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
+        job_ids = _requested_job_ids()
+        found = gw.store.get_many(job_ids)
+        for job_id in job_ids:
+            _owned(job_id, found.get(job_id))
+        frames = stream_outcomes(gw.store, gw.waiters, job_ids, wait, gw.config.result_ttl)
+        return Response(frames, mimetype=outcome_frames.MEDIA_TYPE)
+
+
+def _requested_job_ids() -> list[str]:
+    """The ``jobs`` list of a JSON body (400 unless it is 1 to MAX_JOBS job ids)."""
+    if request.mimetype != "application/json":
         raise ApiError(
-            410,
-            "result_expired",
-            f"job {job.id} finished more than {gw.config.result_ttl:g} s ago and its "
-            "result was removed (see --result-ttl); submit it again",
+            415,
+            "unsupported_media_type",
+            'send {"jobs": [job ids]} with Content-Type: application/json',
         )
-    if job.status == FINISHED:
-        if result is not None:
-            response = Response(result, mimetype=PAYLOAD_TYPE)
-            response.headers["Cache-Control"] = "no-cache"  # as send_file answers
-            return response
-        try:
-            stored = gw.store.open_result(job.id)
-        except FileNotFoundError:
-            raise not_found(job.id) from None
-        response = send_file(stored, mimetype=PAYLOAD_TYPE, conditional=False, etag=False)
-        response.content_length = job.result_size  # not chunked: clients read it in one go
-        return response
-    if job.done:
-        return job_json_with_exception(job), 200
-    return None
-
-
-def job_json_with_exception(job: Job) -> dict[str, Any]:
-    """The job's JSON plus, for a failed job, the base64 dill bytes of its exception."""
-    body = job.to_json()
-    if job.exception:
-        body["exception"] = base64.b64encode(job.exception).decode()
-    return body
+    body = request.get_json(silent=True)
+    job_ids = body.get("jobs") if isinstance(body, dict) else None
+    if (
+        not isinstance(job_ids, list)
+        or not 1 <= len(job_ids) <= outcome_frames.MAX_JOBS
+        or not all(isinstance(job_id, str) for job_id in job_ids)
+    ):
+        raise ApiError(
+            400,
+            "invalid_body",
+            f'send {{"jobs": [job ids]}}: a JSON object whose "jobs" is a list of 1 to '
+            f"{outcome_frames.MAX_JOBS} job ids",
+        )
+    return job_ids
 
 
 class JobLogs(Resource):

@@ -44,6 +44,7 @@ _JOB_COLUMNS = (
     " exception, idempotency_key"
 )
 JOB_ID = re.compile(r"[0-9a-f]{32}\Z")
+_IDS_PER_QUERY = 500  # ids in one IN (...) list
 _CHUNK = 1 << 20
 IN_MEMORY_PAYLOAD = 1 << 20
 # Payloads and results up to this size are stored in the job's row instead of a file:
@@ -495,6 +496,35 @@ class JobStore:
         values = dict(row)
         result = values.pop("result")  # a BLOB: bytes, or None
         return _job_from(values), result
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        """The jobs among ``job_ids`` that exist, by id."""
+        return {row["id"]: _job(row) for row in self._rows_by_id(job_ids, _JOB_COLUMNS)}
+
+    def done_with_results(self, job_ids: Iterable[str]) -> list[tuple[Job, bytes | None]]:
+        """The done jobs among ``job_ids``, each with its result bytes when they are in
+        its row (as :meth:`get_with_result`)."""
+        done = []
+        for row in self._rows_by_id(job_ids, f"{_JOB_COLUMNS}, result", DONE):
+            values = dict(row)
+            result = values.pop("result")  # a BLOB: bytes, or None
+            done.append((_job_from(values), result))
+        return done
+
+    def _rows_by_id(
+        self, job_ids: Iterable[str], columns: str, statuses: tuple[str, ...] = STATUSES
+    ) -> Iterator[sqlite3.Row]:
+        """The rows of the jobs among ``job_ids`` in one of ``statuses``, a query per
+        ``_IDS_PER_QUERY`` ids."""
+        ids = [job_id for job_id in dict.fromkeys(job_ids) if JOB_ID.match(job_id)]
+        in_status = ",".join("?" * len(statuses))
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            part = ids[start : start + _IDS_PER_QUERY]
+            yield from self._db().execute(
+                f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
+                f"AND status IN ({in_status})",
+                (*part, *statuses),
+            )
 
     def _row(self, job_id: str, columns: str) -> sqlite3.Row | None:
         if not JOB_ID.match(job_id):

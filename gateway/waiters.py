@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+
+class Notified:
+    """The ids notified to one :meth:`Waiters.watch_any` block and not yet taken."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._ids: list[str] = []
+
+    def add(self, job_id: str) -> None:
+        with self._condition:
+            self._ids.append(job_id)
+            self._condition.notify()
+
+    def take(self, timeout: float) -> list[str]:
+        """The ids notified since the last call, waiting up to ``timeout`` s for one."""
+        with self._condition:
+            if not self._ids:
+                self._condition.wait(timeout)
+            ids, self._ids = self._ids, []
+        return ids
 
 
 class Waiters:
@@ -13,6 +34,7 @@ class Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, tuple[threading.Event, int]] = {}
+        self._any_of: dict[str, set[Notified]] = {}  # see watch_any
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[threading.Event]:
@@ -30,9 +52,34 @@ class Waiters:
                 else:
                     self._events[job_id] = (event, count - 1)
 
+    @contextmanager
+    def watch_any(self, job_ids: Iterable[str]) -> Iterator[Notified]:
+        """Collect which of ``job_ids`` are notified from now on, until the block ends.
+
+        As with :meth:`watch`, register first, then check the jobs: an outcome
+        recorded in between is in the collection.
+        """
+        ids = list(dict.fromkeys(job_ids))
+        notified = Notified()
+        with self._lock:
+            for job_id in ids:
+                self._any_of.setdefault(job_id, set()).add(notified)
+        try:
+            yield notified
+        finally:
+            with self._lock:
+                for job_id in ids:
+                    watchers = self._any_of.get(job_id)
+                    if watchers is not None:
+                        watchers.discard(notified)
+                        if not watchers:
+                            del self._any_of[job_id]
+
     def notify(self, job_ids: list[str] | tuple[str, ...]) -> None:
         with self._lock:
             for job_id in job_ids:
                 entry = self._events.get(job_id)
                 if entry is not None:
                     entry[0].set()
+                for notified in self._any_of.get(job_id, ()):
+                    notified.add(job_id)

@@ -231,6 +231,23 @@ def test_gateway_killed_under_load_restarts_without_reexecution(
     assert "reconciled" in processes.log("gateway")
 
 
+def test_as_completed_rides_out_a_gateway_restart(processes: Processes):
+    jobs = [logged_nap.submit(i, 2.0, os.devnull) for i in range(3)]
+
+    def kill_and_restart_gateway() -> None:
+        time.sleep(0.5)  # while the stream waits for the jobs
+        processes.gateway.send_signal(signal.SIGKILL)
+        processes.gateway.wait(timeout=30)
+        processes.start_gateway()
+
+    restarter = threading.Thread(target=kill_and_restart_gateway)
+    restarter.start()
+    try:
+        assert client_sdk.gather(jobs, timeout=120) == [0, 1, 2]
+    finally:
+        restarter.join(120)
+
+
 def test_scheduler_restarted_under_load_loses_nothing(processes: Processes, tmp_path: Path):
     log = tmp_path / "executions.log"
     degraded: list[int] = []
@@ -278,6 +295,9 @@ def test_results_expire_after_their_ttl(processes: Processes):
         time.sleep(0.2)
     with pytest.raises(client_sdk.ApiError) as caught:
         Job.from_id(job.id).result(timeout=5)
+    assert caught.value.status == 410 and caught.value.error == "result_expired"
+    with pytest.raises(client_sdk.ApiError) as caught:
+        client_sdk.gather([Job.from_id(job.id)], timeout=5)
     assert caught.value.status == 410 and caught.value.error == "result_expired"
     assert not (processes.save_dir / "results" / job.id).exists()
     assert not (processes.save_dir / "payloads" / job.id).exists()

@@ -77,6 +77,16 @@ def test_tenants_see_only_their_own_jobs(secured: Stack):
         assert theirs.json()["error"] == absent.json()["error"]
         assert theirs.json()["message"].replace(job["id"], missing) == absent.json()["message"]
 
+    for job_id in (job["id"], missing):  # waiting for results: the same 404
+        theirs = requests.post(
+            secured.api("/results"), json={"jobs": [job_id]}, headers=bob, timeout=10
+        )
+        assert theirs.status_code == 404 and job_id in theirs.json()["message"]
+    mine = requests.post(
+        secured.api("/results"), json={"jobs": [job["id"]]}, headers=alice, timeout=10
+    )
+    assert mine.status_code == 200 and dill.loads(mine.content[-len(done.content) :]) == 3
+
     listed = requests.get(secured.api("/jobs"), headers=bob, timeout=10).json()["jobs"]
     assert job["id"] not in {j["id"] for j in listed}
     mine = requests.get(secured.api("/jobs"), headers=alice, timeout=10).json()["jobs"]

@@ -1050,3 +1050,38 @@ def test_create_many_refuses_a_payload_too_large_for_a_row(inline_store: JobStor
     with pytest.raises(ValueError, match="over"):
         inline_store.create_many(JobSpec(tenant="alice"), [b"x" * (INLINE_LIMIT + 1)])
     assert inline_store.admission("alice", None) == (None, 0)
+
+
+def test_get_many_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, monkeypatch):
+    monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)  # several queries
+    jobs = [new_job(inline_store) for _ in range(5)]
+    asked = [job.id for job in jobs] + ["f" * 32, "not-an-id", jobs[0].id]
+    found = inline_store.get_many(asked)
+    assert found == {job.id: job for job in jobs}
+    assert inline_store.get_many([]) == {}
+
+
+def test_done_with_results_reads_only_done_jobs_with_their_row_results(
+    inline_store: JobStore, monkeypatch
+):
+    monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)
+    queued, finished, failed, large = (new_job(inline_store) for _ in range(4))
+    inline_store.record(
+        [
+            Outcome(finished.id, ok=True, body=b"small"),
+            Outcome(failed.id, ok=False, error={"type": "ValueError", "message": "no"}),
+            Outcome(large.id, ok=True, body=b"x" * (INLINE_LIMIT + 1)),
+        ]
+    )
+    done = {
+        job.id: (job.status, result)
+        for job, result in inline_store.done_with_results(
+            [queued.id, finished.id, failed.id, large.id, "f" * 32]
+        )
+    }
+    assert done == {
+        finished.id: (FINISHED, b"small"),
+        failed.id: (FAILED, None),
+        large.id: (FINISHED, None),  # in a file: open_result reads it
+    }
+    assert inline_store.open_result(large.id).read() == b"x" * (INLINE_LIMIT + 1)

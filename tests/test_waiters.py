@@ -154,3 +154,27 @@ def test_many_threads_watching_and_notifying():
     for job_id in ids:
         with waiters.watch(job_id) as event:
             assert not event.is_set()
+
+
+def test_watch_any_collects_each_notified_id_once_taken():
+    waiters = Waiters()
+    with waiters.watch_any([A, B, A]) as notified:
+        assert notified.take(0.01) == []
+        waiters.notify([B, "c" * 32])
+        waiters.notify([A])
+        assert notified.take(0.01) == [B, A]
+        assert notified.take(0.01) == []
+    waiters.notify([A])  # after the block: nobody is told, nothing is kept
+    assert waiters._any_of == {}
+
+
+def test_watch_any_wakes_a_waiting_thread_and_leaves_single_watches_alone():
+    waiters = Waiters()
+    with waiters.watch(A) as single, waiters.watch_any([A]) as notified:
+        threading.Timer(0.1, waiters.notify, args=([A],)).start()
+        started = time.monotonic()
+        assert notified.take(5) == [A]
+        assert time.monotonic() - started < 2
+        assert single.is_set()
+    with waiters.watch(A) as again:
+        assert not again.is_set()

@@ -1,0 +1,116 @@
+"""Wait for many jobs over one connection: :func:`as_completed` and :func:`gather`.
+
+Both post the job ids to ``POST /results``, which streams each job's outcome as soon
+as the job is done (see :mod:`client_sdk.outcome_frames`), instead of one long-poll
+request per job.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from client_sdk import transport
+from client_sdk.config import settings
+from client_sdk.errors import GatewayUnreachable, ResultTimeout
+from client_sdk.job import POLL_WAIT, Job
+from client_sdk.outcome_frames import HEADER_BYTES, MAX_JOBS, read_lengths
+
+
+def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[Job]:
+    """Yield each job as soon as it is done (finished, failed or cancelled), in the
+    order they finish; ``job.result()`` then answers without another request.
+
+    A job listed twice is yielded once. With ``timeout`` (seconds), raises
+    :class:`ResultTimeout` if some jobs are not done in time; they keep running.
+    """
+    pending: dict[str, list[Job]] = {}
+    for job in jobs:
+        pending.setdefault(job.id, []).append(job)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cut_since: float | None = None  # when the stream was first cut, in a row
+    delay = 0.05
+    while pending:
+        wait = POLL_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            yield from _collect(pending, min(wait, POLL_WAIT))
+            cut_since, delay = None, 0.05
+        except ProtocolError as exc:  # the stream was cut (the gateway restarting?)
+            cut_since = cut_since or time.monotonic()
+            if time.monotonic() - cut_since > transport.RETRY_FOR:
+                raise GatewayUnreachable(
+                    f"the computethis gateway at {settings().url} keeps cutting the stream "
+                    f"of results ({exc}); check that it is running"
+                ) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+        if pending and deadline is not None and time.monotonic() >= deadline:
+            raise ResultTimeout(
+                f"{len(pending)} of the jobs were not done after {timeout} s "
+                f"(first: {next(iter(pending))}); they keep running"
+            )
+
+
+def gather(
+    jobs: Iterable[Job], *, return_exceptions: bool = False, timeout: float | None = None
+) -> list[Any]:
+    """The results of ``jobs``, in their order, once all are done.
+
+    A job's error is raised as soon as it is known (the other jobs keep running);
+    with ``return_exceptions=True`` the exception object takes its result's place.
+    With ``timeout`` (seconds), raises :class:`ResultTimeout` if some jobs are not
+    done in time; they keep running.
+    """
+    jobs = list(jobs)
+    for job in as_completed(jobs, timeout):
+        if not return_exceptions:
+            job.result()  # raises the job's error now
+    results: list[Any] = []
+    for job in jobs:
+        try:
+            results.append(job.result())
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            results.append(exc)
+    return results
+
+
+def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
+    """One ``POST /results`` for up to MAX_JOBS pending jobs: yield each job whose
+    outcome arrives (removing it from ``pending``) until the gateway ends the stream."""
+    ids = list(islice(pending, MAX_JOBS))
+    reply = transport.request(
+        "POST",
+        "/results",
+        params={"wait": f"{wait:.3f}"},
+        json_body={"jobs": ids},
+        timeout=wait + 30,
+        stream=True,
+        safe=True,
+    )
+    finished = False
+    try:
+        while not reply.at_end():
+            json_bytes, result_bytes = read_lengths(reply.read_exactly(HEADER_BYTES))
+            info = json.loads(reply.read_exactly(json_bytes))
+            result = reply.read_exactly(result_bytes) if result_bytes else b""
+            same = pending.pop(info.get("id"), None)
+            if same:
+                for job in same:
+                    job._outcome = (info, result)
+                yield same[0]
+        finished = True
+    except ReadTimeoutError as exc:
+        raise GatewayUnreachable(
+            f"the computethis gateway at {settings().url} stopped sending results for "
+            f"{wait + 30:g} s; check that it is running and not overloaded"
+        ) from exc
+    finally:
+        reply.close(finished)
