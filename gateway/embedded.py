@@ -18,11 +18,19 @@ from distributed import LocalCluster
 
 from gateway.config import GatewayConfig, TlsFiles
 from gateway.server import run_gateway
-from scheduler.config import apply_config
+from scheduler.config import apply_config, set_defaults
 from worker.main import prepare_worker_processes
 
 CLUSTER_START_TIMEOUT = 300.0  # seconds for the scheduler and every worker to start
 CLUSTER_STOP_TIMEOUT = 60.0
+EMBEDDED_CLUSTER_CONFIG: dict[str, object] = {
+    # A LocalCluster closes a worker's nanny for good when, 15 s (Dask's default) after
+    # the worker left the scheduler, no worker of that name is connected. Cancelling
+    # or timing out a job restarts its worker (gone for ~4 s); a second restart of the
+    # same worker that spans the 15 s mark of the first then lost the worker. Here the
+    # nannies bring their workers back, so the cluster never closes them.
+    "distributed.deploy.lost-worker-timeout": "3650 days",
+}
 
 
 class ClusterFailed(RuntimeError):
@@ -95,6 +103,7 @@ def serve_cluster(workers: int, allowed_failures: int | None, parent: Connection
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     apply_config(allowed_failures)
+    set_defaults(EMBEDDED_CLUSTER_CONFIG)
     prepare_worker_processes()
     try:
         cluster = LocalCluster(

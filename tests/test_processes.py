@@ -111,6 +111,33 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         assert second.stop(signal.SIGINT) == 0
 
 
+def test_a_worker_restarted_twice_within_seconds_comes_back(tmp_path: Path, point_sdk):
+    """A LocalCluster closes a nanny whose worker is absent 15 s after it first left;
+    `computethis up` must not: each cancel restarts the worker, and the second restart
+    here spans that mark."""
+    stack = start_stack(tmp_path / "save", workers=1)
+    try:
+        point_sdk(stack.url, stack.token)
+        first_left = time.monotonic()
+        cancel_running(nap_then_cube.submit(1, 600))
+        stack.wait_for_workers(1, steady=0.5)
+        time.sleep(max(0.0, first_left + 12.5 - time.monotonic()))
+        cancel_running(nap_then_cube.submit(2, 600))  # gone from ~12.5 s to ~17 s
+        time.sleep(max(0.0, first_left + 20 - time.monotonic()))
+        stack.wait_for_workers(1, timeout=30, steady=0.5)
+        assert cube.compute(2) == 8
+    finally:
+        assert stack.stop() == 0
+
+
+def cancel_running(job: Job) -> None:
+    deadline = time.monotonic() + 30
+    while job.status() != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.cancel() == "cancelled"
+
+
 def test_sigterm_stops_everything_without_orphans(tmp_path: Path):
     stack = start_stack(tmp_path / "save", workers=2)
     assert stack.stop(signal.SIGTERM) == 0  # stop() asserts every child process exited
