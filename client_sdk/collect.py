@@ -68,18 +68,15 @@ def gather(
     done in time; they keep running.
     """
     jobs = list(jobs)
+    outcomes: dict[str, Any] = {}
     for job in as_completed(jobs, timeout):
-        if not return_exceptions:
-            job.result()  # raises the job's error now
-    results: list[Any] = []
-    for job in jobs:
         try:
-            results.append(job.result())
+            outcomes[job.id] = job.result()  # answered from the stream, unpickled once
         except Exception as exc:
             if not return_exceptions:
                 raise
-            results.append(exc)
-    return results
+            outcomes[job.id] = exc
+    return [outcomes[job.id] for job in jobs]
 
 
 def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
