@@ -75,7 +75,7 @@ class Job:
             return True, loads_result(response.content)
         body = response.json()
         if body.get("status") in ("cancelled", "failed"):
-            self.outcome_of(body)
+            self.outcome_of(body)  # raises the job's error
         return False, None
 
     def outcome_of(self, info: dict[str, Any], result: bytes | memoryview = b"") -> Any:
