@@ -8,7 +8,6 @@ request per job.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -34,22 +33,19 @@ def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[
     for job in jobs:
         pending.setdefault(job.id, []).append(job)
     deadline = None if timeout is None else time.monotonic() + timeout
-    cut_since: float | None = None  # when the stream was first cut, in a row
-    delay = 0.05
+    backoff: transport.Backoff | None = None  # since the stream was first cut, in a row
     while pending:
         wait = POLL_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             yield from _collect(pending, min(wait, POLL_WAIT))
-            cut_since, delay = None, 0.05
+            backoff = None
         except ProtocolError as exc:  # the stream was cut (the gateway restarting?)
-            cut_since = cut_since or time.monotonic()
-            if time.monotonic() - cut_since > transport.RETRY_FOR:
+            backoff = backoff or transport.Backoff()
+            if not backoff.pause():
                 raise GatewayUnreachable(
                     f"the computethis gateway at {settings().url} keeps cutting the stream "
                     f"of results ({exc}); check that it is running"
                 ) from exc
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
         if pending and deadline is not None and time.monotonic() >= deadline:
             raise ResultTimeout(
                 f"{len(pending)} of the jobs were not done after {timeout} s "

@@ -9,6 +9,7 @@ is not set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -80,12 +82,8 @@ class Reply:
         """True if a streamed body has ended (no byte left to read)."""
         assert self.stream is not None
         raw = self.stream._fp  # type: ignore[attr-defined]
-        try:
+        with _as_urllib3_errors():
             return not raw.peek(1)
-        except TimeoutError as exc:
-            raise ReadTimeoutError(None, "", f"read timed out ({exc})") from exc
-        except OSError as exc:
-            raise ProtocolError(f"the connection broke while reading the reply ({exc})") from exc
 
     def close(self, finished: bool = False) -> None:
         """Done with a streamed reply: keep the connection if the body was read to its
@@ -96,6 +94,23 @@ class Reply:
             self.stream.release_conn()
         else:
             self.stream.close()
+
+
+class Backoff:
+    """Pauses between retries: 50 ms doubling up to 2 s, with jitter, for up to
+    ``limit`` seconds in all."""
+
+    def __init__(self, limit: float | None = None) -> None:
+        self.deadline = time.monotonic() + (RETRY_FOR if limit is None else limit)
+        self.delay = 0.05
+
+    def pause(self) -> bool:
+        """Sleep before the next try; False, without sleeping, once the limit is near."""
+        if time.monotonic() + self.delay > self.deadline:
+            return False
+        time.sleep(self.delay * (0.5 + random.random()))
+        self.delay = min(self.delay * 2, 2.0)
+        return True
 
 
 def request(
@@ -132,9 +147,8 @@ def request(
     if query:
         url = f"{url}?{urlencode(query)}"
     retry = safe or method != "POST" or "Idempotency-Key" in all_headers
-    deadline = time.monotonic() + RETRY_FOR
+    backoff = Backoff()
     busy_deadline = time.monotonic() + BUSY_RETRY_FOR
-    delay = 0.05
     while True:
         try:
             reply = _exchange(_pool(config), method, url, data, all_headers, timeout, stream)
@@ -152,13 +166,11 @@ def request(
         except HTTPError as exc:
             # Refused, reset, or cut off mid-reply (the gateway died): safe to repeat,
             # since GETs are idempotent and POSTs carry an Idempotency-Key.
-            if not retry or time.monotonic() + delay > deadline:
+            if not retry or not backoff.pause():
                 raise GatewayUnreachable(
                     f"cannot reach the computethis gateway at {config.url} ({exc}); "
                     "is `computethis up` running, and is COMPUTETHIS_URL right?"
                 ) from exc
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
             continue
         if reply.status == 429 and time.monotonic() < busy_deadline:
             # Too many queued jobs: wait as the gateway asks, then try again.
@@ -248,12 +260,20 @@ def _read_into(raw: Any, view: memoryview) -> None:
     """Fill ``view`` from the standard library response ``raw`` (which undoes chunked
     encoding), reporting errors as urllib3 does, so that callers handle them alike."""
     done = 0
-    try:
+    with _as_urllib3_errors():
         while done < len(view):
             count = raw.readinto(view[done:])
             if not count:
                 raise ProtocolError(f"the reply ended after {done} of {len(view)} bytes")
             done += count
+
+
+@contextlib.contextmanager
+def _as_urllib3_errors() -> Iterator[None]:
+    """Report the standard library's read errors as urllib3 does (callers handle both
+    alike): a timeout as ReadTimeoutError, a broken connection as ProtocolError."""
+    try:
+        yield
     except TimeoutError as exc:
         raise ReadTimeoutError(None, "", f"read timed out ({exc})") from exc
     except OSError as exc:

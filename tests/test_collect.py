@@ -18,6 +18,7 @@ from client_sdk import (
     JobCancelled,
     ResultTimeout,
     as_completed,
+    collect,
     compute_this,
     gather,
 )
@@ -215,6 +216,13 @@ def test_many_waiting_threads_share_no_state(sdk: Stack):
     for thread in threads:
         thread.join(60)
     assert sorted(sum(results, [])) == [float(i) for i in range(40)]
+
+
+def test_more_jobs_than_one_request_takes_are_collected_in_turns(sdk: Stack, monkeypatch):
+    monkeypatch.setattr(collect, "MAX_JOBS", 2)  # 5 jobs: three requests
+    jobs = half.submit_many([2 * i for i in range(5)])
+    assert gather(jobs) == [float(i) for i in range(5)]
+    assert sorted(job.id for job in as_completed(jobs)) == sorted(job.id for job in jobs)
 
 
 def test_a_job_unknown_to_the_gateway_raises_api_error(sdk: Stack):

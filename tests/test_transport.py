@@ -6,11 +6,13 @@ from __future__ import annotations
 import http.server
 import mmap
 import threading
+import time
 from typing import ClassVar
 
 import pytest
 import urllib3
 
+from client_sdk import transport
 from client_sdk.transport import _exchange, new_pool
 
 
@@ -98,3 +100,14 @@ def test_a_large_body_cut_short_is_a_retryable_protocol_error(body_server):
     pool = new_pool(body_server, None)
     with pytest.raises(urllib3.exceptions.ProtocolError, match="ended after"):
         _exchange(pool, "GET", f"{body_server}/cut", None, {}, 10.0)
+
+
+def test_backoff_doubles_its_pauses_and_stops_before_its_limit():
+    backoff = transport.Backoff(limit=0.5)
+    started = time.monotonic()
+    pauses = 0
+    while backoff.pause():
+        pauses += 1
+    assert 2 <= pauses <= 3  # 50, 100, 200 ms (each 0.5x-1.5x) fit in 0.5 s; 400 more do not
+    assert time.monotonic() - started < 0.8  # the last pause may run past by its jitter
+    assert backoff.delay == 0.05 * 2**pauses
