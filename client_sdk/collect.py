@@ -90,10 +90,7 @@ def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
     )
     finished = False
     try:
-        while not reply.at_end():
-            json_bytes, result_bytes = read_lengths(reply.read_exactly(HEADER_BYTES))
-            info = json.loads(reply.read_exactly(json_bytes))
-            result = reply.read_exactly(result_bytes) if result_bytes else b""
+        for info, result in read_frames(reply):
             same = pending.pop(info.get("id"), None)
             if same:
                 for job in same:
@@ -107,3 +104,11 @@ def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
         ) from exc
     finally:
         reply.close(finished)
+
+
+def read_frames(reply: transport.Reply) -> Iterator[tuple[dict[str, Any], bytes | memoryview]]:
+    """Each frame of a streamed outcomes answer: the job's JSON and its result bytes."""
+    while not reply.at_end():
+        json_bytes, result_bytes = read_lengths(reply.read_exactly(HEADER_BYTES))
+        info = json.loads(reply.read_exactly(json_bytes))
+        yield info, reply.read_exactly(result_bytes) if result_bytes else b""

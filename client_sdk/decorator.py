@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from client_sdk import transport
-from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
+from client_sdk.coalesce import coalescer
+from client_sdk.job import Job
 from client_sdk.serialization import dumps_call
 
 
@@ -58,12 +59,12 @@ class RemoteFunction:
         """Run one call on a worker and return its result (or raise its exception).
 
         The call is posted with ``?wait=``, so a quick job's result comes back in the
-        same HTTP exchange; a longer one is then long-polled.
+        same HTTP exchange; a longer one is then long-polled. Calls that other threads
+        make meanwhile travel together, in one request per batch (see
+        :mod:`client_sdk.coalesce`).
         """
-        response = self._post(args, kwargs, wait=POLL_WAIT)
-        job = Job(response.headers[JOB_HEADER])
-        done, value = job.read_outcome(response)
-        return value if done else job.result()
+        self._check_arguments(args, kwargs)
+        return coalescer.compute(self, dumps_call(self.func, args, kwargs))
 
     def submit_many(self, items: Iterable[Any]) -> list[Job]:
         """Queue ``func(item)`` for each item, one job per item; their :class:`Job` s in
@@ -92,10 +93,9 @@ class RemoteFunction:
             params["wait"] = wait
         return params
 
-    def _post(self, args: tuple, kwargs: dict, wait: float | None = None) -> transport.Reply:
+    def _post(self, args: tuple, kwargs: dict) -> transport.Reply:
         self._check_arguments(args, kwargs)
-        payload = dumps_call(self.func, args, kwargs)
-        return transport.post_call("/jobs", payload, self.options(wait), timeout=(wait or 0) + 30)
+        return transport.post_call("/jobs", dumps_call(self.func, args, kwargs), self.options())
 
     def map(
         self,

@@ -1,5 +1,8 @@
 """The body of a ``POST /results`` answer: one frame per job, as each job is done.
 
+(A ``POST /batches?wait`` answer is the same, after a first frame whose JSON lists the
+batch's jobs.)
+
 A frame is two 8-byte big-endian lengths, then that many bytes of the job's JSON
 (as ``GET /jobs/<id>`` answers it, plus ``exception`` for a failed job, or
 ``refusal``: ``{"status", "error", "message"}`` for a result that can no longer be

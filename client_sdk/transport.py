@@ -186,16 +186,23 @@ def post_call(
     data: bytes | Pickled,
     params: dict[str, Any] | None = None,
     timeout: float = 30.0,
+    *,
+    key: str | None = None,
+    stream: bool = False,
 ) -> Reply:
-    """POST pickled bytes under a fresh ``Idempotency-Key``, so that a connection error
-    is retried without creating the job(s) twice."""
+    """POST pickled bytes under an ``Idempotency-Key`` (``key``, else a fresh one), so
+    that a connection error is retried without creating the job(s) twice."""
     return request(
         "POST",
         path,
         params=params,
         data=data,
-        headers={"Content-Type": "application/octet-stream", "Idempotency-Key": uuid.uuid4().hex},
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Idempotency-Key": key or uuid.uuid4().hex,
+        },
         timeout=timeout,
+        stream=stream,
     )
 
 

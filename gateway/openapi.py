@@ -65,6 +65,18 @@ def _param(name: str) -> Schema:
     return _ref("parameters", name)
 
 
+def _batch_answer(description: str) -> dict[str, Any]:
+    """A ``POST /batches`` answer: its jobs as JSON, or with ``wait`` a stream of frames."""
+    return {
+        "description": f"{description} JSON without `wait`; with it, a stream of outcome "
+        "frames whose first frame lists the jobs.",
+        "content": {
+            JSON: {"schema": _schema("JobBatch")},
+            outcome_frames.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+
+
 def _json(schema: Schema, description: str, headers: dict[str, Any] | None = None) -> Schema:
     """A response whose body is JSON matching ``schema``."""
     response: Schema = {"description": description, "content": {JSON: {"schema": schema}}}
@@ -587,8 +599,13 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "durably stored. The query options apply to every job. Each call is "
                 "checked as `POST /jobs` checks its body; one bad call refuses the whole "
                 "batch and stores nothing. With an `Idempotency-Key` K, job i gets the key "
-                "`K#i`, and a repeat of the request answers 200 with the same jobs.",
+                "`K#i`, and a repeat of the request answers 200 with the same jobs. With "
+                "`wait`, the answer is a stream of outcome frames as `POST /results` "
+                "sends them: the first frame's JSON is `{jobs: [...]}` (its result length "
+                "is 0), and each job's outcome follows as soon as it is done, until all "
+                "are sent or `wait` has passed.",
                 "parameters": [
+                    _param("Wait"),
                     _param("Timeout"),
                     _param("Retries"),
                     _param("Name"),
@@ -605,10 +622,9 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                     "content": {PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "responses": {
-                    "201": _json(_schema("JobBatch"), "The jobs were stored and queued."),
-                    "200": _json(
-                        _schema("JobBatch"),
-                        "The `Idempotency-Key` was already used: the jobs it created.",
+                    "201": _batch_answer("The jobs were stored and queued."),
+                    "200": _batch_answer(
+                        "The `Idempotency-Key` was already used: the jobs it created."
                     ),
                     "400": _json(
                         _schema("Error"),

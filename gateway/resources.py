@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import IO, Any
 
 from flask import Response, request
@@ -152,7 +153,7 @@ class JobList(Resource):
 
 
 class JobBatch(Resource):
-    def post(self) -> tuple[dict[str, Any], int]:
+    def post(self) -> Response | tuple[dict[str, Any], int]:
         """Store several calls as jobs in one request and one transaction, and queue them.
 
         The body holds each call's dill bytes after its length (8 bytes, big-endian;
@@ -161,10 +162,14 @@ class JobBatch(Resource):
         The query options apply to every job. Answers 201 with ``{"jobs": [...]}`` in
         the body's order once all are stored; 200 with the same jobs when the
         ``Idempotency-Key`` was already used. Any bad call refuses the whole batch.
+        With ``?wait=SECONDS`` the answer is a stream of outcome frames, as from
+        ``POST /results``, whose first frame holds ``{"jobs": [...]}``: the jobs' outcomes
+        follow as they finish, within that many seconds.
         """
         gw = gateway()
         _require_payload_type()
         spec = _job_spec()
+        wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         payloads = _batch_payloads(_read_body(min(gw.config.max_body, batch_body.MAX_BYTES)))
         if len(payloads) > gw.config.max_queued:  # would never fit: a 429 would be retried
             raise ApiError(
@@ -178,7 +183,7 @@ class JobBatch(Resource):
         existing, active = gw.store.admission(spec.tenant, first_key)
         if existing is not None:
             jobs = gw.store.find_batch(spec.tenant, spec.idempotency_key, len(payloads))
-            return {"jobs": [job.to_json() for job in jobs]}, 200
+            return _batch_answer(jobs, 200, wait)
         _check_python_version(spec.python_version, gw.dispatcher.cluster.python_versions)
         if active + len(payloads) > gw.config.max_queued:
             room = max(0, gw.config.max_queued - active)
@@ -187,7 +192,22 @@ class JobBatch(Resource):
         if created:
             gw.metrics.submitted.inc(len(jobs))
             gw.dispatcher.submit_many(list(zip(jobs, payloads, strict=True)))
-        return {"jobs": [job.to_json() for job in jobs]}, 201 if created else 200
+        return _batch_answer(jobs, 201 if created else 200, wait)
+
+
+def _batch_answer(
+    jobs: list[Job], status: int, wait: float
+) -> Response | tuple[dict[str, Any], int]:
+    """The batch's jobs as JSON; with ``wait``, as the first frame of their outcomes."""
+    body = {"jobs": [job.to_json() for job in jobs]}
+    if not wait:
+        return body, status
+    gw = gateway()
+    outcomes = stream_outcomes(
+        gw.store, gw.waiters, [job.id for job in jobs], wait, gw.config.result_ttl
+    )
+    frames = itertools.chain([outcome_frames.frame_head(body, 0)], outcomes)
+    return Response(frames, status=status, mimetype=outcome_frames.MEDIA_TYPE)
 
 
 def _batch_payloads(body: bytes) -> list[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 
@@ -9,9 +10,10 @@ import dill
 import pytest
 import requests
 
-from client_sdk import batch_body, compute_this
+from client_sdk import batch_body, compute_this, outcome_frames
 from tests.stack import Stack
-from tests.test_rest import assert_json_error, body, post, result
+from tests.test_collect import frames
+from tests.test_rest import OCTET, assert_json_error, body, post, result
 
 
 def post_batch(stack: Stack, data: bytes, params=None, headers=None) -> requests.Response:
@@ -52,6 +54,52 @@ def test_a_batch_becomes_one_job_per_call_in_order(stack: Stack):
     assert len({job["created_at"] for job in jobs}) == 1
     outcomes = [dill.loads(result(stack, job["id"]).content) for job in jobs]
     assert outcomes == list(range(12))
+
+
+def streamed_batch(stack: Stack, data: bytes, wait: float, headers=None) -> requests.Response:
+    return requests.post(
+        stack.api("/batches"),
+        data=data,
+        params={"wait": wait},
+        headers={**stack.headers(), **OCTET, **(headers or {})},
+        timeout=wait + 30,
+    )
+
+
+def test_a_batch_with_wait_streams_its_jobs_then_their_outcomes(stack: Stack):
+    calls = [body(time.sleep, 1.5), body(abs, -4), body(divmod, 1, 0)]
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    response = streamed_batch(stack, batch_body.encode(calls), 30, headers=key)
+    assert response.status_code == 201
+    assert response.headers["Content-Type"] == outcome_frames.MEDIA_TYPE
+    (listing, nothing), *outcomes = frames(response.content)
+    jobs = [job["id"] for job in listing["jobs"]]
+    assert nothing == b"" and len(jobs) == 3
+    # In the order they finished: the sleeping job last.
+    assert [info["id"] for info, _ in outcomes][-1] == jobs[0]
+    by_id = {info["id"]: (info, result) for info, result in outcomes}
+    assert dill.loads(by_id[jobs[1]][1]) == 4
+    assert by_id[jobs[2]][0]["status"] == "failed"
+    exception = dill.loads(base64.b64decode(by_id[jobs[2]][0]["exception"]))
+    assert isinstance(exception, ZeroDivisionError)
+    # A repeat answers with the same jobs (200), already done.
+    again = streamed_batch(stack, batch_body.encode(calls), 30, headers=key)
+    assert again.status_code == 200
+    (listing, _), *outcomes = frames(again.content)
+    assert [job["id"] for job in listing["jobs"]] == jobs and len(outcomes) == 3
+
+
+def test_a_batch_with_a_short_wait_streams_only_the_jobs_done_by_then(stack: Stack):
+    response = streamed_batch(stack, batch_body.encode([body(time.sleep, 3)]), 0.5)
+    (listing, _), *outcomes = frames(response.content)
+    assert len(listing["jobs"]) == 1 and outcomes == []
+
+
+def test_a_batch_with_an_invalid_wait_is_refused_and_stores_nothing(stack: Stack):
+    newest = newest_job(stack)
+    response = post_batch(stack, batch_body.encode([body(abs, -1)]), params={"wait": "soon"})
+    assert_json_error(response, 400, "invalid_parameter")
+    assert newest_job(stack) == newest
 
 
 def test_a_retried_batch_returns_the_same_jobs(stack: Stack):

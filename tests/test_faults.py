@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dill
@@ -246,6 +247,29 @@ def test_as_completed_rides_out_a_gateway_restart(processes: Processes):
         assert client_sdk.gather(jobs, timeout=120) == [0, 1, 2]
     finally:
         restarter.join(120)
+
+
+def test_concurrent_computes_ride_out_a_gateway_restart(processes: Processes, tmp_path: Path):
+    log = tmp_path / "executions.log"
+    before = len(jobs_recorded(processes.url))
+
+    def kill_and_restart_gateway() -> None:
+        time.sleep(0.5)  # while the calls (one alone, the others batched) wait
+        processes.gateway.send_signal(signal.SIGKILL)
+        processes.gateway.wait(timeout=30)
+        processes.start_gateway()
+
+    restarter = threading.Thread(target=kill_and_restart_gateway)
+    restarter.start()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            calls = pool.map(lambda i: logged_nap.compute(i, 2.0, str(log)), range(6))
+            assert list(calls) == list(range(6))
+    finally:
+        restarter.join(120)
+    assert set(executions(log)) == set(range(6))
+    recorded = jobs_recorded(processes.url)
+    assert len(recorded) - before == 6 and set(recorded.values()) == {1}  # one job per call
 
 
 def test_scheduler_restarted_under_load_loses_nothing(processes: Processes, tmp_path: Path):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dill
@@ -17,6 +19,7 @@ import client_sdk
 from client_sdk import batch_body, compute_this
 from client_sdk import config as sdk_config
 from tests.stack import REPO, Stack, start_stack
+from tests.test_coalesce import posts, sent
 from tests.test_collect import frames
 from tests.test_faults import TOKEN, Processes
 from tests.test_rest import post
@@ -176,6 +179,29 @@ def test_submit_many_fits_its_batches_to_the_queued_limit(secured: Stack):
         client_sdk.configure(url=secured.url, token=heidi["Authorization"].split()[1])
         jobs = compute_this(abs).submit_many(range(-5, 0))  # split to fit, then waits out 429s
         assert [job.result(timeout=120) for job in jobs] == [5, 4, 3, 2, 1]
+    finally:
+        sdk_config._overrides.clear()
+        sdk_config._overrides.update(saved)
+
+
+def test_concurrent_calls_past_the_queued_limit_are_posted_one_by_one(secured: Stack):
+    ivan = new_tenant(secured, "ivan")
+    saved = dict(sdk_config._overrides)
+    try:
+        client_sdk.configure(url=secured.url, token=ivan["Authorization"].split()[1])
+        calls = 3 * MAX_QUEUED
+        # The calls queued while the first is in flight go in one batch: more calls than
+        # may be queued (413), so each is posted alone and waits out its 429s.
+        barrier = threading.Barrier(calls)
+
+        def call(i: int) -> int:
+            barrier.wait()
+            return compute_this(abs).compute(-i)
+
+        before = posts(secured)
+        with ThreadPoolExecutor(calls) as pool:
+            assert list(pool.map(call, range(calls))) == list(range(calls))
+        assert sent(before, posts(secured), "batch", "413") >= 1
     finally:
         sdk_config._overrides.clear()
         sdk_config._overrides.update(saved)

@@ -1,0 +1,232 @@
+"""``compute`` calls that threads of one process make at the same time travel together.
+
+A call made while none of the same function's calls (same gateway, same options) is
+in flight is posted alone to ``POST /jobs?wait``: one request, answered with its
+result. A call made while others are in flight is queued instead. One batch at a
+time per function, a sender thread posts everything queued to ``POST /batches?wait``:
+one request, one transaction and one Dask graph update for all of those calls, whose
+answer streams each call's outcome as it finishes. Calls queued while a batch is
+being stored go in the next one. So N threads calling at once cost the gateway a few
+requests per round instead of N, as Dask's own client sends the messages of all its
+threads in batches.
+
+A batch the gateway refuses (4xx) is not the callers' error: each of its calls is then
+posted alone, and gets its own answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from urllib3.exceptions import ProtocolError
+
+from client_sdk import batch_body, transport
+from client_sdk.collect import as_completed, read_frames
+from client_sdk.config import settings
+from client_sdk.errors import ApiError, ComputeThisError
+from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
+from client_sdk.outcome_frames import MEDIA_TYPE
+from client_sdk.pickling import Pickled
+
+if TYPE_CHECKING:
+    from client_sdk.decorator import RemoteFunction
+
+# Batches being stored or streamed at once (each holds one connection and one thread).
+SENDER_THREADS = 64
+Frames = Iterator[tuple[dict[str, Any], bytes | memoryview]]
+
+
+@dataclass(eq=False)
+class QueuedCall:
+    """One ``compute`` call waiting in a batch, and what became of it."""
+
+    payload: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+    job: Job | None = None
+    error: BaseException | None = None
+    alone: bool = False  # the batch was refused: the caller posts this call by itself
+
+
+@dataclass(eq=False)
+class Lane:
+    """The calls in flight for one function, gateway and set of options."""
+
+    in_flight: int = 0
+    queue: list[QueuedCall] = field(default_factory=list)
+    sending: bool = False  # a batch of this lane is being stored
+
+
+class Coalescer:
+    """Posts concurrent ``compute`` calls of one process in batches (see the module)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lanes: dict[Hashable, Lane] = {}
+        self._senders: ThreadPoolExecutor | None = None
+
+    def compute(self, function: RemoteFunction, payload: bytes | Pickled) -> Any:
+        """Run one pickled call of ``function`` and return its result (or raise)."""
+        if not isinstance(payload, bytes) or len(payload) > batch_body.MAX_CALL_BYTES:
+            return compute_alone(function, payload)
+        options = function.options()
+        key = (settings(), tuple(sorted(options.items())))
+        call: QueuedCall | None = None
+        with self._lock:
+            lane = self._lanes.setdefault(key, Lane())
+            lane.in_flight += 1
+            if lane.in_flight > 1:
+                call = QueuedCall(payload)
+                lane.queue.append(call)
+                self._start_sending(function, lane)
+        try:
+            if call is None:
+                return compute_alone(function, payload)
+            call.done.wait()
+            if call.alone:
+                return compute_alone(function, payload)
+            if call.error is not None:
+                raise call.error
+            assert call.job is not None and call.job._outcome is not None
+            return call.job.outcome_of(*call.job._outcome)
+        finally:
+            with self._lock:
+                lane.in_flight -= 1
+                if not lane.in_flight and not lane.queue:
+                    self._lanes.pop(key, None)
+
+    def _start_sending(self, function: RemoteFunction, lane: Lane) -> None:
+        """(lock held) Have a sender post the lane's queue unless one is storing a batch."""
+        if lane.sending or not lane.queue:
+            return
+        lane.sending = True
+        if self._senders is None:
+            self._senders = ThreadPoolExecutor(
+                SENDER_THREADS, thread_name_prefix="computethis-batch"
+            )
+        self._senders.submit(self._send, function, lane)
+
+    def _send(self, function: RemoteFunction, lane: Lane) -> None:
+        """(sender thread) Post the queued calls as one batch and deliver their outcomes."""
+        with self._lock:
+            calls = _take_batch(lane.queue)
+        try:
+            reply, frames = _post_batch(function, calls)
+        except ApiError:
+            _finish(calls, alone=True)
+            return
+        except BaseException as exc:
+            _finish(calls, error=exc)
+            return
+        finally:
+            with self._lock:  # the next batch may go while this one's outcomes stream
+                lane.sending = False
+                self._start_sending(function, lane)
+        _deliver(reply, frames, calls)
+
+
+def _post_batch(
+    function: RemoteFunction, calls: list[QueuedCall]
+) -> tuple[transport.Reply, Frames]:
+    """Post the calls as one batch; once the answer lists their jobs (each call's
+    ``job`` is set), return it with the rest of its frames to read.
+
+    An answer cut before it lists the jobs is asked for again under the same
+    ``Idempotency-Key``: the gateway answers with the jobs it stored, not new ones.
+    """
+    body = batch_body.encode([call.payload for call in calls])
+    key = uuid.uuid4().hex
+    for attempt in range(2):
+        reply = transport.post_call(
+            "/batches",
+            body,
+            function.options(wait=POLL_WAIT),
+            timeout=POLL_WAIT + 30,
+            key=key,
+            stream=True,
+        )
+        if not reply.headers.get("Content-Type", "").startswith(MEDIA_TYPE):
+            reply.close()
+            raise ComputeThisError(
+                f"the gateway at {settings().url} answered a batch without streaming its "
+                "outcomes (an older gateway?): upgrade it to this SDK's version"
+            )
+        frames = read_frames(reply)
+        try:
+            batch, _ = next(frames)
+        except (ProtocolError, StopIteration):
+            reply.close()
+            if attempt:
+                raise
+            continue
+        for call, info in zip(calls, batch["jobs"], strict=True):
+            call.job = Job(info["id"], info)
+        return reply, frames
+    raise AssertionError("unreachable")
+
+
+def compute_alone(function: RemoteFunction, payload: bytes | Pickled) -> Any:
+    """Post one call with ``?wait``: its result comes back in the same exchange if the
+    job is done in time; a longer one is then long-polled."""
+    response = transport.post_call(
+        "/jobs", payload, function.options(wait=POLL_WAIT), timeout=POLL_WAIT + 30
+    )
+    job = Job(response.headers[JOB_HEADER])
+    done, value = job.read_outcome(response)
+    return value if done else job.result()
+
+
+def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:
+    """Remove and return the first calls of ``queue`` that fit in one batch."""
+    size = 0
+    count = 0
+    for call in queue[: batch_body.MAX_CALLS]:
+        size += batch_body.LENGTH_BYTES + len(call.payload)
+        if count and size > batch_body.MAX_BYTES:
+            break
+        count += 1
+    taken = queue[:count]
+    del queue[:count]
+    return taken
+
+
+def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) -> None:
+    """Hand each call its job's outcome as the batch's answer streams it. Jobs still
+    running when the stream ends (or is cut) are collected by ``as_completed``."""
+    pending = {call.job.id: call for call in calls if call.job is not None}
+    finished = False
+    try:
+        for info, result in frames:
+            call = pending.pop(info.get("id", ""), None)
+            if call is not None and call.job is not None:
+                call.job._outcome = (info, result)
+                call.done.set()
+        finished = True
+    except ProtocolError:
+        pass  # cut short (the gateway restarting?): what is left is collected below
+    except BaseException as exc:
+        _finish(calls, error=exc)
+        return
+    finally:
+        reply.close(finished)
+    try:
+        for job in as_completed([call.job for call in pending.values() if call.job]):
+            pending.pop(job.id).done.set()
+    except BaseException as exc:
+        _finish(list(pending.values()), error=exc)
+
+
+def _finish(
+    calls: list[QueuedCall], *, alone: bool = False, error: BaseException | None = None
+) -> None:
+    for call in calls:
+        if not call.done.is_set():
+            call.alone, call.error = alone, error
+            call.done.set()
+
+
+coalescer = Coalescer()

@@ -1,0 +1,138 @@
+"""Concurrent ``compute`` calls travelling together in batches, through the real stack."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from client_sdk import batch_body, coalesce, compute_this
+from tests.stack import Stack
+from tests.test_collect import divide, nap
+
+POSTS = re.compile(
+    r'computethis_http_request_duration_seconds_count\{endpoint="(\w+)",method="POST",'
+    r'status="(\d+)"\} (\S+)'
+)
+
+
+@compute_this
+def square(x: int) -> int:
+    return x * x
+
+
+def posts(stack: Stack) -> dict[tuple[str, str], float]:
+    """How many POSTs the gateway answered, by endpoint and status, from its /metrics."""
+    text = requests.get(f"{stack.url}/metrics", headers=stack.headers(), timeout=10).text
+    return {(endpoint, status): float(count) for endpoint, status, count in POSTS.findall(text)}
+
+
+def sent(
+    before: dict[tuple[str, str], float],
+    after: dict[tuple[str, str], float],
+    endpoint: str,
+    status: str | None = None,
+) -> float:
+    """POSTs to ``endpoint`` (answered ``status``, or any) between two :func:`posts`."""
+    return sum(
+        count - before.get(key, 0)
+        for key, count in after.items()
+        if key[0] == endpoint and status in (None, key[1])
+    )
+
+
+def at_once(threads: int, call: Callable[[int], Any]) -> list[Any]:
+    """``call(i)`` for i in range(threads), each on its own thread, started together;
+    each outcome is its return value or the exception it raised."""
+    barrier = threading.Barrier(threads)
+
+    def run(i: int) -> Any:
+        barrier.wait()
+        try:
+            return call(i)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(run, range(threads)))
+
+
+def test_threads_computing_at_once_share_requests(sdk: Stack):
+    before = posts(sdk)
+    outcomes = at_once(16, lambda i: [square.compute(i * 100 + n) for n in range(10)])
+    assert outcomes == [[(i * 100 + n) ** 2 for n in range(10)] for i in range(16)]
+    after = posts(sdk)
+    # 160 calls, but calls made while others were in flight went in shared batches.
+    batches, alone = sent(before, after, "batch"), sent(before, after, "jobs")
+    assert batches >= 1 and batches + alone < 160, (batches, alone)
+
+
+def test_a_failing_call_fails_only_its_own_caller(sdk: Stack):
+    outcomes = at_once(8, lambda i: divide.compute(i, 0 if i == 3 else 2))
+    assert isinstance(outcomes[3], ZeroDivisionError)
+    assert [outcome for i, outcome in enumerate(outcomes) if i != 3] == [
+        i / 2 for i in range(8) if i != 3
+    ]
+
+
+def test_a_quick_call_is_not_held_up_by_a_slow_one_in_its_batch(sdk: Stack):
+    first = threading.Thread(target=nap.compute, args=(1.0,))
+    first.start()  # in flight: the calls below are queued and batched
+    time.sleep(0.3)
+    before = posts(sdk)
+    durations = at_once(4, lambda i: _timed(nap.compute, 5.0 if i == 0 else 0.0))
+    first.join()
+    assert sent(before, posts(sdk), "batch") >= 1
+    assert durations[0] >= 5.0
+    assert max(durations[1:]) < 4.0, durations  # each outcome arrives as its job ends
+
+
+def test_calls_with_other_options_go_in_other_batches(sdk: Stack):
+    @compute_this(name="labelled")
+    def labelled(x: int) -> int:
+        return -x
+
+    outcomes = at_once(8, lambda i: (square if i % 2 else labelled).compute(i))
+    assert outcomes == [i * i if i % 2 else -i for i in range(8)]
+
+
+def test_a_call_too_large_for_a_batch_is_posted_alone(sdk: Stack):
+    big = b"x" * (batch_body.MAX_CALL_BYTES + 1)
+
+    @compute_this
+    def length(data: bytes) -> int:
+        return len(data)
+
+    outcomes = at_once(4, lambda i: length.compute(big if i == 0 else b"y" * i))
+    assert outcomes == [len(big), 1, 2, 3]
+
+
+def _timed(call: Callable[..., Any], *args: Any) -> float:
+    start = time.monotonic()
+    call(*args)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize(("limit", "sizes"), [(3, [3, 3, 1]), (2, [2, 2, 2, 1])])
+def test_a_batch_takes_at_most_max_calls(monkeypatch, limit: int, sizes: list[int]):
+    monkeypatch.setattr(batch_body, "MAX_CALLS", limit)
+    queue = [coalesce.QueuedCall(b"call") for _ in range(7)]
+    taken = []
+    while queue:
+        taken.append(len(coalesce._take_batch(queue)))
+    assert taken == sizes
+
+
+def test_a_batch_takes_at_most_max_bytes_but_always_one_call(monkeypatch):
+    monkeypatch.setattr(batch_body, "MAX_BYTES", 2 * (batch_body.LENGTH_BYTES + 10))
+    queue = [coalesce.QueuedCall(b"x" * size) for size in (10, 10, 10, 100, 10)]
+    taken = []
+    while queue:
+        taken.append([len(call.payload) for call in coalesce._take_batch(queue)])
+    assert taken == [[10, 10], [10], [100], [10]]
