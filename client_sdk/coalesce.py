@@ -1,9 +1,10 @@
 """``compute`` calls that threads of one process make at the same time travel together.
 
-A call made while none of the same function's calls (same gateway, same options) is
-in flight is posted alone to ``POST /jobs?wait``: one request, answered with its
-result. A call made while others are in flight is queued instead. One batch at a
-time per function, a sender thread posts everything queued to ``POST /batches?wait``:
+Calls to the same gateway with the same options (``timeout``, ``retries``, ``name``)
+share a lane. A call made while no other call of its lane is in flight is posted
+alone to ``POST /jobs?wait``: one request, answered with its result. A call made
+while others are in flight is queued instead. One batch at a time per lane, a sender
+thread posts everything queued to ``POST /batches?wait``:
 one request, one transaction and one Dask graph update for all of those calls, whose
 answer streams each call's outcome as it finishes. Calls queued while a batch is
 being stored go in the next one. So N threads calling at once cost the gateway a few
@@ -54,7 +55,7 @@ class QueuedCall:
 
 @dataclass(eq=False)
 class Lane:
-    """The calls in flight for one function, gateway and set of options."""
+    """The calls in flight to one gateway with one set of options."""
 
     in_flight: int = 0
     queue: list[QueuedCall] = field(default_factory=list)
@@ -82,7 +83,7 @@ class Coalescer:
             if lane.in_flight > 1:
                 call = QueuedCall(payload)
                 lane.queue.append(call)
-                self._start_sending(function, lane)
+                self._start_sending(options, lane)
         try:
             if call is None:
                 return compute_alone(function, payload)
@@ -99,7 +100,7 @@ class Coalescer:
                 if not lane.in_flight and not lane.queue:
                     self._lanes.pop(key, None)
 
-    def _start_sending(self, function: RemoteFunction, lane: Lane) -> None:
+    def _start_sending(self, options: dict[str, Any], lane: Lane) -> None:
         """(lock held) Have a sender post the lane's queue unless one is storing a batch."""
         if lane.sending or not lane.queue:
             return
@@ -108,14 +109,14 @@ class Coalescer:
             self._senders = ThreadPoolExecutor(
                 SENDER_THREADS, thread_name_prefix="computethis-batch"
             )
-        self._senders.submit(self._send, function, lane)
+        self._senders.submit(self._send, options, lane)
 
-    def _send(self, function: RemoteFunction, lane: Lane) -> None:
+    def _send(self, options: dict[str, Any], lane: Lane) -> None:
         """(sender thread) Post the queued calls as one batch and deliver their outcomes."""
         with self._lock:
             calls = _take_batch(lane.queue)
         try:
-            reply, frames = _post_batch(function, calls)
+            reply, frames = _post_batch(options, calls)
         except ApiError:
             _finish(calls, alone=True)
             return
@@ -125,13 +126,11 @@ class Coalescer:
         finally:
             with self._lock:  # the next batch may go while this one's outcomes stream
                 lane.sending = False
-                self._start_sending(function, lane)
+                self._start_sending(options, lane)
         _deliver(reply, frames, calls)
 
 
-def _post_batch(
-    function: RemoteFunction, calls: list[QueuedCall]
-) -> tuple[transport.Reply, Frames]:
+def _post_batch(options: dict[str, Any], calls: list[QueuedCall]) -> tuple[transport.Reply, Frames]:
     """Post the calls as one batch; once the answer lists their jobs (each call's
     ``job`` is set), return it with the rest of its frames to read.
 
@@ -144,7 +143,7 @@ def _post_batch(
         reply = transport.post_call(
             "/batches",
             body,
-            function.options(wait=POLL_WAIT),
+            {**options, "wait": POLL_WAIT},
             timeout=POLL_WAIT + 30,
             key=key,
             stream=True,
