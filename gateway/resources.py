@@ -66,9 +66,16 @@ def own_job_with_result(job_id: str) -> tuple[Job, bytes | None]:
 
 
 def _owned(job_id: str, job: Job | None) -> Job:
-    if job is None or not (job.tenant == tenant() or is_admin()):
+    if job is None:
         raise not_found(job_id)
+    _check_owner(job_id, job.tenant)
     return job
+
+
+def _check_owner(job_id: str, owner: str | None) -> None:
+    """404 unless the job exists and is the caller's (or the caller is the admin)."""
+    if owner is None or not (owner == tenant() or is_admin()):
+        raise not_found(job_id)
 
 
 def cancel(job: Job) -> bool:
@@ -282,9 +289,9 @@ class JobResults(Resource):
         gw = gateway()
         wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         job_ids = _requested_job_ids()
-        found = gw.store.get_many(job_ids)
+        owners = gw.store.tenants(job_ids)
         for job_id in job_ids:
-            _owned(job_id, found.get(job_id))
+            _check_owner(job_id, owners.get(job_id))
         frames = stream_outcomes(gw.store, gw.waiters, job_ids, wait, gw.config.result_ttl)
         return Response(frames, mimetype=outcome_frames.MEDIA_TYPE)
 

@@ -1052,13 +1052,12 @@ def test_create_many_refuses_a_payload_too_large_for_a_row(inline_store: JobStor
     assert inline_store.admission("alice", None) == (None, 0)
 
 
-def test_get_many_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, monkeypatch):
+def test_tenants_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, monkeypatch):
     monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)  # several queries
     jobs = [new_job(inline_store) for _ in range(5)]
     asked = [job.id for job in jobs] + ["f" * 32, "not-an-id", jobs[0].id]
-    found = inline_store.get_many(asked)
-    assert found == {job.id: job for job in jobs}
-    assert inline_store.get_many([]) == {}
+    assert inline_store.tenants(asked) == {job.id: job.tenant for job in jobs}
+    assert inline_store.tenants([]) == {}
 
 
 def test_done_with_results_reads_only_done_jobs_with_their_row_results(
