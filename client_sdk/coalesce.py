@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from client_sdk import batch_body, transport
 from client_sdk.collect import as_completed, read_frames
 from client_sdk.config import settings
-from client_sdk.errors import ApiError, ComputeThisError
+from client_sdk.errors import ApiError, ComputeThisError, GatewayUnreachable
 from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
 from client_sdk.outcome_frames import MEDIA_TYPE
 from client_sdk.pickling import Pickled
@@ -139,7 +139,8 @@ def _post_batch(options: dict[str, Any], calls: list[QueuedCall]) -> tuple[trans
     """
     body = batch_body.encode([call.payload for call in calls])
     key = uuid.uuid4().hex
-    for attempt in range(2):
+    cut: BaseException | None = None
+    for _ in range(2):
         reply = transport.post_call(
             "/batches",
             body,
@@ -157,15 +158,18 @@ def _post_batch(options: dict[str, Any], calls: list[QueuedCall]) -> tuple[trans
         frames = read_frames(reply)
         try:
             batch, _ = next(frames)
-        except (ProtocolError, StopIteration):
+        except (ProtocolError, ReadTimeoutError, StopIteration) as exc:
             reply.close()
-            if attempt:
-                raise
+            cut = exc
             continue
         for call, info in zip(calls, batch["jobs"], strict=True):
             call.job = Job(info["id"], info)
         return reply, frames
-    raise AssertionError("unreachable")
+    raise GatewayUnreachable(
+        f"the computethis gateway at {settings().url} twice cut its answer to a batch of "
+        f"{len(calls)} calls before listing their jobs ({cut!r}); the calls may be queued: "
+        "check that the gateway is running"
+    ) from cut
 
 
 def compute_alone(function: RemoteFunction, payload: bytes | Pickled) -> Any:
@@ -205,8 +209,8 @@ def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) ->
                 call.job._outcome = (info, result)
                 call.done.set()
         finished = True
-    except ProtocolError:
-        pass  # cut short (the gateway restarting?): what is left is collected below
+    except (ProtocolError, ReadTimeoutError):
+        pass  # cut short or silent (the gateway restarting?): what is left is collected below
     except BaseException as exc:
         _finish(calls, error=exc)
         return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+import client_sdk
 from client_sdk import batch_body, coalesce, compute_this
 from tests.stack import Stack
 from tests.test_collect import divide, nap
@@ -117,6 +120,86 @@ def _timed(call: Callable[..., Any], *args: Any) -> float:
     start = time.monotonic()
     call(*args)
     return time.monotonic() - start
+
+
+class CuttingProxy:
+    """A TCP proxy to the gateway that cuts its first answer to ``POST /batches`` right
+    after the answer's headers, as a gateway killed at that moment would."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit("//", 1)[1].split(":")
+        self.target = (host, int(port))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.cuts = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            cut_next = threading.Event()
+            threading.Thread(target=self._requests, args=(client, upstream, cut_next)).start()
+            threading.Thread(target=self._answers, args=(upstream, client, cut_next)).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket, cut_next) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                with self._lock:
+                    if data.startswith(b"POST /api/v1/batches") and not self.cuts:
+                        self.cuts += 1
+                        cut_next.set()
+                upstream.sendall(data)
+        upstream.close()
+
+    def _answers(self, upstream: socket.socket, client: socket.socket, cut_next) -> None:
+        received = b""
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if not cut_next.is_set():
+                    client.sendall(data)
+                    continue
+                received += data
+                if b"\r\n\r\n" in received:  # the headers, then nothing
+                    client.sendall(received[: received.index(b"\r\n\r\n") + 4])
+                    break
+        for sock in (client, upstream):  # shutdown: a thread may be reading from it
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def job_count(stack: Stack) -> int:
+    listing = requests.get(
+        stack.api("/jobs"), params={"limit": 1000}, headers=stack.headers(), timeout=30
+    ).json()
+    assert listing["next_cursor"] is None, "more jobs than one page"
+    return len(listing["jobs"])
+
+
+def test_an_answer_cut_before_it_lists_the_jobs_is_asked_for_again(sdk: Stack):
+    proxy = CuttingProxy(sdk.url)
+    before = job_count(sdk)
+    try:
+        client_sdk.configure(url=proxy.url)
+        first = threading.Thread(target=nap.compute, args=(1.0,))
+        first.start()  # in flight: the calls below are batched
+        time.sleep(0.3)
+        outcomes = at_once(4, square.compute)
+        first.join()
+    finally:
+        proxy.close()
+    assert outcomes == [0, 1, 4, 9]
+    assert proxy.cuts == 1
+    # Asked again under the same Idempotency-Key: the jobs stored the first time.
+    assert job_count(sdk) - before == 5
 
 
 @pytest.mark.parametrize(("limit", "sizes"), [(3, [3, 3, 1]), (2, [2, 2, 2, 1])])
