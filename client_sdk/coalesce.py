@@ -17,6 +17,7 @@ posted alone, and gets its own answer.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Hashable, Iterator
@@ -66,6 +67,11 @@ class Coalescer:
     """Posts concurrent ``compute`` calls of one process in batches (see the module)."""
 
     def __init__(self) -> None:
+        self._reset()
+        # A child forked while calls were in flight has none of their threads.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._lanes: dict[Hashable, Lane] = {}
         self._senders: ThreadPoolExecutor | None = None

@@ -47,6 +47,15 @@ LARGE_BODY = 1 << 20
 _local = threading.local()
 
 
+def _forget_connections() -> None:
+    """(in a forked child) Open connections of its own: the parent's stay the parent's."""
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_connections)
+
+
 @dataclass
 class Reply:
     """A gateway response, read whole; or, for a streamed one, still to be read.

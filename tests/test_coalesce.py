@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import re
 import socket
 import threading
@@ -15,7 +16,7 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import batch_body, coalesce, compute_this
+from client_sdk import batch_body, coalesce, compute_this, transport
 from tests.stack import Stack
 from tests.test_collect import divide, nap
 
@@ -200,6 +201,31 @@ def test_an_answer_cut_before_it_lists_the_jobs_is_asked_for_again(sdk: Stack):
     assert proxy.cuts == 1
     # Asked again under the same Idempotency-Key: the jobs stored the first time.
     assert job_count(sdk) - before == 5
+
+
+def _compute_in_child(results: Any) -> None:
+    pool = transport._pool(client_sdk.config.settings())
+    results.put((square.compute(7), getattr(pool, "owner", "child")))
+
+
+def test_a_process_forked_while_calls_are_in_flight_computes(sdk: Stack):
+    context = multiprocessing.get_context("fork")
+    first = threading.Thread(target=nap.compute, args=(2.0,))
+    first.start()  # in flight while the child is forked
+    time.sleep(0.3)
+    transport._pool(client_sdk.config.settings()).owner = "parent"  # this thread's connection
+    results = context.Queue()
+    child = context.Process(target=_compute_in_child, args=(results,))
+    with coalesce.coalescer._lock:  # forked as another thread is in compute's bookkeeping
+        child.start()
+    try:
+        # The child computes, over a connection of its own.
+        assert results.get(timeout=30) == (49, "child")
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+        first.join()
 
 
 @pytest.mark.parametrize(("limit", "sizes"), [(3, [3, 3, 1]), (2, [2, 2, 2, 1])])

@@ -23,6 +23,7 @@ from client_sdk import (
     gather,
 )
 from client_sdk.outcome_frames import MAX_JOBS, MEDIA_TYPE
+from tests.conftest import WORKERS
 from tests.stack import Stack
 from tests.test_rest import assert_json_error
 
@@ -79,6 +80,7 @@ def frames(data: bytes) -> list[tuple[dict, bytes]]:
 
 
 def test_rest_streams_each_outcome_as_its_job_finishes(sdk: Stack):
+    sdk.wait_for_workers(WORKERS)  # not one still restarting after an earlier test's cancel
     slow, quick, failing = nap.submit(3.0), nap.submit(0.0), divide.submit(1, 0)
     started = time.monotonic()
     arrivals: list[float] = []
