@@ -63,6 +63,26 @@ class Stack:
                 raise TimeoutError(f"{health['workers']} workers, expected {count}")
             time.sleep(0.1)
 
+    def wait_until_idle(self, timeout: float = 120) -> None:
+        """Wait until no job of any tenant is queued or running (earlier tests' jobs)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = [
+                status
+                for status in ("queued", "running")
+                if requests.get(
+                    self.api("/jobs"),
+                    params={"status": status, "limit": 1},
+                    headers=self.headers(),
+                    timeout=10,
+                ).json()["jobs"]
+            ]
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jobs still {' and '.join(busy)} after {timeout} s")
+            time.sleep(0.1)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

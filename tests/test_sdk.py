@@ -416,8 +416,12 @@ def test_large_array_argument_and_result_round_trip():
     assert np.array_equal(result, data * 2)
 
 
-def test_large_arrays_arrive_as_views_of_the_received_bytes():
+def test_large_arrays_arrive_as_views_of_the_received_bytes(sdk):
     """Neither the worker nor the SDK copies a large array out of the bytes it received."""
+    # With a worker busy (an earlier test's job), Dask may run the job on the other one
+    # and copy the payload over to it: then the worker's copy is a new bytearray.
+    sdk.wait_until_idle()
+    sdk.wait_for_workers(WORKERS)
 
     def backing(array):
         """The object at the bottom of an array's chain of bases."""
