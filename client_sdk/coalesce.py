@@ -4,15 +4,14 @@ Calls to the same gateway with the same options (``timeout``, ``retries``, ``nam
 share a lane. A call made while no other call of its lane is in flight is posted
 alone to ``POST /jobs?wait``: one request, answered with its result. A call made
 while others are in flight is queued instead. One batch at a time per lane, a sender
-thread posts everything queued to ``POST /batches?wait``:
-one request, one transaction and one Dask graph update for all of those calls, whose
-answer streams each call's outcome as it finishes. Calls queued while a batch is
-being stored go in the next one. So N threads calling at once cost the gateway a few
-requests per round instead of N, as Dask's own client sends the messages of all its
-threads in batches.
+thread posts everything queued to ``POST /batches?wait``: one request, one
+transaction and one Dask graph update for all of those calls, whose answer streams
+each call's outcome as it finishes. Calls queued while a batch is being stored go in
+the next one. So N threads calling at once cost the gateway a few requests per round
+instead of N, as Dask's own client sends the messages of all its threads in batches.
 
 A batch the gateway refuses (4xx) is not the callers' error: each of its calls is then
-posted alone, and gets its own answer.
+posted alone, and gets its own answer. A forked child starts with no lanes.
 """
 
 from __future__ import annotations
