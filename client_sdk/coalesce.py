@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from client_sdk import batch_body, transport
-from client_sdk.collect import as_completed, read_frames
+from client_sdk.collect import as_completed, outcomes_into, read_frames
 from client_sdk.config import settings
 from client_sdk.errors import ApiError, ComputeThisError, GatewayUnreachable
 from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
@@ -97,8 +97,8 @@ class Coalescer:
                 return compute_alone(function, payload)
             if call.error is not None:
                 raise call.error
-            assert call.job is not None and call.job._outcome is not None
-            return call.job.outcome_of(*call.job._outcome)
+            assert call.job is not None
+            return call.job.result()  # from the outcome delivered with it: no request
         finally:
             with self._lock:
                 lane.in_flight -= 1
@@ -205,14 +205,12 @@ def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:
 def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) -> None:
     """Hand each call its job's outcome as the batch's answer streams it. Jobs still
     running when the stream ends (or is cut) are collected by ``as_completed``."""
-    pending = {call.job.id: call for call in calls if call.job is not None}
+    by_id = {call.job.id: call for call in calls if call.job is not None}
+    pending = {job_id: [call.job] for job_id, call in by_id.items() if call.job is not None}
     finished = False
     try:
-        for info, result in frames:
-            call = pending.pop(info.get("id", ""), None)
-            if call is not None and call.job is not None:
-                call.job._outcome = (info, result)
-                call.done.set()
+        for job in outcomes_into(pending, frames):
+            by_id[job.id].done.set()
         finished = True
     except (ProtocolError, ReadTimeoutError):
         pass  # cut short or silent (the gateway restarting?): what is left is collected below
@@ -222,10 +220,10 @@ def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) ->
     finally:
         reply.close(finished)
     try:
-        for job in as_completed([call.job for call in pending.values() if call.job]):
-            pending.pop(job.id).done.set()
+        for job in as_completed(job for same in pending.values() for job in same):
+            by_id[job.id].done.set()
     except BaseException as exc:
-        _finish(list(pending.values()), error=exc)
+        _finish(calls, error=exc)
 
 
 def _finish(

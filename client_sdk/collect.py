@@ -90,12 +90,7 @@ def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
     )
     finished = False
     try:
-        for info, result in read_frames(reply):
-            same = pending.pop(info.get("id"), None)
-            if same:
-                for job in same:
-                    job._outcome = (info, result)
-                yield same[0]
+        yield from outcomes_into(pending, read_frames(reply))
         finished = True
     except ReadTimeoutError as exc:
         raise GatewayUnreachable(
@@ -104,6 +99,20 @@ def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
         ) from exc
     finally:
         reply.close(finished)
+
+
+def outcomes_into(
+    pending: dict[str, list[Job]], frames: Iterable[tuple[dict[str, Any], bytes | memoryview]]
+) -> Iterator[Job]:
+    """Give each pending job its outcome from ``frames`` (removing it from ``pending``),
+    so that its ``result()`` needs no request; yield the first job of each id as its
+    outcome arrives."""
+    for info, result in frames:
+        same = pending.pop(info.get("id"), None)
+        if same:
+            for job in same:
+                job._outcome = (info, result)
+            yield same[0]
 
 
 def read_frames(reply: transport.Reply) -> Iterator[tuple[dict[str, Any], bytes | memoryview]]:

@@ -209,11 +209,17 @@ def _batch_answer(
     body = {"jobs": [job.to_json() for job in jobs]}
     if not wait:
         return body, status
+    head = [outcome_frames.frame_head(body, 0)]
+    return _outcomes_answer([job.id for job in jobs], wait, status, head)
+
+
+def _outcomes_answer(
+    job_ids: list[str], wait: float, status: int = 200, head: list[bytes] | None = None
+) -> Response:
+    """A stream of the jobs' outcome frames (after ``head``) as they are done."""
     gw = gateway()
-    outcomes = stream_outcomes(
-        gw.store, gw.waiters, [job.id for job in jobs], wait, gw.config.result_ttl
-    )
-    frames = itertools.chain([outcome_frames.frame_head(body, 0)], outcomes)
+    outcomes = stream_outcomes(gw.store, gw.waiters, job_ids, wait, gw.config.result_ttl)
+    frames = itertools.chain(head or [], outcomes)
     return Response(frames, status=status, mimetype=outcome_frames.MEDIA_TYPE)
 
 
@@ -292,8 +298,7 @@ class JobResults(Resource):
         owners = gw.store.tenants(job_ids)
         for job_id in job_ids:
             _check_owner(job_id, owners.get(job_id))
-        frames = stream_outcomes(gw.store, gw.waiters, job_ids, wait, gw.config.result_ttl)
-        return Response(frames, mimetype=outcome_frames.MEDIA_TYPE)
+        return _outcomes_answer(job_ids, wait)
 
 
 def _requested_job_ids() -> list[str]:

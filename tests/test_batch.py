@@ -13,7 +13,7 @@ import requests
 from client_sdk import batch_body, compute_this, outcome_frames
 from tests.stack import Stack
 from tests.test_collect import frames
-from tests.test_rest import OCTET, assert_json_error, body, post, result
+from tests.test_rest import assert_json_error, body, post, result
 
 
 def post_batch(stack: Stack, data: bytes, params=None, headers=None) -> requests.Response:
@@ -56,20 +56,10 @@ def test_a_batch_becomes_one_job_per_call_in_order(stack: Stack):
     assert outcomes == list(range(12))
 
 
-def streamed_batch(stack: Stack, data: bytes, wait: float, headers=None) -> requests.Response:
-    return requests.post(
-        stack.api("/batches"),
-        data=data,
-        params={"wait": wait},
-        headers={**stack.headers(), **OCTET, **(headers or {})},
-        timeout=wait + 30,
-    )
-
-
 def test_a_batch_with_wait_streams_its_jobs_then_their_outcomes(stack: Stack):
     calls = [body(time.sleep, 1.5), body(abs, -4), body(divmod, 1, 0)]
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    response = streamed_batch(stack, batch_body.encode(calls), 30, headers=key)
+    response = post_batch(stack, batch_body.encode(calls), {"wait": 30}, headers=key)
     assert response.status_code == 201
     assert response.headers["Content-Type"] == outcome_frames.MEDIA_TYPE
     (listing, nothing), *outcomes = frames(response.content)
@@ -83,14 +73,14 @@ def test_a_batch_with_wait_streams_its_jobs_then_their_outcomes(stack: Stack):
     exception = dill.loads(base64.b64decode(by_id[jobs[2]][0]["exception"]))
     assert isinstance(exception, ZeroDivisionError)
     # A repeat answers with the same jobs (200), already done.
-    again = streamed_batch(stack, batch_body.encode(calls), 30, headers=key)
+    again = post_batch(stack, batch_body.encode(calls), {"wait": 30}, headers=key)
     assert again.status_code == 200
     (listing, _), *outcomes = frames(again.content)
     assert [job["id"] for job in listing["jobs"]] == jobs and len(outcomes) == 3
 
 
 def test_a_batch_with_a_short_wait_streams_only_the_jobs_done_by_then(stack: Stack):
-    response = streamed_batch(stack, batch_body.encode([body(time.sleep, 3)]), 0.5)
+    response = post_batch(stack, batch_body.encode([body(time.sleep, 3)]), {"wait": 0.5})
     (listing, _), *outcomes = frames(response.content)
     assert len(listing["jobs"]) == 1 and outcomes == []
 

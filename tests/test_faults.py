@@ -82,6 +82,13 @@ class Processes:
                 assert time.monotonic() < deadline, self.log("gateway")
                 time.sleep(0.1)
 
+    def kill_and_restart_gateway(self, after: float) -> None:
+        """Kill the gateway (SIGKILL) ``after`` seconds from now, then start it again."""
+        time.sleep(after)
+        self.gateway.send_signal(signal.SIGKILL)
+        self.gateway.wait(timeout=30)
+        self.start_gateway()
+
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
@@ -96,6 +103,17 @@ class Processes:
             with contextlib.suppress(Exception):
                 process.wait(timeout=30)
             kill_tree(process.pid)
+
+
+@contextlib.contextmanager
+def gateway_restarted(processes: Processes, after: float) -> Iterator[None]:
+    """Kill and restart the gateway ``after`` seconds into the block (on a thread)."""
+    restarter = threading.Thread(target=processes.kill_and_restart_gateway, args=(after,))
+    restarter.start()
+    try:
+        yield
+    finally:
+        restarter.join(120)
 
 
 @pytest.fixture
@@ -214,14 +232,12 @@ def test_gateway_killed_under_load_restarts_without_reexecution(
     processes: Processes, tmp_path: Path
 ):
     log = tmp_path / "executions.log"
-
-    def kill_and_restart_gateway() -> None:
-        time.sleep(random.uniform(1.0, 3.0))
-        processes.gateway.send_signal(signal.SIGKILL)
-        processes.gateway.wait(timeout=30)
-        processes.start_gateway()
-
-    results = run_load(200, clients=10, log=log, during=kill_and_restart_gateway)
+    results = run_load(
+        200,
+        clients=10,
+        log=log,
+        during=lambda: processes.kill_and_restart_gateway(random.uniform(1.0, 3.0)),
+    )
     assert results == {i: i for i in range(200)}
     counts = executions(log)
     assert set(counts) == set(range(200))
@@ -234,39 +250,17 @@ def test_gateway_killed_under_load_restarts_without_reexecution(
 
 def test_as_completed_rides_out_a_gateway_restart(processes: Processes):
     jobs = [logged_nap.submit(i, 2.0, os.devnull) for i in range(3)]
-
-    def kill_and_restart_gateway() -> None:
-        time.sleep(0.5)  # while the stream waits for the jobs
-        processes.gateway.send_signal(signal.SIGKILL)
-        processes.gateway.wait(timeout=30)
-        processes.start_gateway()
-
-    restarter = threading.Thread(target=kill_and_restart_gateway)
-    restarter.start()
-    try:
+    with gateway_restarted(processes, after=0.5):  # while the stream waits for the jobs
         assert client_sdk.gather(jobs, timeout=120) == [0, 1, 2]
-    finally:
-        restarter.join(120)
 
 
 def test_concurrent_computes_ride_out_a_gateway_restart(processes: Processes, tmp_path: Path):
     log = tmp_path / "executions.log"
     before = len(jobs_recorded(processes.url))
-
-    def kill_and_restart_gateway() -> None:
-        time.sleep(0.5)  # while the calls (one alone, the others batched) wait
-        processes.gateway.send_signal(signal.SIGKILL)
-        processes.gateway.wait(timeout=30)
-        processes.start_gateway()
-
-    restarter = threading.Thread(target=kill_and_restart_gateway)
-    restarter.start()
-    try:
-        with ThreadPoolExecutor(6) as pool:
-            calls = pool.map(lambda i: logged_nap.compute(i, 2.0, str(log)), range(6))
-            assert list(calls) == list(range(6))
-    finally:
-        restarter.join(120)
+    # While the calls (one alone, the others batched) wait.
+    with gateway_restarted(processes, after=0.5), ThreadPoolExecutor(6) as pool:
+        calls = pool.map(lambda i: logged_nap.compute(i, 2.0, str(log)), range(6))
+        assert list(calls) == list(range(6))
     assert set(executions(log)) == set(range(6))
     recorded = jobs_recorded(processes.url)
     assert len(recorded) - before == 6 and set(recorded.values()) == {1}  # one job per call

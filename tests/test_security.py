@@ -5,10 +5,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dill
@@ -19,7 +17,7 @@ import client_sdk
 from client_sdk import batch_body, compute_this
 from client_sdk import config as sdk_config
 from tests.stack import REPO, Stack, start_stack
-from tests.test_coalesce import posts, sent
+from tests.test_coalesce import at_once, posts, sent
 from tests.test_collect import frames
 from tests.test_faults import TOKEN, Processes
 from tests.test_rest import post
@@ -192,15 +190,8 @@ def test_concurrent_calls_past_the_queued_limit_are_posted_one_by_one(secured: S
         calls = 3 * MAX_QUEUED
         # The calls queued while the first is in flight go in one batch: more calls than
         # may be queued (413), so each is posted alone and waits out its 429s.
-        barrier = threading.Barrier(calls)
-
-        def call(i: int) -> int:
-            barrier.wait()
-            return compute_this(abs).compute(-i)
-
         before = posts(secured)
-        with ThreadPoolExecutor(calls) as pool:
-            assert list(pool.map(call, range(calls))) == list(range(calls))
+        assert at_once(calls, lambda i: compute_this(abs).compute(-i)) == list(range(calls))
         assert sent(before, posts(secured), "batch", "413") >= 1
     finally:
         sdk_config._overrides.clear()
