@@ -10,8 +10,10 @@ The child stops when the gateway stops, and on its own if this process dies.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import signal
+import time
 from multiprocessing.connection import Connection
 
 from distributed import LocalCluster
@@ -20,6 +22,8 @@ from gateway.config import GatewayConfig, TlsFiles
 from gateway.server import run_gateway
 from scheduler.config import apply_config, set_defaults
 from worker.main import prepare_worker_processes
+
+log = logging.getLogger("computethis")
 
 CLUSTER_START_TIMEOUT = 300.0  # seconds for the scheduler and every worker to start
 CLUSTER_STOP_TIMEOUT = 60.0
@@ -69,11 +73,14 @@ def run_embedded(
             tls=tls,
         )
     finally:
+        started = time.monotonic()
         ours.close()  # the cluster process's signal to close
         cluster.join(CLUSTER_STOP_TIMEOUT)
         if cluster.is_alive():
+            log.warning("the local cluster did not stop in %g s: killing it", CLUSTER_STOP_TIMEOUT)
             cluster.kill()
             cluster.join(5)
+        log.info("local cluster stopped in %.1f s", time.monotonic() - started)
 
 
 def _scheduler_address(connection: Connection, cluster: multiprocessing.process.BaseProcess) -> str:
@@ -122,4 +129,7 @@ def serve_cluster(workers: int, allowed_failures: int | None, parent: Connection
         with contextlib.suppress(EOFError):
             parent.recv()  # nothing is ever sent: EOFError once the parent closes or dies
     finally:
+        started = time.monotonic()
         cluster.close(timeout=30)
+        took = time.monotonic() - started
+        print(f"computethis: local cluster closed in {took:.1f} s", flush=True)

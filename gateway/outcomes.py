@@ -75,7 +75,8 @@ def stream_outcomes(
     is done, in the order they finish, until all are sent or ``wait`` seconds pass.
 
     The first query looks at every job; after that, only at the jobs whose outcome
-    was recorded since. A job not done in time is left out: the caller asks again.
+    was recorded since. A job not done in time (or when the gateway stops) is left
+    out: the caller asks again.
     """
     pending = dict.fromkeys(job_ids)
     deadline = time.monotonic() + wait
@@ -87,7 +88,7 @@ def stream_outcomes(
                     del pending[job.id]
                     yield from _frame(store, job, result, result_ttl)
             remaining = deadline - time.monotonic()
-            if not pending or remaining <= 0:
+            if not pending or remaining <= 0 or notified.closed:
                 return
             check = notified.take(remaining)
 

@@ -8,6 +8,9 @@ import os
 import secrets
 import signal
 import socket
+import threading
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import IO, Any
 
@@ -137,18 +140,53 @@ def run_gateway(
     bound_port = server.bind_addr[1]
     url = f"{scheme}://{_url_host(host)}:{bound_port}"
     state.start()
-    _raise_keyboard_interrupt_on(signal.SIGTERM)
+    stop = StopSignals()
+    serving = threading.Thread(target=server.serve, name="computethis-http", daemon=True)
+    serving.start()
     note = "  (generated; pass --token or set COMPUTETHIS_TOKEN to keep one)"
     print(f"computethis gateway at {url}", flush=True)
     print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
     try:
-        server.serve()  # returns, or raises KeyboardInterrupt, on a signal
-    except KeyboardInterrupt:
-        pass
+        stop.wait(until=lambda: not serving.is_alive())
     finally:
+        started = time.monotonic()
         log.info("stopping gateway")
+        state.waiters.close()  # long-polls answer now, so the HTTP server's threads end
         server.stop()
+        serving.join(timeout=5)
+        log.info("HTTP server stopped in %.1f s", time.monotonic() - started)
         state.close()
+        log.info("gateway stopped in %.1f s", time.monotonic() - started)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the gateway to stop; a second Ctrl+C while it stops exits at once.
+
+    The handler only sets a flag: raising ``KeyboardInterrupt`` into whatever the main
+    thread was doing could leave the HTTP server's loop or a lock half-way, and the
+    process would then never finish stopping. A repeated SIGTERM is ignored (``timeout``
+    sends two at once; the graceful stop goes on).
+    """
+
+    POLL = 0.1  # seconds between looks at the flag
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is None:
+            self.requested = signum
+        elif signum == signal.SIGINT:
+            log.warning("Ctrl+C again while stopping: exiting now")
+            logging.shutdown()
+            os._exit(128 + signum)
+
+    def wait(self, until: Callable[[], bool]) -> None:
+        """Return once a signal arrived, or ``until()`` is true."""
+        while self.requested is None and not until():
+            time.sleep(self.POLL)
 
 
 def _url_host(host: str) -> str:
@@ -157,10 +195,3 @@ def _url_host(host: str) -> str:
     except OSError:
         is_v6 = False
     return f"[{host}]" if is_v6 else host
-
-
-def _raise_keyboard_interrupt_on(sig: signal.Signals) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(sig, handler)

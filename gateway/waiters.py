@@ -13,16 +13,23 @@ class Notified:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._ids: list[str] = []
+        self.closed = False  # the gateway is stopping: stop waiting
 
     def add(self, job_id: str) -> None:
         with self._condition:
             self._ids.append(job_id)
             self._condition.notify()
 
-    def take(self, timeout: float) -> list[str]:
-        """The ids notified since the last call, waiting up to ``timeout`` s for one."""
+    def close(self) -> None:
         with self._condition:
-            if not self._ids:
+            self.closed = True
+            self._condition.notify_all()
+
+    def take(self, timeout: float) -> list[str]:
+        """The ids notified since the last call, waiting up to ``timeout`` s for one
+        (not at all once closed)."""
+        with self._condition:
+            if not self._ids and not self.closed:
                 self._condition.wait(timeout)
             ids, self._ids = self._ids, []
         return ids
@@ -35,6 +42,18 @@ class Waiters:
         self._lock = threading.Lock()
         self._events: dict[str, tuple[threading.Event, int]] = {}
         self._any_of: dict[str, set[Notified]] = {}  # see watch_any
+        self._closed = False
+
+    def close(self) -> None:
+        """Wake every waiting request, and every later one at once: the gateway is
+        stopping, and its HTTP server waits for the requests in flight to end."""
+        with self._lock:
+            self._closed = True
+            for event, _ in self._events.values():
+                event.set()
+            for watchers in self._any_of.values():
+                for notified in watchers:
+                    notified.close()
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[threading.Event]:
@@ -42,6 +61,8 @@ class Waiters:
         with self._lock:
             event, count = self._events.get(job_id, (threading.Event(), 0))
             self._events[job_id] = (event, count + 1)
+            if self._closed:
+                event.set()
         try:
             yield event
         finally:
@@ -64,6 +85,8 @@ class Waiters:
         with self._lock:
             for job_id in ids:
                 self._any_of.setdefault(job_id, set()).add(notified)
+            if self._closed:
+                notified.close()
         try:
             yield notified
         finally:

@@ -93,14 +93,40 @@ class Stack:
             self.process.send_signal(sig)
         try:
             code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
+            stacks = dump_stacks(self.process.pid)
             kill_tree(self.process.pid)
-            raise
+            raise TimeoutError(
+                f"pid {self.process.pid} still running {timeout:g} s after signal {sig}\n"
+                f"{stacks}\n--- log (last 8000 chars) ---\n{self.log()[-8000:]}"
+            ) from exc
         _, alive = psutil.wait_procs(self.children, timeout=timeout)
         for proc in alive:
             proc.kill()
         assert not alive, f"processes left behind after stop: {alive}"
         return code
+
+
+def dump_stacks(pid: int) -> str:
+    """Every thread's Python stack of ``pid`` and its children (py-spy), for a hang's report."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return f"pid {pid} is gone"
+    dumps = []
+    for proc in procs:
+        try:
+            out = subprocess.run(
+                [str(py_spy), "dump", "--pid", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            dumps.append(f"--- py-spy dump of {proc.pid} ---\n{out.stdout}{out.stderr}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            dumps.append(f"--- py-spy dump of {proc.pid} failed: {exc}")
+    return "\n".join(dumps)
 
 
 def kill_tree(pid: int) -> None:

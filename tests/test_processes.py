@@ -3,7 +3,9 @@ scheduler / worker / gateway subcommands work as separate processes."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -143,6 +145,66 @@ def test_sigterm_stops_everything_without_orphans(tmp_path: Path):
     assert stack.stop(signal.SIGTERM) == 0  # stop() asserts every child process exited
     assert stack.children, "expected worker processes to have been running"
     assert "stopping gateway" in stack.log()
+
+
+def test_a_stop_answers_the_long_polls_in_flight_at_once(tmp_path: Path, point_sdk):
+    """Requests waiting for a job are answered when the gateway stops (a result poll
+    with 202, an outcome stream ended without the job), so it stops in seconds rather
+    than when their waits run out; the clients then ask again."""
+    stack = start_stack(tmp_path / "save", workers=1)
+    try:
+        point_sdk(stack.url, stack.token)
+        job = nap_then_cube.submit(2, 120)
+        answers: dict[str, requests.Response] = {}
+
+        def wait_for(name: str, method: str, path: str, **kwargs) -> None:
+            answers[name] = requests.request(
+                method, stack.api(path), headers=stack.headers(), timeout=200, **kwargs
+            )
+
+        waiting = [
+            threading.Thread(
+                target=wait_for, args=("poll", "GET", f"/jobs/{job.id}/result?wait=300")
+            ),
+            threading.Thread(
+                target=wait_for,
+                args=("stream", "POST", "/results?wait=300"),
+                kwargs={"json": {"jobs": [job.id]}},
+            ),
+        ]
+        for thread in waiting:
+            thread.start()
+        time.sleep(1.0)  # both requests are waiting
+        assert not answers
+    finally:
+        started = time.monotonic()
+        assert stack.stop(signal.SIGTERM) == 0
+        stopped_in = time.monotonic() - started
+    for thread in waiting:
+        thread.join(timeout=30)
+    assert stopped_in < 30, f"the stop took {stopped_in:.1f} s: it waited for the long-polls"
+    assert answers["poll"].status_code == 202
+    assert answers["poll"].json()["status"] == "running"
+    assert answers["stream"].status_code == 200
+    assert answers["stream"].content == b"", "a frame for a job that is not done"
+
+
+def test_a_second_ctrl_c_while_stopping_exits_at_once(tmp_path: Path):
+    stack = start_stack(tmp_path / "save", workers=1)
+    children = psutil.Process(stack.process.pid).children(recursive=True)
+    try:
+        stack.process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        stack.process.send_signal(signal.SIGINT)
+        assert stack.process.wait(timeout=30) == 128 + signal.SIGINT
+        assert "Ctrl+C again while stopping: exiting now" in stack.log()
+        _, alive = psutil.wait_procs(children, timeout=60)
+        assert not alive, f"left behind: {alive}"  # the cluster saw its parent go
+    finally:
+        kill_tree(stack.process.pid)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def test_killed_up_leaves_no_cluster_behind(tmp_path: Path):
