@@ -152,11 +152,13 @@ def run_gateway(
         started = time.monotonic()
         log.info("stopping gateway")
         state.waiters.close()  # long-polls answer now, so the HTTP server's threads end
-        server.stop()
-        serving.join(timeout=5)
-        log.info("HTTP server stopped in %.1f s", time.monotonic() - started)
-        state.close()
-        log.info("gateway stopped in %.1f s", time.monotonic() - started)
+        try:
+            server.stop()
+            serving.join(timeout=5)
+            log.info("HTTP server stopped in %.1f s", time.monotonic() - started)
+        finally:
+            state.close()  # its threads would otherwise keep the process alive
+            log.info("gateway stopped in %.1f s", time.monotonic() - started)
 
 
 class StopSignals:
