@@ -178,3 +178,38 @@ def test_watch_any_wakes_a_waiting_thread_and_leaves_single_watches_alone():
         assert single.is_set()
     with waiters.watch(A) as again:
         assert not again.is_set()
+
+
+def test_close_wakes_every_waiting_request_and_every_later_one():
+    """A stopping gateway closes its waiters: long-polls answer at once."""
+    waiters = Waiters()
+    woken: list[str] = []
+    waiting = threading.Barrier(3)
+
+    def wait_single() -> None:
+        with waiters.watch(A) as event:
+            waiting.wait()
+            if event.wait(30):
+                woken.append("watch")
+
+    def wait_any() -> None:
+        with waiters.watch_any([A, B]) as notified:
+            waiting.wait()
+            assert notified.take(30) == []
+            woken.append("watch_any" if notified.closed else "timed out")
+
+    threads = [threading.Thread(target=wait_single), threading.Thread(target=wait_any)]
+    for thread in threads:
+        thread.start()
+    waiting.wait()
+    started = time.monotonic()
+    waiters.close()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(woken) == ["watch", "watch_any"]
+    assert time.monotonic() - started < 5
+    with waiters.watch(B) as event:
+        assert event.is_set()
+    with waiters.watch_any([A]) as notified:
+        assert notified.closed
+        assert notified.take(30) == []
