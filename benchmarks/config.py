@@ -19,8 +19,9 @@ class Sizes:
     scaling_workers: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     scaling_factors: tuple[int, ...] = (1, 2, 5, 10)  # functions = factor x workers
     sleep_seconds: float = 1.0
-    cpu_jobs: int = 4
+    cpu_jobs: int = 2  # one per worker: "all at once" keeps both workers busy
     cpu_seconds: float = 1.0  # CPU time of one CPU-bound job
+    cpu_repeats: int = 7  # one-at-a-time / all-at-once pairs; the speed-up is their median
     big_megabytes: int = 256
     max_body: int = 1 << 30  # --max-body of the benchmark gateway
 
@@ -34,7 +35,7 @@ QUICK = Sizes(
     scaling_workers=(1, 2),
     scaling_factors=(1, 2, 5),
     sleep_seconds=0.1,
-    cpu_jobs=2,
     cpu_seconds=0.15,
+    cpu_repeats=1,
     big_megabytes=8,
 )

@@ -50,3 +50,12 @@ def test_quick_benchmarks_print_table_and_write_json_and_plots(tmp_path: Path):
     for name in ("throughput.png", "timeline.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+def test_the_cpu_speed_up_is_the_median_of_paired_ratios():
+    from benchmarks.scaling import paired_speedup
+
+    # A slow spell slows both runs of its pair: its ratio still counts as 2.
+    assert paired_speedup([4.0, 6.0, 4.2], [2.0, 3.0, 2.4]) == 2.0
+    # Ratios of the fastest runs (4.0 / 2.4) would say 1.67 for these.
+    assert paired_speedup([4.0, 6.0], [3.0, 2.4]) == (4.0 / 3.0 + 6.0 / 2.4) / 2
