@@ -18,10 +18,11 @@ NAME = "scaling"
 
 
 def run(runner: Runner, sizes: Sizes) -> BenchResult:
-    """For each worker count: F = factor x W sleep jobs, throughput against W / seconds.
+    """For each worker count: F = factor x W sleep jobs, throughput against W / seconds
+    (the median of a cell's runs, see :func:`cell_repeats`).
 
-    Direct Dask runs every F too, right after, as a reference for what the machine
-    allows; the CPU-bound speed-up is measured both ways as well.
+    Direct Dask runs every F too, alternated with ours, as a reference for what the
+    machine allows; the CPU-bound speed-up is measured both ways as well.
     """
     result = BenchResult(NAME)
     throughput: list[dict[str, Any]] = []
@@ -36,15 +37,21 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
         sleeper.compute(0.0)
         for factor in sizes.scaling_factors:
             functions = factor * workers
-            elapsed, job_ids = run_jobs(sleeper, [seconds] * functions)
-            rate = functions / elapsed
-            dask_rate = functions / run_dask(harness, nap, [seconds] * functions)
+            ours: list[float] = []
+            dask: list[float] = []
+            for _ in range(cell_repeats(factor, sizes.repeats)):  # alternated
+                elapsed, job_ids = run_jobs(sleeper, [seconds] * functions)
+                ours.append(elapsed)
+                dask.append(run_dask(harness, nap, [seconds] * functions))
+            rate = functions / statistics.median(ours)
+            dask_rate = functions / statistics.median(dask)
             throughput.append(
                 {
                     "workers": workers,
                     "factor": factor,
                     "functions": functions,
-                    "seconds": elapsed,
+                    "seconds": ours,
+                    "dask_seconds": dask,
                     "jobs_per_s": rate,
                     "dask_jobs_per_s": dask_rate,
                 }
@@ -94,6 +101,12 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
         "timelines": timelines,
     }
     return result
+
+
+def cell_repeats(factor: int, repeats: int) -> int:
+    """Runs of one W x F cell: ``repeats`` at F = W (about one job's time each), fewer
+    as F grows, so that each cell's median spans a few job times (F = 5W: one run)."""
+    return max(1, round(repeats / factor))
 
 
 def paired_speedup(one_at_a_time: list[float], all_at_once: list[float]) -> float:
