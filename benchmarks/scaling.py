@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
@@ -79,9 +80,10 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     if cpu_seconds:
         speedup = paired_speedup(cpu_seconds["one"], cpu_seconds["two"])
         dask_speedup = paired_speedup(cpu_seconds["dask_one"], cpu_seconds["dask_two"])
+        bare_speedup = paired_speedup(cpu_seconds["bare_one"], cpu_seconds["bare_two"])
         result.rows.append(
             Row(
-                f"CPU-bound speed-up 2 vs 1 busy workers ({sizes.cpu_jobs} jobs)",
+                f"CPU-bound speed-up 2 vs 1 busy workers (bare processes: {bare_speedup:.2f})",
                 speedup,
                 ">=",
                 1.8,
@@ -124,25 +126,31 @@ def cpu_speedup_seconds(
     harness: Harness, iterations: int, jobs: int, repeats: int
 ) -> dict[str, list[float]]:
     """Seconds for ``jobs`` CPU-bound jobs on two workers: one at a time (one worker busy)
-    and all at once (both busy), through computethis and through direct Dask.
+    and all at once (both busy), through computethis, through direct Dask, and in two
+    bare processes (a ``multiprocessing`` pool: what the machine's two cores give).
 
-    All four run on the same cluster, alternated in every repeat: on this VM, runs a few
-    minutes apart (on a one-worker and a two-worker cluster) differed by 1.3x.
+    All six run alternated in every repeat: on this VM, runs a few minutes apart (on a
+    one-worker and a two-worker cluster) differed by 1.3x.
     """
     burner = compute_this(burn)
     burner.compute(1)
     client = harness.client
     assert client is not None
     args = [iterations] * jobs
-    seconds: dict[str, list[float]] = {"one": [], "two": [], "dask_one": [], "dask_two": []}
-    for _ in range(repeats):
-        seconds["one"].append(timed(lambda: [burner.compute(n) for n in args]))
-        seconds["two"].append(run_jobs(burner, args)[0])
-        seconds["dask_one"].append(
-            timed(lambda: [client.submit(burn, n, pure=False).result() for n in args])
-        )
-        seconds["dask_two"].append(run_dask(harness, burn, args))
-    return seconds
+    paths = ("one", "two", "dask_one", "dask_two", "bare_one", "bare_two")
+    seconds: dict[str, list[float]] = {path: [] for path in paths}
+    with multiprocessing.get_context("spawn").Pool(2) as bare:
+        bare.map(burn, [1, 1], chunksize=1)  # both processes started
+        for _ in range(repeats):
+            seconds["one"].append(timed(lambda: [burner.compute(n) for n in args]))
+            seconds["two"].append(run_jobs(burner, args)[0])
+            seconds["dask_one"].append(
+                timed(lambda: [client.submit(burn, n, pure=False).result() for n in args])
+            )
+            seconds["dask_two"].append(run_dask(harness, burn, args))
+            seconds["bare_one"].append(timed(lambda: [bare.apply(burn, (n,)) for n in args]))
+            seconds["bare_two"].append(timed(lambda: bare.map(burn, args, chunksize=1)))
+        return seconds
 
 
 def run_jobs(function: RemoteFunction, args: list[Any]) -> tuple[float, list[str]]:
