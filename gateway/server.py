@@ -159,6 +159,8 @@ def run_gateway(
         finally:
             state.close()  # its threads would otherwise keep the process alive
             log.info("gateway stopped in %.1f s", time.monotonic() - started)
+    if stop.requested is None:
+        raise RuntimeError("the HTTP server stopped on its own: see the error above")
 
 
 class StopSignals:
