@@ -82,10 +82,10 @@ class Processes:
                 assert time.monotonic() < deadline, self.log("gateway")
                 time.sleep(0.1)
 
-    def kill_and_restart_gateway(self, after: float) -> None:
-        """Kill the gateway (SIGKILL) ``after`` seconds from now, then start it again."""
+    def kill_and_restart_gateway(self, after: float, sig: int = signal.SIGKILL) -> None:
+        """Stop the gateway with ``sig`` ``after`` seconds from now, then start it again."""
         time.sleep(after)
-        self.gateway.send_signal(signal.SIGKILL)
+        self.gateway.send_signal(sig)
         self.gateway.wait(timeout=30)
         self.start_gateway()
 
@@ -106,9 +106,11 @@ class Processes:
 
 
 @contextlib.contextmanager
-def gateway_restarted(processes: Processes, after: float) -> Iterator[None]:
-    """Kill and restart the gateway ``after`` seconds into the block (on a thread)."""
-    restarter = threading.Thread(target=processes.kill_and_restart_gateway, args=(after,))
+def gateway_restarted(
+    processes: Processes, after: float, sig: int = signal.SIGKILL
+) -> Iterator[None]:
+    """Stop (``sig``) and restart the gateway ``after`` seconds into the block (on a thread)."""
+    restarter = threading.Thread(target=processes.kill_and_restart_gateway, args=(after, sig))
     restarter.start()
     try:
         yield
@@ -254,11 +256,16 @@ def test_as_completed_rides_out_a_gateway_restart(processes: Processes):
         assert client_sdk.gather(jobs, timeout=120) == [0, 1, 2]
 
 
-def test_concurrent_computes_ride_out_a_gateway_restart(processes: Processes, tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_concurrent_computes_ride_out_a_gateway_restart(
+    processes: Processes, tmp_path: Path, sig: int
+):
+    """A killed gateway drops the waiting requests; a stopped one answers them first
+    (not done yet). Either way each call asks again and gets its result, once."""
     log = tmp_path / "executions.log"
     before = len(jobs_recorded(processes.url))
     # While the calls (one alone, the others batched) wait.
-    with gateway_restarted(processes, after=0.5), ThreadPoolExecutor(6) as pool:
+    with gateway_restarted(processes, after=0.5, sig=sig), ThreadPoolExecutor(6) as pool:
         calls = pool.map(lambda i: logged_nap.compute(i, 2.0, str(log)), range(6))
         assert list(calls) == list(range(6))
     assert set(executions(log)) == set(range(6))
