@@ -205,12 +205,12 @@ def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:
 def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) -> None:
     """Hand each call its job's outcome as the batch's answer streams it. Jobs still
     running when the stream ends (or is cut) are collected by ``as_completed``."""
-    by_id = {call.job.id: call for call in calls if call.job is not None}
-    pending = {job_id: [call.job] for job_id, call in by_id.items() if call.job is not None}
+    done = {call.job.id: call.done for call in calls if call.job is not None}
+    pending = {call.job.id: [call.job] for call in calls if call.job is not None}
     finished = False
     try:
         for job in outcomes_into(pending, frames):
-            by_id[job.id].done.set()
+            done[job.id].set()
         finished = True
     except (ProtocolError, ReadTimeoutError):
         pass  # cut short or silent (the gateway restarting?): what is left is collected below
@@ -220,8 +220,8 @@ def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) ->
     finally:
         reply.close(finished)
     try:
-        for job in as_completed(job for same in pending.values() for job in same):
-            by_id[job.id].done.set()
+        for job in as_completed([same[0] for same in pending.values()]):
+            done[job.id].set()
     except BaseException as exc:
         _finish(calls, error=exc)
 

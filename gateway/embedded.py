@@ -129,7 +129,4 @@ def serve_cluster(workers: int, allowed_failures: int | None, parent: Connection
         with contextlib.suppress(EOFError):
             parent.recv()  # nothing is ever sent: EOFError once the parent closes or dies
     finally:
-        started = time.monotonic()
         cluster.close(timeout=30)
-        took = time.monotonic() - started
-        print(f"computethis: local cluster closed in {took:.1f} s", flush=True)

@@ -82,7 +82,7 @@ class Processes:
                 assert time.monotonic() < deadline, self.log("gateway")
                 time.sleep(0.1)
 
-    def kill_and_restart_gateway(self, after: float, sig: int = signal.SIGKILL) -> None:
+    def restart_gateway(self, after: float, sig: int = signal.SIGKILL) -> None:
         """Stop the gateway with ``sig`` ``after`` seconds from now, then start it again."""
         time.sleep(after)
         self.gateway.send_signal(sig)
@@ -110,7 +110,7 @@ def gateway_restarted(
     processes: Processes, after: float, sig: int = signal.SIGKILL
 ) -> Iterator[None]:
     """Stop (``sig``) and restart the gateway ``after`` seconds into the block (on a thread)."""
-    restarter = threading.Thread(target=processes.kill_and_restart_gateway, args=(after, sig))
+    restarter = threading.Thread(target=processes.restart_gateway, args=(after, sig))
     restarter.start()
     try:
         yield
@@ -238,7 +238,7 @@ def test_gateway_killed_under_load_restarts_without_reexecution(
         200,
         clients=10,
         log=log,
-        during=lambda: processes.kill_and_restart_gateway(random.uniform(1.0, 3.0)),
+        during=lambda: processes.restart_gateway(random.uniform(1.0, 3.0)),
     )
     assert results == {i: i for i in range(200)}
     counts = executions(log)
