@@ -37,8 +37,11 @@ from client_sdk.pickling import Pickled
 if TYPE_CHECKING:
     from client_sdk.decorator import RemoteFunction
 
-# Batches being stored or streamed at once (each holds one connection and one thread).
-SENDER_THREADS = 64
+# A batch holds a sender thread (and a connection) while it is stored and while its
+# outcomes stream. Idle senders are reused. Every batch in flight has callers blocked on
+# it, so there are never more senders than callers: no cap of their own, which would
+# hold the batches past it until some batch's jobs all ended.
+SENDER_THREADS = 1 << 20
 Frames = Iterator[tuple[dict[str, Any], bytes | memoryview]]
 
 

@@ -10,13 +10,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import IO, Any
 
 from cheroot import errors as cheroot_errors
 from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+from cheroot.workers.threadpool import ThreadPool
 from cheroot.wsgi import Server
 from werkzeug.wsgi import FileWrapper
 
@@ -26,8 +26,11 @@ from gateway.context import Gateway
 
 log = logging.getLogger("computethis")
 
-# Long-polls hold a thread each while they wait, so keep plenty.
+# Long-polls hold a thread each while they wait: the pool starts with DEFAULT_THREADS
+# and grows to keep SPARE_THREADS free, up to MAX_THREADS (see keep_spare_threads).
 DEFAULT_THREADS = 64
+SPARE_THREADS = 16
+MAX_THREADS = 2048
 TOKEN_ENV = "COMPUTETHIS_TOKEN"
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
 IDLE_TIMEOUT = 120  # seconds a connection may sit silent (before or between requests)
@@ -95,6 +98,7 @@ def make_server(
         (host, port),
         _large_file_blocks(app),
         numthreads=threads,
+        max=max(threads, MAX_THREADS),
         request_queue_size=BACKLOG,
         timeout=IDLE_TIMEOUT,
         server_name="computethis",
@@ -147,7 +151,9 @@ def run_gateway(
     print(f"computethis gateway at {url}", flush=True)
     print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
     try:
-        stop.wait(until=lambda: not serving.is_alive())
+        while stop.requested is None and serving.is_alive():
+            keep_spare_threads(server.requests)
+            time.sleep(StopSignals.POLL)
     finally:
         started = time.monotonic()
         log.info("stopping gateway")
@@ -187,10 +193,22 @@ class StopSignals:
             logging.shutdown()
             os._exit(128 + signum)
 
-    def wait(self, until: Callable[[], bool]) -> None:
-        """Return once a signal arrived, or ``until()`` is true."""
-        while self.requested is None and not until():
-            time.sleep(self.POLL)
+
+def keep_spare_threads(pool: ThreadPool, spare: int = SPARE_THREADS) -> None:
+    """Grow the HTTP server's thread pool so that ``spare`` threads are free, and shrink
+    it back once more than three times that many are.
+
+    A long-poll (a result, an outcome stream, a batch) holds a thread for as long as it
+    waits, up to 300 s, and cheroot's pool does not grow by itself: once every thread
+    waits, any other request (a submission, ``/health``) would queue until a wait ends.
+    Growing covers the requests already queued too. ``pool.max`` caps it, and shrinking
+    never goes below the pool's first size (``pool.min``).
+    """
+    idle = pool.idle
+    if idle < spare:
+        pool.grow(spare - idle + pool.qsize)
+    elif idle > 3 * spare:
+        pool.shrink(idle - spare)
 
 
 def _url_host(host: str) -> str:
