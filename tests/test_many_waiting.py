@@ -14,9 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from client_sdk import compute_this
+from gateway.server import DEFAULT_THREADS
 from tests.stack import Stack
 from tests.test_coalesce import job_count
 
@@ -53,11 +55,15 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_path: Path):
+    """The gateway's HTTP server grows its threads while callers wait, then shrinks back."""
+    gateway = psutil.Process(sdk.process.pid)
+    threads_before = gateway.num_threads()
     release = tmp_path / "release"
     jobs = when_released.submit_many([(str(release), i) for i in range(WAITERS)])
     pool, futures = in_threads(WAITERS, lambda i: jobs[i].result(timeout=120))
     try:
         time.sleep(2)  # every caller is in its long-poll: the jobs wait for the file
+        threads_waiting = gateway.num_threads()
         started = time.monotonic()
         health = requests.get(sdk.api("/health"), timeout=20)
         other = when_released.submit((str(release), -1))
@@ -70,6 +76,12 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
         pool.shutdown()
     assert results == list(range(WAITERS))
     assert other.result(timeout=60) == -1
+    assert threads_waiting >= threads_before + WAITERS - DEFAULT_THREADS
+    assert wait_until(lambda: gateway.num_threads() <= threads_before + 4, timeout=10), (
+        threads_before,
+        threads_waiting,
+        gateway.num_threads(),
+    )
 
 
 def test_seventy_batches_stream_at_once_from_one_process(sdk: Stack, tmp_path: Path):
