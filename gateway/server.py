@@ -27,7 +27,7 @@ from gateway.context import Gateway
 log = logging.getLogger("computethis")
 
 # Long-polls hold a thread each while they wait: the pool starts with DEFAULT_THREADS
-# and grows to keep SPARE_THREADS free, up to MAX_THREADS (see keep_spare_threads).
+# and grows to keep SPARE_THREADS free, up to MAX_THREADS (see SpareThreads).
 DEFAULT_THREADS = 64
 SPARE_THREADS = 16
 MAX_THREADS = 2048
@@ -150,9 +150,10 @@ def run_gateway(
     note = "  (generated; pass --token or set COMPUTETHIS_TOKEN to keep one)"
     print(f"computethis gateway at {url}", flush=True)
     print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
+    spare_threads = SpareThreads(server.requests)
     try:
         while stop.requested is None and serving.is_alive():
-            keep_spare_threads(server.requests)
+            spare_threads.adjust()
             time.sleep(StopSignals.POLL)
     finally:
         started = time.monotonic()
@@ -194,9 +195,9 @@ class StopSignals:
             os._exit(128 + signum)
 
 
-def keep_spare_threads(pool: ThreadPool, spare: int = SPARE_THREADS) -> None:
-    """Grow the HTTP server's thread pool so that ``spare`` threads are free, and shrink
-    it back once more than three times that many are.
+class SpareThreads:
+    """Keeps ``spare`` threads of the HTTP server's pool free: ``adjust`` grows the pool
+    when fewer are, and shrinks it back once more than three times that many are.
 
     A long-poll (a result, an outcome stream, a batch) holds a thread for as long as it
     waits, up to 300 s, and cheroot's pool does not grow by itself: once every thread
@@ -204,11 +205,27 @@ def keep_spare_threads(pool: ThreadPool, spare: int = SPARE_THREADS) -> None:
     Growing covers the requests already queued too. ``pool.max`` caps it, and shrinking
     never goes below the pool's first size (``pool.min``).
     """
-    idle = pool.idle
-    if idle < spare:
-        pool.grow(spare - idle + pool.qsize)
-    elif idle > 3 * spare:
-        pool.shrink(idle - spare)
+
+    def __init__(self, pool: ThreadPool, spare: int = SPARE_THREADS) -> None:
+        self.pool = pool
+        self.spare = spare
+        self.refused = False  # the system refused a new thread (a process limit)
+
+    def adjust(self) -> None:
+        idle = self.pool.idle
+        if idle < self.spare:
+            try:
+                self.pool.grow(self.spare - idle + self.pool.qsize)
+            except RuntimeError as exc:  # "can't start new thread"
+                if not self.refused:
+                    log.warning(
+                        "the system refused another HTTP server thread (%s): requests may "
+                        "wait while every thread is busy; raise the process or pids limit",
+                        exc,
+                    )
+                self.refused = True
+        elif idle > 3 * self.spare:
+            self.pool.shrink(idle - self.spare)
 
 
 def _url_host(host: str) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 
 import requests
 
-from gateway.server import MAX_HEADER_BYTES
+from gateway.server import MAX_HEADER_BYTES, SpareThreads
 from tests.stack import Stack
 
 
@@ -54,3 +55,41 @@ def test_a_malformed_request_line_gets_a_json_400(stack: Stack):
 def test_the_gateway_still_serves_after_refusing(stack: Stack):
     raw_exchange(stack, b"GET /api/v1/health HTTP/1.1\r\nBad Header Line\r\n\r\n")
     assert requests.get(stack.api("/health"), timeout=30).status_code == 200
+
+
+class FakePool:
+    """The parts of cheroot's thread pool that SpareThreads reads and calls."""
+
+    def __init__(self, idle: int, queued: int = 0, refuse: bool = False) -> None:
+        self.idle, self.qsize, self.refuse = idle, queued, refuse
+        self.grown: list[int] = []
+        self.shrunk: list[int] = []
+
+    def grow(self, amount: int) -> None:
+        self.grown.append(amount)
+        if self.refuse:
+            raise RuntimeError("can't start new thread")
+
+    def shrink(self, amount: int) -> None:
+        self.shrunk.append(amount)
+
+
+def test_the_thread_pool_grows_to_keep_spare_threads_and_shrinks_when_calm():
+    busy, calm, between = FakePool(idle=3, queued=5), FakePool(idle=60), FakePool(idle=30)
+    for pool in (busy, calm, between):
+        SpareThreads(pool, spare=16).adjust()
+    assert (busy.grown, busy.shrunk) == ([16 - 3 + 5], [])
+    assert (calm.grown, calm.shrunk) == ([], [60 - 16])
+    assert (between.grown, between.shrunk) == ([], [])
+
+
+def test_a_refused_thread_is_logged_once_and_the_server_goes_on(caplog):
+    pool = FakePool(idle=0, refuse=True)
+    spare = SpareThreads(pool, spare=16)
+    with caplog.at_level(logging.WARNING, logger="computethis"):
+        spare.adjust()
+        spare.adjust()
+    assert pool.grown == [16, 16]  # asked again, without raising
+    warnings = [record for record in caplog.records if "refused another" in record.message]
+    assert len(warnings) == 1
+    assert "pids limit" in warnings[0].message
