@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import re
 import socket
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,6 +19,10 @@ import requests
 
 import client_sdk
 from client_sdk import batch_body, coalesce, compute_this, transport
+from client_sdk import config as sdk_config
+from client_sdk.errors import ComputeThisError
+from client_sdk.job import JOB_HEADER
+from client_sdk.pickling import dump_buffers
 from tests.stack import Stack
 from tests.test_collect import divide, nap
 
@@ -245,3 +251,52 @@ def test_a_batch_takes_at_most_max_bytes_but_always_one_call(monkeypatch):
     while queue:
         taken.append([len(call.payload) for call in coalesce._take_batch(queue)])
     assert taken == [[10, 10], [10], [100], [10]]
+
+
+class OlderGateway(BaseHTTPRequestHandler):
+    """A gateway from before batches streamed their outcomes: ``POST /batches`` answers
+    the stored jobs' JSON at once; ``POST /jobs?wait`` answers its result after a
+    second, so that a call made meanwhile goes in a batch."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path.startswith("/api/v1/batches"):
+            body = json.dumps({"jobs": [{"id": "b" * 32, "status": "queued"}]}).encode()
+            self._answer(201, "application/json", body, {})
+        else:
+            time.sleep(1.0)
+            body = bytes(dump_buffers(1, index=True))
+            self._answer(200, "application/octet-stream", body, {JOB_HEADER: "a" * 32})
+
+    def _answer(self, status: int, kind: str, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": kind, **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_gateway_that_does_not_stream_batches_is_told_apart():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OlderGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    saved = dict(sdk_config._overrides)
+    client_sdk.configure(url=f"http://127.0.0.1:{server.server_port}", token="token")
+    try:
+        alone = ThreadPoolExecutor(1)
+        first = alone.submit(square.compute, 1)  # in flight: the next call is batched
+        time.sleep(0.3)
+        with pytest.raises(ComputeThisError, match="without streaming its outcomes"):
+            square.compute(2)
+        assert first.result(timeout=30) == 1
+        alone.shutdown()
+    finally:
+        sdk_config._overrides.clear()
+        sdk_config._overrides.update(saved)
+        server.shutdown()
+        server.server_close()
