@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from client_sdk import batch_body, transport
+from client_sdk.abandon import cancel_abandoned
 from client_sdk.collect import as_completed, outcomes_into, read_frames
 from client_sdk.config import settings
 from client_sdk.errors import ApiError, ComputeThisError, GatewayUnreachable
@@ -54,6 +55,7 @@ class QueuedCall:
     job: Job | None = None
     error: BaseException | None = None
     alone: bool = False  # the batch was refused: the caller posts this call by itself
+    abandoned: bool = False  # the caller was interrupted: its job is to be cancelled
 
 
 @dataclass(eq=False)
@@ -102,6 +104,17 @@ class Coalescer:
                 raise call.error
             assert call.job is not None
             return call.job.result()  # from the outcome delivered with it: no request
+        except KeyboardInterrupt:
+            if call is not None and not call.alone:
+                with self._lock:  # not sent yet: it never will be
+                    queued = call in lane.queue
+                    if queued:
+                        lane.queue.remove(call)
+                if not queued:
+                    call.abandoned = True  # not listed yet: the sender cancels its job
+                    if call.job is not None:
+                        cancel_abandoned(call.job.id)
+            raise
         finally:
             with self._lock:
                 lane.in_flight -= 1
@@ -172,6 +185,8 @@ def _post_batch(options: dict[str, Any], calls: list[QueuedCall]) -> tuple[trans
             continue
         for call, info in zip(calls, batch["jobs"], strict=True):
             call.job = Job(info["id"], info)
+            if call.abandoned:  # its caller was interrupted before the job was listed
+                cancel_abandoned(call.job.id)
         return reply, frames
     raise GatewayUnreachable(
         f"the computethis gateway at {settings().url} twice cut its answer to a batch of "
@@ -182,13 +197,20 @@ def _post_batch(options: dict[str, Any], calls: list[QueuedCall]) -> tuple[trans
 
 def compute_alone(function: RemoteFunction, payload: bytes | Pickled) -> Any:
     """Post one call with ``?wait``: its result comes back in the same exchange if the
-    job is done in time; a longer one is then long-polled."""
-    response = transport.post_call(
-        "/jobs", payload, function.options(wait=POLL_WAIT), timeout=POLL_WAIT + 30
-    )
-    job = Job(response.headers[JOB_HEADER])
-    done, value = job.read_outcome(response)
-    return value if done else job.result()
+    job is done in time; a longer one is then long-polled. Interrupted (Ctrl-C), it
+    cancels the job, found by the request's Idempotency-Key if no answer came yet."""
+    key = uuid.uuid4().hex
+    job: Job | None = None
+    try:
+        response = transport.post_call(
+            "/jobs", payload, function.options(wait=POLL_WAIT), timeout=POLL_WAIT + 30, key=key
+        )
+        job = Job(response.headers[JOB_HEADER])
+        done, value = job.read_outcome(response)
+        return value if done else job.result()
+    except KeyboardInterrupt:
+        cancel_abandoned(job.id if job is not None else None, key)
+        raise
 
 
 def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:

@@ -134,8 +134,10 @@ def request(
     config: Settings | None = None,
     stream: bool = False,
     safe: bool = False,
+    retry_for: float | None = None,
 ) -> Reply:
-    """Send a request, retrying connection errors with backoff for up to ``RETRY_FOR`` s.
+    """Send a request, retrying connection errors with backoff for up to ``retry_for``
+    seconds (default ``RETRY_FOR``).
 
     A POST is only retried when it is ``safe`` (it changes nothing) or carries an
     ``Idempotency-Key`` (the gateway then answers a repeat with the job it already
@@ -156,7 +158,7 @@ def request(
     if query:
         url = f"{url}?{urlencode(query)}"
     retry = safe or method != "POST" or "Idempotency-Key" in all_headers
-    backoff = Backoff()
+    backoff = Backoff(retry_for)
     busy_deadline = time.monotonic() + BUSY_RETRY_FOR
     while True:
         try:

@@ -403,6 +403,12 @@ def _parameters(config: GatewayConfig) -> dict[str, Schema]:
             "description": "The `next_cursor` of the previous page.",
             "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
         },
+        "IdempotencyKeyQuery": {
+            "name": "idempotency_key",
+            "in": "query",
+            "description": "Only your job submitted with this `Idempotency-Key`.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
         "Status": {
             "name": "status",
             "in": "query",
@@ -580,8 +586,15 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "tags": ["jobs"],
                 "summary": "List your jobs, newest first",
                 "description": "A tenant's token lists that tenant's jobs; the admin token "
-                "lists every tenant's.",
-                "parameters": [_param("Status"), _param("Limit"), _param("Cursor")],
+                "lists every tenant's. With `idempotency_key`, the page holds only the "
+                "caller's job submitted with that key, if there is one (how a client finds "
+                "the job of a request whose answer it never read).",
+                "parameters": [
+                    _param("Status"),
+                    _param("Limit"),
+                    _param("Cursor"),
+                    _param("IdempotencyKeyQuery"),
+                ],
                 "responses": {
                     "200": _json(_schema("JobPage"), "One page of jobs."),
                     "400": _response("BadRequest"),

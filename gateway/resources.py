@@ -143,8 +143,14 @@ class JobList(Resource):
         return job_json_with_exception(job), 201, headers
 
     def get(self) -> dict[str, Any]:
-        """The caller's jobs, newest first, ``limit`` at a time."""
+        """The caller's jobs, newest first, ``limit`` at a time; with ``idempotency_key``,
+        the caller's job submitted with that key (none or one)."""
         args = request.args
+        key = args.get("idempotency_key")
+        if key is not None:
+            _check_idempotency_key(key, "the idempotency_key parameter")
+            job = gateway().store.find_by_key(tenant(), key)
+            return {"jobs": [job.to_json()] if job else [], "next_cursor": None}
         status = params.choice(args, "status", STATUSES)
         limit = params.integer(args, "limit", default=50, low=1, high=1000)
         cursor = args.get("cursor")
@@ -423,13 +429,15 @@ def _job_headers(job: Job) -> dict[str, str]:
 
 def _idempotency_key() -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 200 or not key.isprintable():
-        raise ApiError(
-            400, "invalid_header", "Idempotency-Key must be 1 to 200 printable characters"
-        )
+    if key is not None:
+        _check_idempotency_key(key, IDEMPOTENCY_HEADER)
     return key
+
+
+def _check_idempotency_key(key: str, where: str) -> None:
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        error = "invalid_header" if where == IDEMPOTENCY_HEADER else "invalid_parameter"
+        raise ApiError(400, error, f"{where} must be 1 to 200 printable characters")
 
 
 def _check_python_version(client: str | None, workers: frozenset[str]) -> None:

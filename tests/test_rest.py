@@ -272,6 +272,15 @@ def test_idempotency_key_returns_the_same_job(stack: Stack):
     second = post(stack, body(abs, 4), headers={"Idempotency-Key": key})
     assert first.status_code == 201 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
+    # The job can be looked up by its key (a client that never read the answer does).
+    jobs = stack.api("/jobs")
+    found = requests.get(jobs, params={"idempotency_key": key}, headers=stack.headers(), timeout=10)
+    assert [job["id"] for job in found.json()["jobs"]] == [first.json()["id"]]
+    unknown = {"idempotency_key": uuid.uuid4().hex}
+    none = requests.get(jobs, params=unknown, headers=stack.headers(), timeout=10)
+    assert none.status_code == 200 and none.json() == {"jobs": [], "next_cursor": None}
+    empty = requests.get(jobs, params={"idempotency_key": ""}, headers=stack.headers(), timeout=10)
+    assert_json_error(empty, 400, "invalid_parameter")
 
 
 def test_workers_endpoint(stack: Stack):

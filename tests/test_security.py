@@ -61,7 +61,8 @@ def submit(stack: Stack, headers: dict[str, str], call=(abs, (-3,), {})) -> requ
 
 def test_tenants_see_only_their_own_jobs(secured: Stack):
     alice, bob = new_tenant(secured, "alice"), new_tenant(secured, "bob")
-    job = submit(secured, alice).json()
+    key = "alice-key"
+    job = submit(secured, {**alice, "Idempotency-Key": key}).json()
     done = requests.get(
         secured.api(f"/jobs/{job['id']}/result"), params={"wait": 30}, headers=alice, timeout=60
     )
@@ -95,6 +96,12 @@ def test_tenants_see_only_their_own_jobs(secured: Stack):
     assert job["id"] not in {j["id"] for j in listed}
     mine = requests.get(secured.api("/jobs"), headers=alice, timeout=10).json()["jobs"]
     assert job["id"] in {j["id"] for j in mine}
+    # Looking a job up by its Idempotency-Key finds only the caller's own.
+    by_key = {"idempotency_key": key}
+    theirs = requests.get(secured.api("/jobs"), params=by_key, headers=bob, timeout=10)
+    assert theirs.json() == {"jobs": [], "next_cursor": None}
+    mine = requests.get(secured.api("/jobs"), params=by_key, headers=alice, timeout=10)
+    assert [j["id"] for j in mine.json()["jobs"]] == [job["id"]]
     # The admin token sees every tenant's jobs.
     everything = requests.get(secured.api("/jobs"), headers=secured.headers(), timeout=10).json()
     assert job["id"] in {j["id"] for j in everything["jobs"]}
