@@ -57,6 +57,7 @@ class RemoteFunction:
 
     def compute(self, *args: Any, **kwargs: Any) -> Any:
         """Run one call on a worker and return its result (or raise its exception).
+        Ctrl-C (``KeyboardInterrupt``) while it waits cancels the job.
 
         The call is posted with ``?wait=``, so a quick job's result comes back in the
         same HTTP exchange; a longer one is then long-polled. Calls that other threads
@@ -122,7 +123,8 @@ class RemoteFunction:
         that fails as a whole (worker died, timeout) fails each of its items.
         ``retries`` re-runs a failed item; ``timeout`` applies per item (a chunk job
         gets ``timeout`` times its item count). ``progress=True`` shows a tqdm bar of
-        items done on stderr.
+        items done on stderr. Ctrl-C (``KeyboardInterrupt``) cancels the chunk jobs not
+        yet collected.
         """
         from client_sdk.mapping import run_map
 

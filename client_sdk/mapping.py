@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import dill
 
 from client_sdk import transport
+from client_sdk.abandon import cancel_abandoned
 from client_sdk.chunk import Outcome, apply_chunk
 from client_sdk.errors import ApiError, GatewayUnreachable
 from client_sdk.job import Job
@@ -110,15 +111,37 @@ def in_flight_limit(workers: int) -> int:
 
 
 class ChunkSender:
-    """Posts one chunk as a job (split if its payload is too big) and waits for it."""
+    """Posts one chunk as a job (split if its payload is too big) and waits for it.
+
+    It keeps the ids of the chunk jobs posted and not yet collected, for
+    :meth:`abandon` to cancel.
+    """
 
     def __init__(self, function: RemoteFunction) -> None:
         self.function = function
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._abandoned = False
 
     def run(self, items: list[Any]) -> list[Outcome]:
         """The outcomes of ``items``; a failure of the whole job becomes each item's."""
-        jobs = [(self._post(payload, count), count) for payload, count in self._payloads(items)]
-        return [outcome for job, count in jobs for outcome in self._outcomes(job, count)]
+        jobs: list[tuple[Job, int]] = []
+        try:
+            for payload, count in self._payloads(items):
+                jobs.append((self._post(payload, count), count))
+            return [outcome for job, count in jobs for outcome in self._outcomes(job, count)]
+        finally:
+            with self._lock:
+                self._pending.difference_update(job.id for job, _ in jobs)
+
+    def abandon(self) -> None:
+        """Cancel every chunk job posted and not collected (the map was interrupted),
+        and any that a thread posts from now on."""
+        with self._lock:
+            self._abandoned = True
+            pending = list(self._pending)
+        for job_id in pending:
+            cancel_abandoned(job_id)
 
     def _payloads(self, items: list[Any]) -> Iterator[tuple[bytes | Pickled, int]]:
         func = self.function.func
@@ -137,6 +160,12 @@ class ChunkSender:
             params["timeout"] = min(MAX_JOB_TIMEOUT, self.function.timeout * count)
         response = transport.post_call("/jobs", payload, params)
         info = response.json()
+        with self._lock:
+            abandoned = self._abandoned
+            if not abandoned:
+                self._pending.add(info["id"])
+        if abandoned:
+            cancel_abandoned(info["id"])
         return Job(info["id"], info)
 
     @staticmethod
@@ -237,7 +266,8 @@ def run_map(
         sizes = chunk_sizes(length, workers, estimate_item_bytes(head))
     else:
         sizes = repeat(chunksize)
-    pipeline = ChunkPipeline(ChunkSender(function).run, in_flight_limit(workers))
+    sender = ChunkSender(function)
+    pipeline = ChunkPipeline(sender.run, in_flight_limit(workers))
     collector = _InOrder(return_exceptions)
     bar = _progress_bar(progress, length)
     try:
@@ -248,6 +278,10 @@ def run_map(
         while pipeline.in_flight:
             collector.add(*_advance(pipeline, bar))
         return collector.results
+    except KeyboardInterrupt:  # Ctrl-C: nobody else holds the chunk jobs
+        pipeline.stop()
+        sender.abandon()
+        raise
     finally:
         pipeline.stop()
         if bar is not None:

@@ -1,4 +1,5 @@
-"""Ctrl-C in ``compute`` cancels the job it was waiting for (a real process, real SIGINT)."""
+"""Ctrl-C in ``compute`` or ``map`` cancels the jobs it was waiting for (a real process,
+a real SIGINT)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ if {batched!r}:  # a call in flight first: the one below goes in a batch
     time.sleep(1)
 print("calling", flush=True)
 try:
-    nap.compute(61)
+    {call}
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     sys.exit(3)
@@ -39,18 +40,27 @@ except KeyboardInterrupt:
 
 
 def jobs_named(stack: Stack, name: str) -> list[dict]:
-    """The stack's jobs called ``name``, oldest first."""
+    """The stack's jobs whose name starts with ``name``, oldest first."""
     listing = requests.get(
         stack.api("/jobs"), params={"limit": 1000}, headers=stack.headers(), timeout=30
     ).json()
-    return [job for job in reversed(listing["jobs"]) if job["name"] == name]
+    return [job for job in reversed(listing["jobs"]) if job["name"].startswith(name)]
 
 
-def interrupt_a_compute(stack: Stack, tmp_path: Path, name: str, batched: bool) -> list[dict]:
-    """Run a process whose compute waits on a 61 s job, Ctrl-C it once that job runs;
-    its jobs afterwards, oldest first."""
+def interrupt(
+    stack: Stack,
+    tmp_path: Path,
+    name: str,
+    *,
+    batched: bool = False,
+    call: str = "nap.compute(61)",
+    jobs: int = 1,
+    running: int = 1,
+) -> list[dict]:
+    """Run a process making ``call``; once it has ``jobs`` jobs named ``name`` and
+    ``running`` of them run, Ctrl-C it. Its jobs afterwards, oldest first."""
     script = tmp_path / "caller.py"
-    source = CALLER.format(url=stack.url, token=stack.token, name=name, batched=batched)
+    source = CALLER.format(url=stack.url, token=stack.token, name=name, batched=batched, call=call)
     script.write_text(textwrap.dedent(source))
     caller = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -58,8 +68,8 @@ def interrupt_a_compute(stack: Stack, tmp_path: Path, name: str, batched: bool) 
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            jobs = jobs_named(stack, name)
-            if len(jobs) == 1 + batched and jobs[-1]["status"] == "running":
+            mine = jobs_named(stack, name)
+            if len(mine) == jobs and sum(job["status"] == "running" for job in mine) == running:
                 break
             time.sleep(0.2)
         else:
@@ -88,16 +98,32 @@ def test_ctrl_c_in_compute_cancels_its_job(stack: Stack, tmp_path: Path):
     """Interrupted while ``POST /jobs?wait`` waits: the job is found by its
     Idempotency-Key and cancelled."""
     stack.wait_for_workers(2)
-    (job,) = interrupt_a_compute(stack, tmp_path, "interrupted-alone", batched=False)
+    (job,) = interrupt(stack, tmp_path, "interrupted-alone")
     assert wait_for_status(stack, job["id"], "cancelled") == "cancelled"
 
 
 def test_ctrl_c_in_a_batched_compute_cancels_only_its_job(stack: Stack, tmp_path: Path):
     stack.wait_for_workers(2)
-    other, interrupted = interrupt_a_compute(stack, tmp_path, "interrupted-batched", True)
+    other, interrupted = interrupt(
+        stack, tmp_path, "interrupted-batched", batched=True, jobs=2, running=2
+    )
     try:
         assert wait_for_status(stack, interrupted["id"], "cancelled") == "cancelled"
         # The other thread's call was not interrupted (its process exited meanwhile).
         assert wait_for_status(stack, other["id"], "running", timeout=0) == "running"
     finally:
         requests.post(stack.api(f"/jobs/{other['id']}/cancel"), headers=stack.headers(), timeout=30)
+
+
+def test_ctrl_c_in_map_cancels_its_chunk_jobs(stack: Stack, tmp_path: Path):
+    """Four one-item chunks on two workers: two run, two wait; all four are cancelled."""
+    stack.wait_for_workers(2)
+    chunks = interrupt(
+        stack,
+        tmp_path,
+        "interrupted-map",
+        call="nap.map([60] * 4, chunksize=1)",
+        jobs=4,
+        running=2,
+    )
+    assert [wait_for_status(stack, job["id"], "cancelled") for job in chunks] == ["cancelled"] * 4
