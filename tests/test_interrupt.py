@@ -44,7 +44,7 @@ def jobs_named(stack: Stack, name: str) -> list[dict]:
     listing = requests.get(
         stack.api("/jobs"), params={"limit": 1000}, headers=stack.headers(), timeout=30
     ).json()
-    return [job for job in reversed(listing["jobs"]) if job["name"].startswith(name)]
+    return [job for job in reversed(listing["jobs"]) if (job["name"] or "").startswith(name)]
 
 
 def interrupt(
