@@ -56,6 +56,7 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_path: Path):
     """The gateway's HTTP server grows its threads while callers wait, then shrinks back."""
+    sdk.wait_for_workers(2)  # not one restarting after an earlier test's cancel: /health 200
     gateway = psutil.Process(sdk.process.pid)
     threads_before = gateway.num_threads()
     release = tmp_path / "release"
