@@ -11,9 +11,11 @@ import time
 
 from client_sdk import transport
 from client_sdk.errors import ComputeThisError
+from client_sdk.job import Job
 
 LOOKUP_FOR = 1.0  # seconds to look for the job of a request whose answer never came
 CANCEL_TIMEOUT = 5.0  # seconds for each request of the clean-up
+RETRY_FOR = 1.0  # seconds of connection errors ridden out by each request
 
 
 def cancel_abandoned(job_id: str | None, key: str | None = None) -> None:
@@ -28,9 +30,7 @@ def cancel_abandoned(job_id: str | None, key: str | None = None) -> None:
         if job_id is None and key is not None:
             job_id = _job_with_key(key)
         if job_id is not None:
-            transport.request(
-                "POST", f"/jobs/{job_id}/cancel", timeout=CANCEL_TIMEOUT, retry_for=1.0
-            )
+            Job(job_id).cancel(timeout=CANCEL_TIMEOUT, retry_for=RETRY_FOR)
     except ComputeThisError:
         pass
 
@@ -45,7 +45,7 @@ def _job_with_key(key: str) -> str | None:
             "/jobs",
             params={"idempotency_key": key},
             timeout=CANCEL_TIMEOUT,
-            retry_for=1.0,
+            retry_for=RETRY_FOR,
         ).json()
         if listing["jobs"]:
             return listing["jobs"][0]["id"]

@@ -89,13 +89,17 @@ class Job:
             raise rebuild_exception(info)
         return loads_result(result)
 
-    def cancel(self) -> str:
+    def cancel(self, *, timeout: float = 30.0, retry_for: float | None = None) -> str:
         """Cancel the job if it is queued or running; returns its status afterwards.
 
         A running job's worker is restarted so it is free again. A job that already
-        finished is left as it is.
+        finished is left as it is. ``timeout`` and ``retry_for`` are the request's (see
+        :func:`client_sdk.transport.request`).
         """
-        return transport.request("POST", f"/jobs/{self.id}/cancel").json()["status"]
+        reply = transport.request(
+            "POST", f"/jobs/{self.id}/cancel", timeout=timeout, retry_for=retry_for
+        )
+        return reply.json()["status"]
 
     def delete(self) -> None:
         """Cancel the job if needed, then delete it and its stored result."""

@@ -8,6 +8,7 @@ import re
 from gateway.errors import ApiError
 
 _NAME_UNSAFE = re.compile(r"[^\w .:@+-]")
+MAX_KEY = 200  # characters of an idempotency key
 
 
 def number(args: dict, key: str, *, default: float | None, low: float, high: float) -> float | None:
@@ -63,3 +64,18 @@ def job_name(args: dict) -> str | None:
     if len(raw) > 200:
         raise ApiError(400, "invalid_parameter", "name must be at most 200 characters")
     return _NAME_UNSAFE.sub("_", raw)
+
+
+def is_idempotency_key(value: str) -> bool:
+    """What an idempotency key may be: 1 to ``MAX_KEY`` printable characters."""
+    return 1 <= len(value) <= MAX_KEY and value.isprintable()
+
+
+def idempotency_key(args: dict) -> str | None:
+    """The ``idempotency_key`` parameter (a job looked up by its key); None when absent."""
+    raw = args.get("idempotency_key")
+    if raw is not None and not is_idempotency_key(raw):
+        raise ApiError(
+            400, "invalid_parameter", f"idempotency_key must be 1 to {MAX_KEY} printable characters"
+        )
+    return raw

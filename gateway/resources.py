@@ -146,9 +146,8 @@ class JobList(Resource):
         """The caller's jobs, newest first, ``limit`` at a time; with ``idempotency_key``,
         the caller's job submitted with that key (none or one)."""
         args = request.args
-        key = args.get("idempotency_key")
+        key = params.idempotency_key(args)
         if key is not None:
-            _check_idempotency_key(key, "the idempotency_key parameter")
             job = gateway().store.find_by_key(tenant(), key)
             return {"jobs": [job.to_json()] if job else [], "next_cursor": None}
         status = params.choice(args, "status", STATUSES)
@@ -429,15 +428,13 @@ def _job_headers(job: Job) -> dict[str, str]:
 
 def _idempotency_key() -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is not None:
-        _check_idempotency_key(key, IDEMPOTENCY_HEADER)
+    if key is not None and not params.is_idempotency_key(key):
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"Idempotency-Key must be 1 to {params.MAX_KEY} printable characters",
+        )
     return key
-
-
-def _check_idempotency_key(key: str, where: str) -> None:
-    if not 1 <= len(key) <= 200 or not key.isprintable():
-        error = "invalid_header" if where == IDEMPOTENCY_HEADER else "invalid_parameter"
-        raise ApiError(400, error, f"{where} must be 1 to 200 printable characters")
 
 
 def _check_python_version(client: str | None, workers: frozenset[str]) -> None:

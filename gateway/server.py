@@ -197,7 +197,8 @@ class StopSignals:
 
 class SpareThreads:
     """Keeps ``spare`` threads of the HTTP server's pool free: ``adjust`` grows the pool
-    when fewer are, and shrinks it back once more than three times that many are.
+    when fewer are, and shrinks it back once more than three times that many, and more
+    than its first size, are idle (a pool at rest is left alone).
 
     A long-poll (a result, an outcome stream, a batch) holds a thread for as long as it
     waits, up to 300 s, and cheroot's pool does not grow by itself: once every thread
@@ -224,7 +225,7 @@ class SpareThreads:
                         exc,
                     )
                 self.refused = True
-        elif idle > 3 * self.spare:
+        elif idle > max(3 * self.spare, self.pool.min):
             self.pool.shrink(idle - self.spare)
 
 

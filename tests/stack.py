@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,3 +209,17 @@ def start_stack(
         kill_tree(process.pid)
         raise
     return Stack(process, url, token, save_dir, log_path)
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    message: str | Callable[[], str],
+    timeout: float = 30.0,
+    every: float = 0.05,
+) -> None:
+    """Check ``condition`` every ``every`` s until it holds; after ``timeout`` s fail the
+    test with ``message`` (a callable is asked then, to describe the state at that time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message() if callable(message) else message
+        time.sleep(every)

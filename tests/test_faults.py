@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from gateway import dispatcher as dispatcher_module
 from gateway.dispatcher import Dispatcher
 from gateway.store import JobSpec, JobStore
 from gateway.waiters import Waiters
-from tests.stack import COMPUTETHIS, free_port, kill_tree, start_process, wait_healthy
+from tests.stack import COMPUTETHIS, free_port, kill_tree, start_process, wait_healthy, wait_until
 from worker.envelope import RESULT_TOPIC
 
 TOKEN = "fault-token"
@@ -399,13 +399,6 @@ def dispatcher_on_a_local_cluster(tmp_path: Path) -> Iterator[tuple[JobStore, Di
         finally:
             dispatcher.close()
             store.close()
-
-
-def wait_until(condition: Callable[[], bool], message: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 def run_abs_of_minus_4(store: JobStore, dispatcher: Dispatcher, timeout: float = 30.0) -> None:

@@ -60,8 +60,8 @@ def test_the_gateway_still_serves_after_refusing(stack: Stack):
 class FakePool:
     """The parts of cheroot's thread pool that SpareThreads reads and calls."""
 
-    def __init__(self, idle: int, queued: int = 0, refuse: bool = False) -> None:
-        self.idle, self.qsize, self.refuse = idle, queued, refuse
+    def __init__(self, idle: int, queued: int = 0, refuse: bool = False, first: int = 8) -> None:
+        self.idle, self.qsize, self.refuse, self.min = idle, queued, refuse, first
         self.grown: list[int] = []
         self.shrunk: list[int] = []
 
@@ -81,6 +81,9 @@ def test_the_thread_pool_grows_to_keep_spare_threads_and_shrinks_when_calm():
     assert (busy.grown, busy.shrunk) == ([16 - 3 + 5], [])
     assert (calm.grown, calm.shrunk) == ([], [60 - 16])
     assert (between.grown, between.shrunk) == ([], [])
+    at_rest = FakePool(idle=64, first=64)  # every thread idle, none beyond the first
+    SpareThreads(at_rest, spare=16).adjust()
+    assert (at_rest.grown, at_rest.shrunk) == ([], [])
 
 
 def test_a_refused_thread_is_logged_once_and_the_server_goes_on(caplog):

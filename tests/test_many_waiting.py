@@ -19,7 +19,7 @@ import requests
 
 from client_sdk import compute_this
 from gateway.server import DEFAULT_THREADS
-from tests.stack import Stack
+from tests.stack import Stack, wait_until
 from tests.test_coalesce import job_count
 
 WAITERS = 100
@@ -43,15 +43,6 @@ def in_threads(count: int, call: Callable[[int], Any]) -> tuple[ThreadPoolExecut
     its futures."""
     pool = ThreadPoolExecutor(count)
     return pool, [pool.submit(call, i) for i in range(count)]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_path: Path):
@@ -78,10 +69,11 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
     assert results == list(range(WAITERS))
     assert other.result(timeout=60) == -1
     assert threads_waiting >= threads_before + WAITERS - DEFAULT_THREADS
-    assert wait_until(lambda: gateway.num_threads() <= threads_before + 4, timeout=10), (
-        threads_before,
-        threads_waiting,
-        gateway.num_threads(),
+    wait_until(
+        lambda: gateway.num_threads() <= threads_before + 4,
+        lambda: f"threads {threads_before} -> {threads_waiting} -> {gateway.num_threads()}",
+        timeout=10,
+        every=0.2,
     )
 
 
@@ -99,8 +91,12 @@ def test_seventy_batches_stream_at_once_from_one_process(sdk: Stack, tmp_path: P
 
     pool, futures = in_threads(2 * LANES, call)
     try:
-        stored = wait_until(lambda: job_count(sdk) - before == 2 * LANES, timeout=30)
-        assert stored, f"{job_count(sdk) - before} of {2 * LANES} calls stored"
+        wait_until(
+            lambda: job_count(sdk) - before == 2 * LANES,
+            lambda: f"{job_count(sdk) - before} of {2 * LANES} calls stored",
+            timeout=30,
+            every=0.2,
+        )
     finally:
         release.touch()
         results = [future.result(timeout=120) for future in futures]
