@@ -8,7 +8,7 @@ when Prometheus scrapes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -53,7 +54,18 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._http_series: dict[tuple[str, str, int], Any] = {}
+        self.in_progress = Gauge(
+            "computethis_http_requests_in_progress",
+            "HTTP requests being answered, long-polls and streams included: each holds "
+            "a thread of the HTTP server until its answer ends",
+            registry=self.registry,
+        )
         self.registry.register(_StoreCollector(store, cluster_view))
+
+    def watch_http_pool(self, pool: Any) -> None:
+        """Report the HTTP server's free threads and waiting connections (a cheroot
+        ``ThreadPool``: its ``idle`` and ``qsize``) at each scrape."""
+        self.registry.register(_HttpPoolCollector(pool))
 
     def job_outcomes(self, outcomes: list[Any]) -> None:
         """Count recorded outcomes (store.Outcome) and their run times."""
@@ -63,7 +75,8 @@ class GatewayMetrics:
                 self.duration.observe(max(0.0, outcome.finished_at - outcome.started_at))
 
     def install(self, app: Flask) -> None:
-        """Time every request."""
+        """Time every request, and count those in progress until their answer ends."""
+        app.wsgi_app = self._counted(app.wsgi_app)  # type: ignore[method-assign]
 
         @app.before_request
         def _start_timer() -> None:
@@ -82,6 +95,60 @@ class GatewayMetrics:
 
     def render(self) -> Response:
         return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    def _counted(self, wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+        """``wsgi_app``, counted in ``in_progress`` from the call until the server closes
+        the answer (a streamed answer ends long after the view returned)."""
+        in_progress = self.in_progress
+
+        def counted(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            in_progress.inc()
+            try:
+                body = wsgi_app(environ, start_response)
+            except BaseException:
+                in_progress.dec()
+                raise
+            return _ClosedThen(body, in_progress.dec)
+
+        return counted
+
+
+class _ClosedThen:
+    """A WSGI answer that calls ``then`` once the server has closed it."""
+
+    def __init__(self, body: Iterable[bytes], then: Callable[[], None]) -> None:
+        self.body = body
+        self.then = then
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.then()
+
+
+class _HttpPoolCollector:
+    """Gauges of the HTTP server's thread pool, read at scrape time."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "computethis_http_threads_idle",
+            "HTTP server threads waiting for a request (the pool grows to keep 16 free)",
+            value=self.pool.idle,
+        )
+        yield GaugeMetricFamily(
+            "computethis_http_connections_queued",
+            "Connections with a request waiting for a free HTTP server thread",
+            value=self.pool.qsize,
+        )
 
 
 class _StoreCollector:

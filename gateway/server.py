@@ -151,6 +151,7 @@ def run_gateway(
     print(f"computethis gateway at {url}", flush=True)
     print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
     spare_threads = SpareThreads(server.requests)
+    state.metrics.watch_http_pool(server.requests)
     try:
         while stop.requested is None and serving.is_alive():
             spare_threads.adjust()

@@ -326,6 +326,9 @@ def test_metrics_in_prometheus_format(stack: Stack):
         "computethis_worker_jobs_completed{",
         "computethis_worker_busy{",
         "computethis_http_request_duration_seconds_bucket",
+        "computethis_http_requests_in_progress",
+        "computethis_http_threads_idle",
+        "computethis_http_connections_queued",
         "computethis_workers 2.0",
         "computethis_scheduler_connected 1.0",
     ):
@@ -334,3 +337,7 @@ def test_metrics_in_prometheus_format(stack: Stack):
         line for line in text.splitlines() if line.startswith("computethis_jobs_submitted_total")
     )
     assert float(submitted.split()[1]) >= 1
+    in_progress = next(
+        line for line in text.splitlines() if line.startswith("computethis_http_requests_in_")
+    )
+    assert float(in_progress.split()[1]) >= 1  # this scrape
