@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from client_sdk import batch_body, coalesce, compute_this, transport
 from client_sdk import config as sdk_config
 from client_sdk.errors import ComputeThisError
 from client_sdk.job import JOB_HEADER
+from client_sdk.outcome_frames import MEDIA_TYPE, frame_head
 from client_sdk.pickling import dump_buffers
 from tests.stack import Stack
 from tests.test_collect import divide, nap
@@ -296,6 +299,68 @@ def test_a_gateway_that_does_not_stream_batches_is_told_apart():
         assert first.result(timeout=30) == 1
         alone.shutdown()
     finally:
+        sdk_config._overrides.clear()
+        sdk_config._overrides.update(saved)
+        server.shutdown()
+        server.server_close()
+
+
+class SlowBatchGateway(BaseHTTPRequestHandler):
+    """``POST /jobs?wait`` answers its result after 3 s; ``POST /batches`` takes 2 s
+    to list its jobs (as if storing them), then streams each one's result: 4. Counts
+    the calls of every batch it receives."""
+
+    protocol_version = "HTTP/1.1"
+    batches: list[int] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path.startswith("/api/v1/batches"):
+            calls = len(batch_body.decode(body, max_items=batch_body.MAX_CALLS))
+            self.batches.append(calls)
+            time.sleep(2.0)
+            ids = [f"{len(self.batches)}{i:031d}" for i in range(calls)]
+            result = bytes(dump_buffers(4, index=True))
+            frames = frame_head({"jobs": [{"id": job_id} for job_id in ids]}, 0)
+            for job_id in ids:
+                frames += frame_head({"id": job_id, "status": "finished"}, len(result)) + result
+            self._answer(201, MEDIA_TYPE, frames, {})
+        else:
+            time.sleep(3.0)
+            body = bytes(dump_buffers(1, index=True))
+            self._answer(200, "application/octet-stream", body, {JOB_HEADER: "a" * 32})
+
+    _answer = OlderGateway._answer
+    log_message = OlderGateway.log_message
+
+
+def test_a_call_interrupted_while_queued_for_a_batch_is_never_sent():
+    """Ctrl-C while a call waits in its lane's queue (the batch before it still being
+    stored): it is taken out, and no batch ever carries it."""
+    SlowBatchGateway.batches = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowBatchGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    saved = dict(sdk_config._overrides)
+    client_sdk.configure(url=f"http://127.0.0.1:{server.server_port}", token="token")
+    others = ThreadPoolExecutor(2)
+    try:
+        alone = others.submit(square.compute, 1)  # in flight: later calls are batched
+        time.sleep(0.5)
+        batched = others.submit(square.compute, 2)  # its batch takes 2 s to be listed
+        time.sleep(0.5)
+        ctrl_c = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        ctrl_c.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                square.compute(3)  # queued behind that batch
+        finally:
+            ctrl_c.cancel()  # had the call returned, a late Ctrl-C would stop pytest
+        assert batched.result(timeout=30) == 4
+        assert alone.result(timeout=30) == 1
+        time.sleep(0.5)  # a batch posted after the others' answers would be in by now
+        assert SlowBatchGateway.batches == [1]
+    finally:
+        others.shutdown()
         sdk_config._overrides.clear()
         sdk_config._overrides.update(saved)
         server.shutdown()
