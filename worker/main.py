@@ -18,6 +18,7 @@ from typing import Any
 import dask
 import psutil
 from distributed import Nanny
+from distributed.core import Status
 
 from scheduler.config import set_defaults
 
@@ -122,8 +123,20 @@ async def supervise(
 
 
 async def _close(nanny: Nanny) -> None:
-    """Close a nanny, giving up after CLOSE_TIMEOUT (its process is killed in main)."""
+    """Stop a nanny's worker process, then the nanny, giving up after CLOSE_TIMEOUT (its
+    process is killed in main).
+
+    The worker process is stopped while its nanny still listens: a worker told to close
+    by its scheduler at the same moment (a whole cluster stopping) first calls its
+    nanny, and ``Nanny.close`` stops listening before it stops the worker, which then
+    waited for that call until the nanny killed it, 4 s later. (A worker process still
+    starting cannot be stopped before it runs: ``Nanny.close`` deals with that one.)
+    """
     try:
+        worker = nanny.process
+        if worker is not None and worker.status == Status.running:  # not one starting
+            nanny.close_gracefully(reason="computethis-worker-stop")  # not restarted
+            await asyncio.wait_for(nanny.kill(timeout=CLOSE_TIMEOUT / 2), CLOSE_TIMEOUT)
         await asyncio.wait_for(nanny.close(timeout=CLOSE_TIMEOUT / 2), CLOSE_TIMEOUT)
     except (asyncio.TimeoutError, Exception) as exc:
         log.warning("worker %s did not close cleanly (%r)", nanny.name, exc)
@@ -167,8 +180,13 @@ def main(scheduler: str, nworkers: int, name: str | None, host: str | None) -> N
 
 
 def _kill_leftover_children() -> None:
-    """A worker process caught mid-restart may outlive its nanny: end it by pid."""
+    """A worker process caught mid-restart may outlive its nanny: end it by pid.
+
+    multiprocessing's resource tracker (which the nannies' spawned processes share) is
+    ended too, without a warning: it is always there.
+    """
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            log.warning("killing leftover worker process %d", child.pid)
+            if "multiprocessing.resource_tracker" not in " ".join(child.cmdline()):
+                log.warning("killing leftover worker process %d", child.pid)
             child.kill()
