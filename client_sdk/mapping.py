@@ -226,7 +226,9 @@ class ChunkPipeline:
         return index, count, outcomes
 
     def stop(self) -> None:
-        """Let the threads end; chunks not yet posted are dropped."""
+        """Let the threads end; chunks not yet posted are dropped. Once is enough."""
+        if self._stopped.is_set():
+            return
         self._stopped.set()
         for _ in self._threads:
             self._tasks.put(None)

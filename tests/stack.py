@@ -223,3 +223,15 @@ def wait_until(
     while not condition():
         assert time.monotonic() < deadline, message() if callable(message) else message
         time.sleep(every)
+
+
+def scrape_metrics(stack: Stack) -> dict[str, float]:
+    """The gateway's unlabelled Prometheus samples (``GET /metrics``), by name."""
+    response = requests.get(f"{stack.url}/metrics", headers=stack.headers(), timeout=20)
+    response.raise_for_status()
+    samples = {}
+    for line in response.text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            samples[name] = float(value)
+    return samples

@@ -118,8 +118,10 @@ def gateway_restarted(
         restarter.join(120)
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
+@contextlib.contextmanager
+def running_processes(tmp_path: Path) -> Iterator[Processes]:
+    """A scheduler, two workers and a gateway, the SDK pointed at them; all stopped
+    (SIGTERM at once) and the SDK's settings restored on exit."""
     cluster = Processes(tmp_path)
     saved = dict(sdk_config._overrides)
     try:
@@ -132,6 +134,12 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         sdk_config._overrides.clear()
         sdk_config._overrides.update(saved)
         cluster.stop_all()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    with running_processes(tmp_path) as cluster:
+        yield cluster
 
 
 @compute_this
@@ -340,25 +348,13 @@ def test_a_cluster_stopped_all_at_once_closes_its_workers_by_themselves(tmp_path
     (``docker-compose down``): each worker process closes by itself, and none is left
     for its nanny to kill. The scheduler's "close" to a worker used to race the worker
     command's: about every other stop, a worker hung until killed 4 s later."""
-    saved = dict(sdk_config._overrides)
-    try:
-        for attempt in range(3):  # the race was lost about every other time
-            cluster = Processes(tmp_path / str(attempt))
-            cluster.tmp_path.mkdir()
-            try:
-                cluster.start_scheduler()
-                cluster.start_workers()
-                cluster.start_gateway()
-                client_sdk.configure(url=cluster.url, token=TOKEN)
-                assert [job.result(timeout=60) for job in halve.submit_many([2, 4])] == [1, 2]
-            finally:
-                cluster.stop_all()
-            log = cluster.log("worker")
-            assert "still alive after" not in log, log[-4000:]
-            assert "killing leftover worker process" not in log, log[-4000:]
-    finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+    for attempt in range(3):  # the race was lost about every other time
+        (tmp_path / str(attempt)).mkdir()
+        with running_processes(tmp_path / str(attempt)) as cluster:
+            assert [job.result(timeout=60) for job in halve.submit_many([2, 4])] == [1, 2]
+        log = cluster.log("worker")
+        assert "still alive after" not in log, log[-4000:]
+        assert "killing leftover worker process" not in log, log[-4000:]
 
 
 def _held_job_tasks(dask_scheduler) -> list[str]:

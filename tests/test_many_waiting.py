@@ -19,7 +19,7 @@ import requests
 
 from client_sdk import compute_this
 from gateway.server import DEFAULT_THREADS, SPARE_THREADS
-from tests.stack import Stack, wait_until
+from tests.stack import Stack, scrape_metrics, wait_until
 from tests.test_coalesce import job_count
 
 WAITERS = 100
@@ -50,7 +50,7 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
     sdk.wait_for_workers(2)  # not one restarting after an earlier test's cancel: /health 200
     gateway = psutil.Process(sdk.process.pid)
     threads_before = gateway.num_threads()
-    in_progress_before = metrics(sdk)["computethis_http_requests_in_progress"]
+    in_progress_before = scrape_metrics(sdk)["computethis_http_requests_in_progress"]
     release = tmp_path / "release"
     jobs = when_released.submit_many([(str(release), i) for i in range(WAITERS)])
     pool, futures = in_threads(WAITERS, lambda i: jobs[i].result(timeout=120))
@@ -63,7 +63,7 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
         answered = time.monotonic() - started
         assert health.status_code == 200
         assert answered < 5, f"the gateway took {answered:.1f} s to answer while callers waited"
-        gauges = metrics(sdk)
+        gauges = scrape_metrics(sdk)
         assert gauges["computethis_http_requests_in_progress"] >= WAITERS
         # Free threads kept while they wait (less the scrape's own and a caller's retry).
         assert gauges["computethis_http_threads_idle"] >= SPARE_THREADS - 2
@@ -82,19 +82,7 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
         every=0.2,
     )
     # Every answer, streamed or not, is counted out once it ends (the scrape's own is in).
-    assert metrics(sdk)["computethis_http_requests_in_progress"] <= in_progress_before
-
-
-def metrics(stack: Stack) -> dict[str, float]:
-    """The gateway's unlabelled Prometheus samples, by name."""
-    response = requests.get(f"{stack.url}/metrics", headers=stack.headers(), timeout=20)
-    response.raise_for_status()
-    samples = {}
-    for line in response.text.splitlines():
-        name, _, value = line.partition(" ")
-        if line and not line.startswith("#") and "{" not in name:
-            samples[name] = float(value)
-    return samples
+    assert scrape_metrics(sdk)["computethis_http_requests_in_progress"] <= in_progress_before
 
 
 def test_seventy_batches_stream_at_once_from_one_process(sdk: Stack, tmp_path: Path):

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from client_sdk import buffer_index
-from tests.stack import Stack
+from tests.stack import Stack, scrape_metrics
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -333,11 +333,6 @@ def test_metrics_in_prometheus_format(stack: Stack):
         "computethis_scheduler_connected 1.0",
     ):
         assert name in text, name
-    submitted = next(
-        line for line in text.splitlines() if line.startswith("computethis_jobs_submitted_total")
-    )
-    assert float(submitted.split()[1]) >= 1
-    in_progress = next(
-        line for line in text.splitlines() if line.startswith("computethis_http_requests_in_")
-    )
-    assert float(in_progress.split()[1]) >= 1  # this scrape
+    samples = scrape_metrics(stack)
+    assert samples["computethis_jobs_submitted_total"] >= 1
+    assert samples["computethis_http_requests_in_progress"] >= 1  # this scrape

@@ -133,13 +133,17 @@ async def _close(nanny: Nanny) -> None:
     starting cannot be stopped before it runs: ``Nanny.close`` deals with that one.)
     """
     try:
-        worker = nanny.process
-        if worker is not None and worker.status == Status.running:  # not one starting
-            nanny.close_gracefully(reason="computethis-worker-stop")  # not restarted
-            await asyncio.wait_for(nanny.kill(timeout=CLOSE_TIMEOUT / 2), CLOSE_TIMEOUT)
-        await asyncio.wait_for(nanny.close(timeout=CLOSE_TIMEOUT / 2), CLOSE_TIMEOUT)
+        await asyncio.wait_for(_stop_worker_then_nanny(nanny), CLOSE_TIMEOUT)
     except (asyncio.TimeoutError, Exception) as exc:
         log.warning("worker %s did not close cleanly (%r)", nanny.name, exc)
+
+
+async def _stop_worker_then_nanny(nanny: Nanny) -> None:
+    worker = nanny.process
+    if worker is not None and worker.status == Status.running:  # not one starting
+        nanny.close_gracefully(reason="computethis-worker-stop")  # not restarted
+        await nanny.kill(timeout=CLOSE_TIMEOUT / 2)
+    await nanny.close(timeout=CLOSE_TIMEOUT / 2)
 
 
 async def _until_stopped(awaitable: Any, stop: asyncio.Event) -> bool:
