@@ -263,7 +263,7 @@ class Dispatcher:
         client = self.client
         if not tracked or client is None:
             return
-        worker = job.worker if job.status == RUNNING else self._processing_worker(job.id)
+        worker = self._processing_worker(job)
         try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
             client.cancel([Future(dask_key(job.id), client)], force=True)
         except Exception as exc:
@@ -271,14 +271,20 @@ class Dispatcher:
         if worker:
             threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
 
-    def _processing_worker(self, job_id: str) -> str | None:
-        """The worker the scheduler gave this job to, if any (its start may be unrecorded)."""
+    def _processing_worker(self, job: Job) -> str | None:
+        """The worker the scheduler gave this job to, if any.
+
+        The scheduler is asked first: the store's worker may be unrecorded yet, or stale
+        (a job resubmitted after a restart still has the worker of its first run until
+        its new start is recorded). Without an answer, the recorded worker of a running
+        job is the best guess.
+        """
         assert self.client is not None
-        key = dask_key(job_id)
+        key = dask_key(job.id)
         try:
             processing = self.client.processing()
         except Exception:
-            return None
+            return job.worker if job.status == RUNNING else None
         return next((worker for worker, keys in processing.items() if key in keys), None)
 
     def _restart_worker(self, address: str) -> None:

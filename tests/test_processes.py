@@ -95,7 +95,7 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
         assert JOB_RUNNER in worker_preloads.compute()
         assert "profile" not in worker_periodic_work.compute()[0]
-        blocker = nap_then_cube.submit(1, 30)  # occupies the only worker
+        blocker = nap_then_cube.submit(1, 600)  # occupies the only worker
         unfinished = cube.submit(4)  # still queued when the gateway stops
         time.sleep(0.5)
         assert unfinished.status() == "queued"
@@ -106,7 +106,9 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
     try:
         point_sdk(second.url, second.token)
         assert Job.from_id(finished.id).result(timeout=10) == 27
-        assert blocker.cancel() == "cancelled"  # resubmitted after the restart; free the worker
+        # Resubmitted after the restart: its cancel must restart the worker that runs it
+        # now, not the one its record still names until the new start is recorded.
+        assert blocker.cancel() == "cancelled"
         assert Job.from_id(unfinished.id).result(timeout=120) == 64
     finally:
         assert second.stop(signal.SIGINT) == 0
