@@ -348,6 +348,8 @@ def test_a_call_interrupted_while_queued_for_a_batch_is_never_sent():
         time.sleep(0.5)
         batched = others.submit(square.compute, 2)  # its batch takes 2 s to be listed
         time.sleep(0.5)
+        # As from a terminal, even when pytest runs in a shell's background (SIGINT ignored).
+        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         ctrl_c = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         ctrl_c.start()
         try:
@@ -355,6 +357,7 @@ def test_a_call_interrupted_while_queued_for_a_batch_is_never_sent():
                 square.compute(3)  # queued behind that batch
         finally:
             ctrl_c.cancel()  # had the call returned, a late Ctrl-C would stop pytest
+            signal.signal(signal.SIGINT, handler)
         assert batched.result(timeout=30) == 4
         assert alone.result(timeout=30) == 1
         time.sleep(0.5)  # a batch posted after the others' answers would be in by now

@@ -15,9 +15,13 @@ import requests
 from tests.stack import Stack
 
 CALLER = """
-import sys, threading, time
+import signal, sys, threading, time
 import client_sdk
 from client_sdk import compute_this
+
+# Ctrl-C raises KeyboardInterrupt here even when the tests run in the background of a
+# shell, whose children start with SIGINT ignored (and Python then leaves it so).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 client_sdk.configure(url={url!r}, token={token!r})
 
