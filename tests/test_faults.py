@@ -225,6 +225,39 @@ def test_worker_killed_mid_job_reruns_elsewhere(processes: Processes, tmp_path: 
     assert job.info()["attempts"] == 2
 
 
+def test_a_worker_command_stopped_mid_job_does_not_wait_for_the_job(
+    processes: Processes, tmp_path: Path
+):
+    """SIGTERM to ``computethis worker`` while a job runs: its worker process closes at
+    once instead of being killed after Dask's 4 s wait for the job (whose result a closing
+    worker drops anyway), and the job runs again on the workers started next."""
+    marker = tmp_path / "runs"
+
+    @compute_this
+    def nap_the_first_time(path):
+        import os
+        import time
+
+        first = not os.path.exists(path)
+        with open(path, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        if first:
+            time.sleep(600)
+        return "ran again"
+
+    job = nap_the_first_time.submit(str(marker))
+    wait_until(marker.exists, lambda: f"the job did not start: {job.status()}", timeout=30)
+    processes.worker.send_signal(signal.SIGTERM)
+    assert processes.worker.wait(timeout=30) == 0
+    log = processes.log("worker")
+    assert "still alive after" not in log, log[-4000:]
+    assert "did not close cleanly" not in log, log[-4000:]
+
+    processes.start_workers()
+    assert job.result(timeout=120) == "ran again"
+    assert len(marker.read_text().split()) == 2
+
+
 def test_job_that_kills_its_worker_every_time_fails_clearly(processes: Processes):
     @compute_this
     def crash():
@@ -236,6 +269,11 @@ def test_job_that_kills_its_worker_every_time_fails_clearly(processes: Processes
         crash.compute()
     # The cluster recovers: nannies restarted the workers.
     assert logged_nap.compute(1, 0.0, os.devnull) == 1
+    # Stopped while the last crashed worker's process may still be starting: that one
+    # is ended at once, not left to hang until the worker command's deadline.
+    processes.stop_all()
+    assert "did not close cleanly" not in processes.log("worker")
+    assert "killing leftover worker process" not in processes.log("worker")
 
 
 def test_gateway_killed_under_load_restarts_without_reexecution(

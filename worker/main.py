@@ -129,8 +129,13 @@ async def _close(nanny: Nanny) -> None:
     The worker process is stopped while its nanny still listens: a worker told to close
     by its scheduler at the same moment (a whole cluster stopping) first calls its
     nanny, and ``Nanny.close`` stops listening before it stops the worker, which then
-    waited for that call until the nanny killed it, 4 s later. (A worker process still
-    starting cannot be stopped before it runs: ``Nanny.close`` deals with that one.)
+    waited for that call until the nanny killed it, 4 s later.
+
+    A job still running is not waited for: a closing worker tells its scheduler it is
+    gone before it waits for its jobs, so the job is already handed to another worker and
+    its result would be dropped. A worker process still starting (its nanny restarting
+    it) is ended at once: it has no job yet, and Dask would first wait for it to finish
+    starting, which it never does when its scheduler is stopping too.
     """
     try:
         await asyncio.wait_for(_stop_worker_then_nanny(nanny), CLOSE_TIMEOUT)
@@ -140,9 +145,14 @@ async def _close(nanny: Nanny) -> None:
 
 async def _stop_worker_then_nanny(nanny: Nanny) -> None:
     worker = nanny.process
-    if worker is not None and worker.status == Status.running:  # not one starting
+    if worker is not None and worker.status in (Status.running, Status.starting):
         nanny.close_gracefully(reason="computethis-worker-stop")  # not restarted
-        await nanny.kill(timeout=CLOSE_TIMEOUT / 2)
+        if worker.status == Status.running:
+            await worker.kill(
+                timeout=CLOSE_TIMEOUT / 2, executor_wait=False, reason="computethis-worker-stop"
+            )
+        elif worker.process is not None:
+            await worker.process.terminate()
     await nanny.close(timeout=CLOSE_TIMEOUT / 2)
 
 
