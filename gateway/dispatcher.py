@@ -477,11 +477,20 @@ class Dispatcher:
         return [job for job, _ in still_active]
 
     def _scheduler_states(self, keys: list[str]) -> dict[str, str]:
-        assert self.client is not None
+        """The scheduler's state of each key it knows; the client is (again) subscribed
+        to the outcome events first, so none sent after the states were read is missed."""
+        client = self.client
+        assert client is not None
         states: dict[str, str] = {}
         for start in range(0, len(keys), _RPC_CHUNK):
-            chunk = keys[start : start + _RPC_CHUNK]
-            states.update(self.client.sync(self.client.scheduler.computethis_states, keys=chunk))
+            states.update(
+                client.sync(
+                    client.scheduler.computethis_states,
+                    keys=keys[start : start + _RPC_CHUNK],
+                    client_id=client.id,
+                    topics=[STARTED_TOPIC, RESULT_TOPIC],
+                )
+            )
         return states
 
     def _release(self, keys: list[str]) -> None:
@@ -584,7 +593,7 @@ class Dispatcher:
     ) -> None:
         """Sort one outcome event of a tracked job into ``outcomes`` or ``fetch``."""
         job_id = event.get("job")
-        if not isinstance(job_id, str) or job_id not in self._tracked:
+        if not isinstance(job_id, str) or not self._is_tracked(job_id):
             return  # another gateway's job, or one already recorded or cancelled
         if "envelope" in event:
             try:
@@ -601,6 +610,18 @@ class Dispatcher:
                 return
             self._fetching.add(job_id)
         fetch.append(job_id)
+
+    def _is_tracked(self, job_id: str) -> bool:
+        """Whether events of ``job_id`` are ours to record: a tracked job, or one still
+        active in the store that a reconciliation is about to attach (the job ended after
+        the scheduler's states were read, before it was tracked), which is tracked now."""
+        if job_id in self._tracked:
+            return True
+        if self._active_job(job_id) is None:
+            return False
+        with self._lock:
+            self._tracked.add(job_id)
+        return True
 
     def _release_due(self) -> None:
         """Release recorded keys once RELEASE_DELAY has passed since the first of them.
@@ -698,7 +719,7 @@ class Dispatcher:
 
     def _started(self, event: dict[str, Any]) -> None:
         job_id = event.get("job")
-        if not isinstance(job_id, str) or job_id not in self._tracked:
+        if not isinstance(job_id, str) or not self._is_tracked(job_id):
             return
         if self.store.mark_started(job_id, event["worker"], event["time"], event.get("attempt")):
             job = self.store.get(job_id)

@@ -88,7 +88,19 @@ class KeepJobsAlive(SchedulerPlugin):
             self.scheduler.client_desires_keys(keys=known, client=client_id)
         return known
 
-    def states(self, keys: list[str] | None = None) -> dict[str, str]:
-        """The scheduler state of each known key (unknown keys are left out)."""
+    def states(
+        self,
+        keys: list[str] | None = None,
+        client_id: str | None = None,
+        topics: list[str] | None = None,
+    ) -> dict[str, str]:
+        """The scheduler state of each known key (unknown keys are left out).
+
+        With ``client_id``, that client is first subscribed to ``topics``, in the same
+        step: it hears every event sent after these states were read. (The client's own
+        subscription travels on its other connection and may arrive after this call.)
+        """
+        for topic in topics or () if client_id else ():
+            self.scheduler.subscribe_topic(topic, client_id)
         tasks = self.scheduler.tasks
         return {key: tasks[key].state for key in keys or () if key in tasks}
