@@ -21,7 +21,7 @@ from distributed import LocalCluster
 from gateway.config import GatewayConfig, TlsFiles
 from gateway.server import run_gateway
 from scheduler.config import apply_config, set_defaults
-from worker.main import prepare_worker_processes
+from worker.main import close_nannies, prepare_worker_processes
 
 log = logging.getLogger("computethis")
 
@@ -129,4 +129,8 @@ def serve_cluster(workers: int, allowed_failures: int | None, parent: Connection
         with contextlib.suppress(EOFError):
             parent.recv()  # nothing is ever sent: EOFError once the parent closes or dies
     finally:
+        # Workers first, as `computethis worker` stops them: a running job is not waited
+        # for (LocalCluster.close would wait 4 s for it, then kill its worker process).
+        with contextlib.suppress(Exception):
+            cluster.sync(close_nannies, list(cluster.workers.values()))
         cluster.close(timeout=30)

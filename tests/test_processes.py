@@ -101,6 +101,8 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         assert unfinished.status() == "queued"
     finally:
         assert first.stop(signal.SIGTERM) == 0
+    # The blocker's worker process closed by itself: its job was not waited for.
+    assert "still alive after" not in first.log(), first.log()[-4000:]
 
     second = start_stack(save_dir, workers=1, port=free_port())
     try:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from typing import Any
 
 import dask
@@ -120,6 +121,12 @@ async def supervise(
             return
         log.warning("worker %s lost the scheduler; reconnecting", name)
         await asyncio.sleep(RECONNECT_DELAY)
+
+
+async def close_nannies(nannies: Iterable[Nanny]) -> None:
+    """Stop the worker processes of ``nannies``, then the nannies, all at once: as the
+    ``computethis worker`` command does on SIGTERM (see :func:`_close`)."""
+    await asyncio.gather(*(_close(nanny) for nanny in nannies))
 
 
 async def _close(nanny: Nanny) -> None:
