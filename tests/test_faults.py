@@ -449,7 +449,9 @@ def test_workers_wait_out_a_scheduler_outage_longer_than_the_connect_timeout(tmp
 def dispatcher_on_a_local_cluster(tmp_path: Path) -> Iterator[tuple[JobStore, Dispatcher]]:
     """A store and a started dispatcher (no HTTP) on an in-process one-worker cluster,
     once the dispatcher is connected."""
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         store = JobStore(tmp_path / "save")
         dispatcher = Dispatcher(store, Waiters(), cluster.scheduler_address, refresh_interval=0.1)
         dispatcher.start()
