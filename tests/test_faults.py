@@ -450,7 +450,7 @@ def dispatcher_on_a_local_cluster(tmp_path: Path) -> Iterator[tuple[JobStore, Di
     """A store and a started dispatcher (no HTTP) on an in-process one-worker cluster,
     once the dispatcher is connected."""
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster:
         store = JobStore(tmp_path / "save")
         dispatcher = Dispatcher(store, Waiters(), cluster.scheduler_address, refresh_interval=0.1)
