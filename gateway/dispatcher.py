@@ -583,6 +583,9 @@ class Dispatcher:
         if fetch:
             self._gatherers.submit(self._fetch, fetch)
         recorded = self._record(outcomes) if outcomes else []
+        if outcomes:  # done, whether recorded now or before: no more events to take
+            with self._lock:
+                self._tracked.difference_update(outcome.job_id for outcome in outcomes)
         if recorded:
             if not self._unreleased:
                 self._release_at = time.monotonic() + RELEASE_DELAY

@@ -100,7 +100,8 @@ class KeepJobsAlive(SchedulerPlugin):
         step: it hears every event sent after these states were read. (The client's own
         subscription travels on its other connection and may arrive after this call.)
         """
-        for topic in topics or () if client_id else ():
-            self.scheduler.subscribe_topic(topic, client_id)
+        if client_id:
+            for topic in topics or ():
+                self.scheduler.subscribe_topic(topic, client_id)
         tasks = self.scheduler.tasks
         return {key: tasks[key].state for key in keys or () if key in tasks}

@@ -89,9 +89,7 @@ class Stack:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Signal the process, wait for it and all its children to exit; return its code."""
-        if self.process.poll() is None:
-            self.children = psutil.Process(self.process.pid).children(recursive=True)
-            self.process.send_signal(sig)
+        self.children = signal_tree(self.process, sig) or self.children
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -128,6 +126,18 @@ def dump_stacks(pid: int) -> str:
         except (OSError, subprocess.TimeoutExpired) as exc:
             dumps.append(f"--- py-spy dump of {proc.pid} failed: {exc}")
     return "\n".join(dumps)
+
+
+def signal_tree(process: subprocess.Popen, sig: int) -> list[psutil.Process]:
+    """Send ``sig`` to ``process`` if it still runs; the descendants it had just before
+    (none if it had exited). psutil's handles refuse to kill a reused pid later."""
+    if process.poll() is not None:
+        return []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        children = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(sig)
+        return children
+    return []
 
 
 def kill_tree(pid: int) -> None:

@@ -8,6 +8,7 @@ import io
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -28,8 +29,15 @@ from gateway import dispatcher as dispatcher_module
 from gateway.dispatcher import Dispatcher
 from gateway.store import JobSpec, JobStore
 from gateway.waiters import Waiters
-from tests.stack import COMPUTETHIS, free_port, kill_tree, start_process, wait_healthy, wait_until
-from worker.envelope import RESULT_TOPIC
+from tests.stack import (
+    COMPUTETHIS,
+    free_port,
+    signal_tree,
+    start_process,
+    wait_healthy,
+    wait_until,
+)
+from worker.envelope import RESULT_TOPIC, Envelope, pack
 
 TOKEN = "fault-token"
 
@@ -93,16 +101,20 @@ class Processes:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
     def stop_all(self) -> None:
-        """Stop gateway, then workers, then schedulers (SIGTERM, then kill if needed)."""
+        """SIGTERM to the gateway, the workers and the schedulers at once, then kill what
+        is left of their process trees after 30 s. Stopping again does nothing."""
         order = {"gateway": 0, "worker": 1, "scheduler": 2}
         self.started.sort(key=lambda p: order.get(p.args[len(COMPUTETHIS)], 3))
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.started:
-            with contextlib.suppress(Exception):
+        trees = [signal_tree(process, signal.SIGTERM) for process in self.started]
+        for process, children in zip(self.started, trees, strict=True):
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            kill_tree(process.pid)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
 
 
 @contextlib.contextmanager
@@ -498,6 +510,24 @@ def test_an_outcome_whose_event_was_lost_is_fetched_by_the_sweep(tmp_path: Path,
         assert dispatcher.client is not None
         dispatcher.client.unsubscribe_topic(RESULT_TOPIC)
         run_abs_of_minus_4(store, dispatcher)
+
+
+def test_an_outcome_arriving_before_its_job_is_re_attached_is_recorded(tmp_path: Path):
+    """A restarted gateway tracks its jobs once its reconciliation attaches them. An outcome
+    event that comes first (the job ended after the scheduler's states were read) is
+    recorded at once, not left to the 30 s sweep, and the job is not tracked after."""
+    with dispatcher_on_a_local_cluster(tmp_path) as (store, dispatcher):
+        staged = store.stage_payload(io.BytesIO(dill.dumps((abs, (-4,), {}))), 1 << 20)
+        job, _ = store.create(JobSpec(tenant="t"), staged)  # stored, not tracked
+        outcome = Envelope(ok=True, worker="tcp://w", started=1.0, finished=2.0)
+        outcome.body = dill.dumps(4)
+        event = {"job": job.id, "envelope": bytes(pack(outcome))}
+        for _ in range(2):  # the second as a re-execution's: recorded once
+            dispatcher._inbox.put(("result", event))
+        wait_until(lambda: store.get(job.id).done, "the outcome was not recorded", timeout=10)
+        recorded = store.get_with_result(job.id)
+        assert recorded is not None and dill.loads(recorded[1]) == 4
+        wait_until(lambda: job.id not in dispatcher._tracked, "the recorded job stayed tracked")
 
 
 def test_outcome_events_still_arrive_after_the_scheduler_link_drops(tmp_path: Path):
