@@ -33,7 +33,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import psutil
 import requests
 
 import client_sdk
+from benchmarks.ports import free_port
 from client_sdk import compute_this
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,13 +72,6 @@ def tick(index: int, path: str) -> int:
 
 
 # -- the computethis process -----------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -188,6 +188,18 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except OSError as exc:
+        from gateway.server import PortInUse
+
+        if isinstance(exc, PortInUse):
+            sys.exit(f"computethis {args.command}: {exc}")
+        raise
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command in the foreground; its exit code."""
     if args.command == "up":
         from gateway.embedded import run_embedded
 

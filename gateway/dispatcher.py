@@ -369,7 +369,8 @@ class Dispatcher:
                 deserializers=list(GATEWAY_DESERIALIZERS),
             )
         except Exception as exc:
-            log.warning("scheduler %s not reachable (%s); retrying", self.scheduler, exc)
+            reason = str(exc) or f"{type(exc).__name__}: no answer in {CONNECT_TIMEOUT:g} s"
+            log.warning("scheduler %s not reachable (%s); retrying", self.scheduler, reason)
             return None
         with self._lock:
             self.client = client

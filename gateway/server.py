@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -78,6 +79,10 @@ class JsonErrorRequest(HTTPRequest):
                 raise
 
 
+class PortInUse(OSError):
+    """The gateway's HTTP port is taken by another process."""
+
+
 class JsonErrorConnection(HTTPConnection):
     RequestHandlerClass = JsonErrorRequest
 
@@ -108,7 +113,15 @@ def make_server(
     server.keep_alive_conn_limit = None  # every client keeps its connection open
     if tls is not None:
         server.ssl_adapter = BuiltinSSLAdapter(tls.certfile, tls.keyfile or tls.certfile)
-    server.prepare()
+    try:
+        server.prepare()
+    except OSError as exc:
+        if os.strerror(errno.EADDRINUSE) in str(exc):  # cheroot keeps only the message
+            raise PortInUse(
+                f"cannot serve on {_url_host(host)}:{port}: the port is already in use "
+                "(another computethis gateway?). Stop what listens there or pass another --port."
+            ) from exc
+        raise
     return server
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import sys
 
 from distributed import Scheduler, Security
 
@@ -30,4 +32,14 @@ async def run_scheduler(host: str, port: int, allowed_failures: int | None = Non
 
 
 def main(host: str, port: int, allowed_failures: int | None = None) -> None:
-    asyncio.run(run_scheduler(host, port, allowed_failures))
+    """``computethis scheduler``: serve until a signal; exit with a message if the port is taken."""
+    try:
+        asyncio.run(run_scheduler(host, port, allowed_failures))
+    except RuntimeError as exc:  # Dask's "Scheduler failed to start.", from the OSError
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            sys.exit(
+                f"computethis scheduler: cannot listen on {host}:{port}: the port is already "
+                "in use (another scheduler?). Stop what listens there or pass another --port."
+            )
+        raise

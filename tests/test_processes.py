@@ -4,6 +4,8 @@ scheduler / worker / gateway subcommands work as separate processes."""
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from client_sdk import Job, compute_this
 from client_sdk import config as sdk_config
 from tests.stack import (
     COMPUTETHIS,
+    REPO,
     Stack,
     free_port,
     kill_tree,
@@ -294,6 +297,38 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
             Stack(process, url, "", tmp_path, tmp_path / "x.log").stop(signal.SIGTERM, timeout=30)
         for process in processes:
             kill_tree(process.pid)
+
+
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (["scheduler"], "scheduler"),
+        (["gateway", "--scheduler", "tcp://127.0.0.1:1"], "gateway"),
+        (["up", "--workers", "1"], "gateway"),
+    ],
+    ids=["scheduler", "gateway", "up"],
+)
+def test_a_taken_port_stops_the_command_with_a_message(
+    tmp_path: Path, command: list[str], what: str
+):
+    """A port another process listens on: the command exits 1 and says so in one line,
+    with what to do; no traceback (``up`` stops the cluster it had started)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [*command, "--host", "127.0.0.1", "--port", str(port)]
+        if command[0] != "scheduler":
+            args += ["--save-dir", str(tmp_path / "save")]
+        done = subprocess.run(
+            [*COMPUTETHIS, *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"computethis {command[0]}: cannot "), done.stderr
+    assert f"127.0.0.1:{port}" in message and "already in use" in message, message
+    assert f"another {'scheduler' if what == 'scheduler' else 'computethis gateway'}" in message
+    assert "--port" in message and "Traceback" not in done.stderr, done.stderr
 
 
 def test_huge_page_tunable_keeps_what_the_user_set(monkeypatch):
