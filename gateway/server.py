@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -87,6 +88,24 @@ class JsonErrorConnection(HTTPConnection):
     RequestHandlerClass = JsonErrorRequest
 
 
+class StoppableThreadPool(ThreadPool):
+    """cheroot's thread pool, whose stop also ends a response that its client stopped reading.
+
+    When its grace period (``shutdown_timeout``) runs out, cheroot shuts each busy
+    connection for reading only and then waits for its thread without a limit: a thread
+    sending a result to a client that no longer reads (a paused process, a dropped
+    network) held the gateway's stop for the socket's idle timeout (120 s). Shutting the
+    connection both ways wakes that thread at once.
+    """
+
+    @staticmethod
+    def _force_close(conn: HTTPConnection | None) -> None:
+        if conn is None or conn.rfile.closed:
+            return
+        with contextlib.suppress(OSError):
+            conn.socket.shutdown(socket.SHUT_RDWR)
+
+
 def make_server(
     app: Any,
     *,
@@ -109,6 +128,7 @@ def make_server(
         server_name="computethis",
     )
     server.ConnectionClass = JsonErrorConnection
+    server.requests = StoppableThreadPool(server, min=server.requests.min, max=server.requests.max)
     server.max_request_header_size = MAX_HEADER_BYTES
     server.keep_alive_conn_limit = None  # every client keeps its connection open
     if tls is not None:
