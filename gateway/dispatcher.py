@@ -537,6 +537,7 @@ class Dispatcher:
 
     def _record_loop(self) -> None:
         self.store.lazy_commits_on_this_thread()
+        self.store.writes_first_on_this_thread()
         while True:
             timeout = None
             if self._deadlines:

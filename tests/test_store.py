@@ -11,6 +11,7 @@ import io
 import json
 import re
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -1084,3 +1085,32 @@ def test_done_with_results_reads_only_done_jobs_with_their_row_results(
         large.id: (FINISHED, None),  # in a file: open_result reads it
     }
     assert inline_store.open_result(large.id).read() == b"x" * (INLINE_LIMIT + 1)
+
+
+def test_the_recorder_writes_before_queued_requests(store: JobStore):
+    """A thread that writes first (the recorder) waits for at most the one request
+    transaction ahead of it, not for every request thread queued for the write lock."""
+    jobs = [new_job(store) for _ in range(21)]
+    done: list[str] = []
+
+    def request(job_id: str) -> None:
+        store.cancel(job_id)
+        done.append("request")
+
+    def recorder() -> None:
+        store.writes_first_on_this_thread()
+        store.mark_started(jobs[-1].id, "w1", T0)
+        done.append("recorder")
+
+    requests = [threading.Thread(target=request, args=(job.id,)) for job in jobs[:-1]]
+    with store._write_lock.hold():  # a transaction in progress
+        for thread in requests:
+            thread.start()
+        time.sleep(0.3)  # every request thread is queued
+        first = threading.Thread(target=recorder)
+        first.start()
+        time.sleep(0.1)
+    for thread in [*requests, first]:
+        thread.join(timeout=10)
+    assert len(done) == 21
+    assert done[0] == "recorder", done

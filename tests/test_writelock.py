@@ -1,0 +1,49 @@
+"""gateway.writelock.WriteLock: waiters in arrival order, a ``first`` waiter ahead of them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gateway.writelock import WriteLock
+
+
+def queue_up(lock: WriteLock, names: list[str], order: list[str], first: bool = False):
+    """Start a thread per name that waits for ``lock`` and notes its turn; each starts
+    once the one before it is waiting (so they arrive in ``names`` order)."""
+    threads = []
+    for name in names:
+
+        def take(name: str = name) -> None:
+            with lock.hold(first=first):
+                order.append(name)
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        time.sleep(0.05)
+        threads.append(thread)
+    return threads
+
+
+def test_waiters_get_the_lock_in_arrival_order_and_a_first_one_before_them():
+    lock = WriteLock()
+    order: list[str] = []
+    with lock.hold():
+        threads = queue_up(lock, ["a", "b", "c", "d"], order)
+        threads += queue_up(lock, ["recorder"], order, first=True)
+        assert order == []  # nobody gets in while it is held
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["recorder", "a", "b", "c", "d"]
+
+
+def test_the_lock_is_released_when_the_block_raises():
+    lock = WriteLock()
+    with pytest.raises(ValueError), lock.hold():
+        raise ValueError("rolled back")
+    order: list[str] = []
+    for thread in queue_up(lock, ["next"], order):
+        thread.join(timeout=10)
+    assert order == ["next"]
