@@ -101,6 +101,20 @@ class Stack:
         return code
 
 
+def stop_processes(processes: list[subprocess.Popen], log_dir: Path, timeout: float = 30) -> None:
+    """SIGTERM each process, last started first, and wait for it and its children
+    (killed if still running after ``timeout``). Every one is stopped before the first
+    failure is raised."""
+    failures: list[BaseException] = []
+    for process in reversed(processes):
+        try:
+            Stack(process, "", "", log_dir, log_dir / "x.log").stop(signal.SIGTERM, timeout)
+        except (TimeoutError, AssertionError) as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
 def dump_stacks(pid: int) -> str:
     """Every thread's Python stack of ``pid`` and its children (py-spy), for a hang's report."""
     py_spy = Path(sys.executable).parent / "py-spy"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from distributed import Client, Security
 import client_sdk
 from client_sdk import compute_this
 from client_sdk import config as sdk_config
-from tests.stack import COMPUTETHIS, Stack, free_port, kill_tree, start_process, wait_healthy
+from tests.stack import COMPUTETHIS, free_port, start_process, stop_processes, wait_healthy
 from tests.test_compose import TLS_OVERRIDE_FILE, healthcheck_script
 
 TOKEN = "tls-token"
@@ -195,10 +194,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
         wait_healthy(url, gateway, gateway_log, timeout=90, verify=str(certs.ca))
         yield TlsCluster(certs, other_ca_certs, address, port, url, root)
     finally:
-        for process in reversed(processes):
-            Stack(process, url, TOKEN, root, root / "x.log").stop(signal.SIGTERM, timeout=30)
-        for process in processes:
-            kill_tree(process.pid)
+        stop_processes(processes, root)
 
 
 @pytest.fixture

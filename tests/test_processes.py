@@ -21,11 +21,10 @@ from client_sdk import config as sdk_config
 from tests.stack import (
     COMPUTETHIS,
     REPO,
-    Stack,
     free_port,
-    kill_tree,
     start_process,
     start_stack,
+    stop_processes,
     wait_healthy,
 )
 from worker.main import (
@@ -309,10 +308,7 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
             time.sleep(0.2)
         assert sorted(w["name"] for w in workers) == ["box-0", "box-1"]
     finally:
-        for process in reversed(processes):
-            Stack(process, url, "", tmp_path, tmp_path / "x.log").stop(signal.SIGTERM, timeout=30)
-        for process in processes:
-            kill_tree(process.pid)
+        stop_processes(processes, tmp_path)
 
 
 @pytest.mark.parametrize(
