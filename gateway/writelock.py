@@ -9,8 +9,9 @@ from contextlib import contextmanager
 
 
 class WriteLock:
-    """A lock whose waiters get it first-come first-served, except that a waiter marked
-    ``first`` gets it before every other waiter.
+    """A lock whose waiters get it in the order they came (a thread arriving just as it
+    is released may go first), except that a waiter marked ``first`` gets it before
+    every other waiter.
 
     The recorder's writes wake callers waiting for results and let the scheduler drop
     finished tasks; behind 20 queued submissions (a plain lock hands itself to any
@@ -31,14 +32,18 @@ class WriteLock:
         with self._mutex:
             if first:
                 self._first_waiting += 1
-                while self._held:
-                    self._first.wait()
-                self._first_waiting -= 1
+                try:
+                    while self._held:
+                        self._first.wait()
+                finally:  # even if the wait is interrupted: others would wait for good
+                    self._first_waiting -= 1
             else:
                 self._others_waiting += 1
-                while self._held or self._first_waiting:
-                    self._others.wait()
-                self._others_waiting -= 1
+                try:
+                    while self._held or self._first_waiting:
+                        self._others.wait()
+                finally:
+                    self._others_waiting -= 1
             self._held = True
         try:
             yield
