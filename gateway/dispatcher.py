@@ -369,7 +369,9 @@ class Dispatcher:
                 deserializers=list(GATEWAY_DESERIALIZERS),
             )
         except Exception as exc:
-            reason = str(exc) or f"{type(exc).__name__}: no answer in {CONNECT_TIMEOUT:g} s"
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):  # the address took the connection, no scheduler
+                reason += f": no answer in {CONNECT_TIMEOUT:g} s"
             log.warning("scheduler %s not reachable (%s); retrying", self.scheduler, reason)
             return None
         with self._lock:
@@ -606,9 +608,7 @@ class Dispatcher:
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("malformed outcome for %s (%s); fetching it", job_id, exc)
             else:
-                with self._lock:
-                    self._tracked.discard(job_id)
-                outcomes.append(outcome)
+                outcomes.append(outcome)  # untracked by _handle once recorded
                 return
         with self._lock:
             if job_id in self._fetching:

@@ -36,6 +36,7 @@ MAX_THREADS = 2048
 TOKEN_ENV = "COMPUTETHIS_TOKEN"
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
 IDLE_TIMEOUT = 120  # seconds a connection may sit silent (before or between requests)
+STOP_GRACE = 5.0  # seconds requests in progress get to finish when the gateway stops
 BACKLOG = 1024  # pending TCP connections: many clients may connect at once
 FILE_BLOCK = 1 << 20  # bytes per write when streaming a stored result
 
@@ -91,7 +92,7 @@ class JsonErrorConnection(HTTPConnection):
 class StoppableThreadPool(ThreadPool):
     """cheroot's thread pool, whose stop also ends a response that its client stopped reading.
 
-    When its grace period (``shutdown_timeout``) runs out, cheroot shuts each busy
+    When its grace period (``shutdown_timeout``, STOP_GRACE) runs out, cheroot shuts each busy
     connection for reading only and then waits for its thread without a limit: a thread
     sending a result to a client that no longer reads (a paused process, a dropped
     network) held the gateway's stop for the socket's idle timeout (120 s). Shutting the
@@ -129,6 +130,7 @@ def make_server(
     )
     server.ConnectionClass = JsonErrorConnection
     server.requests = StoppableThreadPool(server, min=server.requests.min, max=server.requests.max)
+    server.shutdown_timeout = STOP_GRACE
     server.max_request_header_size = MAX_HEADER_BYTES
     server.keep_alive_conn_limit = None  # every client keeps its connection open
     if tls is not None:

@@ -194,7 +194,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
         wait_healthy(url, gateway, gateway_log, timeout=90, verify=str(certs.ca))
         yield TlsCluster(certs, other_ca_certs, address, port, url, root)
     finally:
-        stop_processes(processes, root)
+        stop_processes(processes)
 
 
 @pytest.fixture

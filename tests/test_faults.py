@@ -8,7 +8,6 @@ import io
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -32,8 +31,8 @@ from gateway.waiters import Waiters
 from tests.stack import (
     COMPUTETHIS,
     free_port,
-    signal_tree,
     start_process,
+    stop_processes,
     wait_healthy,
     wait_until,
 )
@@ -101,20 +100,8 @@ class Processes:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
     def stop_all(self) -> None:
-        """SIGTERM to the gateway, the workers and the schedulers at once, then kill what
-        is left of their process trees after 30 s. Stopping again does nothing."""
-        order = {"gateway": 0, "worker": 1, "scheduler": 2}
-        self.started.sort(key=lambda p: order.get(p.args[len(COMPUTETHIS)], 3))
-        trees = [signal_tree(process, signal.SIGTERM) for process in self.started]
-        for process, children in zip(self.started, trees, strict=True):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=30)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            for child in children:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child.kill()
+        """Stop every process started (see :func:`stop_processes`); again does nothing."""
+        stop_processes(self.started)
 
 
 @contextlib.contextmanager

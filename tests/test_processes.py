@@ -308,7 +308,7 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
             time.sleep(0.2)
         assert sorted(w["name"] for w in workers) == ["box-0", "box-1"]
     finally:
-        stop_processes(processes, tmp_path)
+        stop_processes(processes)
 
 
 @pytest.mark.parametrize(
