@@ -1,7 +1,7 @@
 """``RemoteFunction.submit_many``: one job per item, posted a batch at a time.
 
 Calls are pickled one by one and sent to ``POST /batches`` (see
-:mod:`client_sdk.batch_body`) up to ``MAX_CALLS`` calls or ``MAX_BYTES`` per request.
+:mod:`wire.batch_body`) up to ``MAX_CALLS`` calls or ``MAX_BYTES`` per request.
 A call too large for a batch is posted on its own to ``POST /jobs``. A batch the
 gateway finds too large (a ``--max-body`` below ``MAX_BYTES``, or more calls than its
 ``--max-queued``) is sent again in halves.
@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from client_sdk import batch_body, transport
+from client_sdk import transport
 from client_sdk.errors import ApiError
 from client_sdk.job import Job
 from client_sdk.serialization import PickledFunction, dumps_call
+from wire import batch_body, limits
 
 if TYPE_CHECKING:
     from client_sdk.decorator import RemoteFunction
@@ -48,14 +49,14 @@ def _submit_all(function: RemoteFunction, items: Iterable[Any], jobs: list[Job])
     for item in items:
         call = function(item)  # checks the argument against the signature
         payload = dumps_call(func, call.args, call.kwargs)
-        if not isinstance(payload, bytes) or len(payload) > batch_body.MAX_CALL_BYTES:
+        if not isinstance(payload, bytes) or len(payload) > limits.MAX_CALL_BYTES:
             post_batch(function, pending, jobs)
             pending, pending_bytes = [], 0
             info = transport.post_call("/jobs", payload, function.options()).json()
             jobs.append(Job(info["id"], info))
             continue
         size = batch_body.LENGTH_BYTES + len(payload)
-        if len(pending) == batch_body.MAX_CALLS or pending_bytes + size > batch_body.MAX_BYTES:
+        if len(pending) == limits.MAX_CALLS or pending_bytes + size > limits.MAX_BATCH_BYTES:
             post_batch(function, pending, jobs)
             pending, pending_bytes = [], 0
         pending.append(payload)

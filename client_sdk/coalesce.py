@@ -26,14 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from client_sdk import batch_body, transport
+from client_sdk import transport
 from client_sdk.abandon import cancel_abandoned
 from client_sdk.collect import as_completed, outcomes_into, read_frames
 from client_sdk.config import settings
 from client_sdk.errors import ApiError, ComputeThisError, GatewayUnreachable
-from client_sdk.job import JOB_HEADER, POLL_WAIT, Job
-from client_sdk.outcome_frames import MEDIA_TYPE
+from client_sdk.job import POLL_WAIT, Job
 from client_sdk.pickling import Pickled
+from wire import batch_body, limits
+from wire.http import JOB_HEADER
+from wire.outcome_frames import MEDIA_TYPE
 
 if TYPE_CHECKING:
     from client_sdk.decorator import RemoteFunction
@@ -82,7 +84,7 @@ class Coalescer:
 
     def compute(self, function: RemoteFunction, payload: bytes | Pickled) -> Any:
         """Run one pickled call of ``function`` and return its result (or raise)."""
-        if not isinstance(payload, bytes) or len(payload) > batch_body.MAX_CALL_BYTES:
+        if not isinstance(payload, bytes) or len(payload) > limits.MAX_CALL_BYTES:
             return compute_alone(function, payload)
         options = function.options()
         key = (settings(), tuple(sorted(options.items())))
@@ -217,9 +219,9 @@ def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:
     """Remove and return the first calls of ``queue`` that fit in one batch."""
     size = 0
     count = 0
-    for call in queue[: batch_body.MAX_CALLS]:
+    for call in queue[: limits.MAX_CALLS]:
         size += batch_body.LENGTH_BYTES + len(call.payload)
-        if count and size > batch_body.MAX_BYTES:
+        if count and size > limits.MAX_BATCH_BYTES:
             break
         count += 1
     taken = queue[:count]

@@ -1,7 +1,7 @@
 """Wait for many jobs over one connection: :func:`as_completed` and :func:`gather`.
 
 Both post the job ids to ``POST /results``, which streams each job's outcome as soon
-as the job is done (see :mod:`client_sdk.outcome_frames`), instead of one long-poll
+as the job is done (see :mod:`wire.outcome_frames`), instead of one long-poll
 request per job.
 """
 
@@ -19,7 +19,8 @@ from client_sdk import transport
 from client_sdk.config import settings
 from client_sdk.errors import GatewayUnreachable, ResultTimeout
 from client_sdk.job import POLL_WAIT, Job
-from client_sdk.outcome_frames import HEADER_BYTES, MAX_JOBS, read_lengths
+from wire.limits import MAX_JOBS
+from wire.outcome_frames import HEADER_BYTES, read_lengths
 
 
 def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[Job]:

@@ -10,7 +10,6 @@ from client_sdk.errors import ApiError, JobCancelled, ResultTimeout
 from client_sdk.serialization import loads_result, rebuild_exception
 
 POLL_WAIT = 30.0  # seconds per long-poll request
-JOB_HEADER = "X-Computethis-Job"
 
 
 class Job:

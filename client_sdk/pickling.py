@@ -7,7 +7,7 @@ where an array exposes its memory as a :class:`pickle.PickleBuffer`, and writes 
 memory in-band (the standard ``BYTEARRAY8`` opcode, so ``dill.loads`` reads the result
 as usual) as a view: the output is a list of buffers that refers to the array instead
 of holding a copy of it. With ``index=True`` the positions of those buffers follow the
-pickle (see :mod:`client_sdk.buffer_index`), and :func:`load_buffers` unpickles them
+pickle (see :mod:`wire.buffer_index`), and :func:`load_buffers` unpickles them
 as views of the received bytes, without copying them back out.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import dill
 
-from client_sdk import buffer_index
+from wire import buffer_index
 
 PROTOCOL = 5
 # Buffers at least this large are written as views; smaller ones are copied into the

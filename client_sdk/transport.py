@@ -31,14 +31,14 @@ from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError, SSLEr
 from client_sdk.config import Settings, settings
 from client_sdk.errors import ApiError, GatewayUnreachable, UntrustedCertificate
 from client_sdk.pickling import Pickled
+from wire.http import API_PREFIX, DILL_HEADER, PYTHON_HEADER
 
-API = "/api/v1"
 RETRY_FOR = 60.0  # seconds of connection errors ridden out before giving up
 BUSY_RETRY_FOR = 600.0  # seconds of 429 (too many queued jobs) waited out before giving up
 HEADERS = {
     "User-Agent": "computethis-sdk",
-    "X-Computethis-Python": platform.python_version(),
-    "X-Computethis-Dill": dill.__version__,
+    PYTHON_HEADER: platform.python_version(),
+    DILL_HEADER: dill.__version__,
 }
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 # Result bodies larger than this are read into memory of their own (see _read_large).
@@ -153,7 +153,7 @@ def request(
         all_headers["Content-Type"] = "application/json"
     if data is not None:
         all_headers["Content-Length"] = str(len(data))
-    url = f"{config.url}{API}{path}"
+    url = f"{config.url}{API_PREFIX}{path}"
     query = {key: value for key, value in (params or {}).items() if value is not None}
     if query:
         url = f"{url}?{urlencode(query)}"

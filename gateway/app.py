@@ -18,8 +18,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.store import JobStore
 from gateway.tokens import TokenStore
 from gateway.waiters import Waiters
+from wire.http import API_PREFIX, BATCH_PATH, JOBS_PATH, RESULTS_PATH
 
-API = "/api/v1"
 PUBLIC_ENDPOINTS = {"health", "openapi"}
 
 
@@ -55,16 +55,16 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     app.before_request(_authenticate)
 
     api = JsonApi(app, catch_all_404s=True)
-    api.add_resource(resources.JobList, resources.JOBS_PATH, endpoint="jobs")
-    api.add_resource(resources.JobBatch, resources.BATCH_PATH, endpoint="batch")
-    api.add_resource(resources.JobResults, resources.RESULTS_PATH, endpoint="results")
-    api.add_resource(resources.JobItem, f"{resources.JOBS_PATH}/<string:job_id>", endpoint="job")
-    api.add_resource(resources.JobCancel, f"{API}/jobs/<string:job_id>/cancel", endpoint="cancel")
-    api.add_resource(resources.JobResult, f"{API}/jobs/<string:job_id>/result", endpoint="result")
-    api.add_resource(resources.JobLogs, f"{API}/jobs/<string:job_id>/logs", endpoint="logs")
-    api.add_resource(resources.WorkerList, f"{API}/workers", endpoint="workers")
-    api.add_resource(resources.Health, f"{API}/health", endpoint="health")
-    api.add_resource(openapi.OpenApiDocument, f"{API}/openapi.json", endpoint="openapi")
+    api.add_resource(resources.JobList, JOBS_PATH, endpoint="jobs")
+    api.add_resource(resources.JobBatch, BATCH_PATH, endpoint="batch")
+    api.add_resource(resources.JobResults, RESULTS_PATH, endpoint="results")
+    api.add_resource(resources.JobItem, f"{JOBS_PATH}/<string:job_id>", endpoint="job")
+    api.add_resource(resources.JobCancel, f"{JOBS_PATH}/<string:job_id>/cancel", endpoint="cancel")
+    api.add_resource(resources.JobResult, f"{JOBS_PATH}/<string:job_id>/result", endpoint="result")
+    api.add_resource(resources.JobLogs, f"{JOBS_PATH}/<string:job_id>/logs", endpoint="logs")
+    api.add_resource(resources.WorkerList, f"{API_PREFIX}/workers", endpoint="workers")
+    api.add_resource(resources.Health, f"{API_PREFIX}/health", endpoint="health")
+    api.add_resource(openapi.OpenApiDocument, f"{API_PREFIX}/openapi.json", endpoint="openapi")
     return app
 
 

@@ -37,7 +37,7 @@ from distributed import Client, Future
 from gateway.store import ACTIVE, RUNNING, Job, JobStore, Outcome
 from gateway.waiters import Waiters
 from scheduler.plugin import KEY_PREFIX, LIVE_STATES, KeepJobsAlive
-from worker.envelope import RESULT_TOPIC, STARTED_TOPIC, unpack
+from wire.envelope import RESULT_TOPIC, STARTED_TOPIC, unpack
 from worker.runner import JobFailed, run_job
 
 log = logging.getLogger(__name__)

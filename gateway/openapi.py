@@ -15,21 +15,15 @@ from typing import Any
 
 from flask_restful import Resource
 
-from client_sdk import batch_body, outcome_frames
 from gateway.config import GatewayConfig
 from gateway.context import gateway
-from gateway.resources import (
-    DILL_HEADER,
-    IDEMPOTENCY_HEADER,
-    JOB_HEADER,
-    MAX_TIMEOUT,
-    PAYLOAD_TYPE,
-    PYTHON_HEADER,
-)
+from gateway.resources import IDEMPOTENCY_HEADER, MAX_TIMEOUT, PAYLOAD_TYPE
 from gateway.store import STATUSES
+from wire import limits, outcome_frames
+from wire.http import API_PREFIX, DILL_HEADER, JOB_HEADER, PYTHON_HEADER
 
 OPENAPI_VERSION = "3.0.3"
-BASE_PATH = "/api/v1"
+BASE_PATH = API_PREFIX
 JSON = "application/json"
 TEXT = "text/plain"
 JOB_ID_PATTERN = "^[0-9a-f]{32}$"
@@ -265,7 +259,7 @@ def _schemas() -> dict[str, Schema]:
                     "type": "array",
                     "items": {"type": "string"},
                     "minItems": 1,
-                    "maxItems": outcome_frames.MAX_JOBS,
+                    "maxItems": limits.MAX_JOBS,
                     "description": "Ids of the caller's jobs; an id listed twice is answered once.",
                 },
             },
@@ -279,7 +273,7 @@ def _schemas() -> dict[str, Schema]:
                     "type": "array",
                     "items": _schema("Job"),
                     "minItems": 1,
-                    "maxItems": batch_body.MAX_CALLS,
+                    "maxItems": limits.MAX_CALLS,
                     "description": "One job per call, in the body's order.",
                 },
             },
@@ -629,9 +623,9 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "description": "Each call's `dill.dumps((func, args, kwargs))` (at most "
-                    f"{batch_body.MAX_CALL_BYTES} bytes) after its length in bytes as an "
-                    f"8-byte big-endian unsigned integer; at most {batch_body.MAX_CALLS} "
-                    f"calls and {batch_body.MAX_BYTES} bytes in all.",
+                    f"{limits.MAX_CALL_BYTES} bytes) after its length in bytes as an "
+                    f"8-byte big-endian unsigned integer; at most {limits.MAX_CALLS} "
+                    f"calls and {limits.MAX_BATCH_BYTES} bytes in all.",
                     "content": {PAYLOAD_TYPE: {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "responses": {
@@ -696,7 +690,7 @@ def _paths(config: GatewayConfig) -> dict[str, Any]:
                     "400": _json(
                         _schema("Error"),
                         "`wait` is invalid (`invalid_parameter`), or the body is not a "
-                        f"JSON object whose `jobs` lists 1 to {outcome_frames.MAX_JOBS} "
+                        f"JSON object whose `jobs` lists 1 to {limits.MAX_JOBS} "
                         "job ids (`invalid_body`).",
                     ),
                     "401": _response("Unauthorized"),

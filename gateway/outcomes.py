@@ -12,13 +12,13 @@ from typing import Any
 
 from flask import Response, send_file
 
-from client_sdk.outcome_frames import frame_head
 from gateway.context import gateway
 from gateway.errors import ApiError, not_found
 from gateway.store import EXPIRED, FINISHED, Job, JobStore
 from gateway.waiters import Waiters
+from wire.http import PAYLOAD_MEDIA_TYPE as PAYLOAD_TYPE
+from wire.outcome_frames import frame_head
 
-PAYLOAD_TYPE = "application/octet-stream"
 _BLOCK = 1 << 20  # bytes of a stored result file read at a time
 
 
@@ -71,7 +71,7 @@ def job_json_with_exception(job: Job) -> dict[str, Any]:
 def stream_outcomes(
     store: JobStore, waiters: Waiters, job_ids: list[str], wait: float, result_ttl: float
 ) -> Iterator[bytes]:
-    """Each job's outcome frame (see :mod:`client_sdk.outcome_frames`) as soon as the job
+    """Each job's outcome frame (see :mod:`wire.outcome_frames`) as soon as the job
     is done, in the order they finish, until all are sent or ``wait`` seconds pass.
 
     The first query looks at every job; after that, only at the jobs whose outcome

@@ -7,7 +7,7 @@ nothing, to reject bodies that are not a complete pickle of a 3-tuple
 skipped, so checking a 256 MB body (a memory map of its file) reads only its opcodes.
 Whether the tuple really holds a function is only known on a worker. The SDK may
 append an index of the pickle's large buffers after its STOP opcode
-(:mod:`client_sdk.buffer_index`); only its layout is checked.
+(:mod:`wire.buffer_index`); only its layout is checked.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import io
 import pickletools
 from typing import NamedTuple
 
-from client_sdk import buffer_index
+from wire import buffer_index
 
 # Opcodes that only store the top of the stack in the memo.
 _MEMO_OPS = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})

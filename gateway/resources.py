@@ -8,7 +8,6 @@ from typing import IO, Any
 from flask import Response, request
 from flask_restful import Resource
 
-from client_sdk import batch_body, outcome_frames
 from gateway import params
 from gateway.context import gateway, is_admin, tenant
 from gateway.errors import ApiError, not_found
@@ -28,15 +27,16 @@ from gateway.store import (
     PayloadTooLarge,
     batch_keys,
 )
+from wire import batch_body, limits, outcome_frames
+from wire.http import (
+    DILL_HEADER,
+    JOB_HEADER,
+    JOBS_PATH,
+    PYTHON_HEADER,
+)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-JOB_HEADER = "X-Computethis-Job"
-PYTHON_HEADER = "X-Computethis-Python"
-DILL_HEADER = "X-Computethis-Dill"
 MAX_TIMEOUT = 30 * 24 * 3600.0
-JOBS_PATH = "/api/v1/jobs"
-BATCH_PATH = "/api/v1/batches"
-RESULTS_PATH = "/api/v1/results"
 BATCH_FORMAT = "send each call's dill bytes after its length as 8 bytes, big-endian"
 
 
@@ -169,7 +169,7 @@ class JobBatch(Resource):
         """Store several calls as jobs in one request and one transaction, and queue them.
 
         The body holds each call's dill bytes after its length (8 bytes, big-endian;
-        see :mod:`client_sdk.batch_body`); each call is at most ``MAX_CALL_BYTES``
+        see :mod:`wire.batch_body`); each call is at most ``MAX_CALL_BYTES``
         (64 KiB, stored in its job's row).
         The query options apply to every job. Answers 201 with ``{"jobs": [...]}`` in
         the body's order once all are stored; 200 with the same jobs when the
@@ -182,7 +182,7 @@ class JobBatch(Resource):
         _require_payload_type()
         spec = _job_spec()
         wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
-        payloads = _batch_payloads(_read_body(min(gw.config.max_body, batch_body.MAX_BYTES)))
+        payloads = _batch_payloads(_read_body(min(gw.config.max_body, limits.MAX_BATCH_BYTES)))
         if len(payloads) > gw.config.max_queued:  # would never fit: a 429 would be retried
             raise ApiError(
                 413,
@@ -231,18 +231,18 @@ def _outcomes_answer(
 def _batch_payloads(body: bytes) -> list[bytes]:
     """The calls of a batch body, each checked like a single call's body; else 4xx."""
     try:
-        views = batch_body.decode(body, batch_body.MAX_CALLS)
+        views = batch_body.decode(body, limits.MAX_CALLS)
     except batch_body.InvalidBatch as exc:
         raise ApiError(400, "invalid_batch", f"{exc}; {BATCH_FORMAT}") from None
     if not views:
         raise ApiError(400, "invalid_batch", f"the batch holds no calls; {BATCH_FORMAT}")
     for index, view in enumerate(views):
-        if len(view) > batch_body.MAX_CALL_BYTES:
+        if len(view) > limits.MAX_CALL_BYTES:
             raise ApiError(
                 413,
                 "call_too_large",
                 f"call {index} is {len(view)} bytes; a batch holds calls of up to "
-                f"{batch_body.MAX_CALL_BYTES} bytes: post larger ones alone to {JOBS_PATH}",
+                f"{limits.MAX_CALL_BYTES} bytes: post larger ones alone to {JOBS_PATH}",
             )
         try:
             if not len(view):
@@ -293,7 +293,7 @@ class JobResults(Resource):
         """Wait for several jobs and stream each one's outcome as soon as it is done.
 
         The body is ``{"jobs": [id, ...]}`` (at most 10,000 ids, all the caller's). The
-        answer is a stream of frames (:mod:`client_sdk.outcome_frames`) in the order
+        answer is a stream of frames (:mod:`wire.outcome_frames`) in the order
         the jobs finish; it ends when every job is sent or ``?wait=SECONDS`` (default
         0: only the jobs already done) has passed.
         """
@@ -318,14 +318,14 @@ def _requested_job_ids() -> list[str]:
     job_ids = body.get("jobs") if isinstance(body, dict) else None
     if (
         not isinstance(job_ids, list)
-        or not 1 <= len(job_ids) <= outcome_frames.MAX_JOBS
+        or not 1 <= len(job_ids) <= limits.MAX_JOBS
         or not all(isinstance(job_id, str) for job_id in job_ids)
     ):
         raise ApiError(
             400,
             "invalid_body",
             f'send {{"jobs": [job ids]}}: a JSON object whose "jobs" is a list of 1 to '
-            f"{outcome_frames.MAX_JOBS} job ids",
+            f"{limits.MAX_JOBS} job ids",
         )
     return job_ids
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.writelock import WriteLock
+from wire.limits import INLINE_LIMIT
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, EXPIRED = (
     "queued",
@@ -51,7 +52,6 @@ _CHUNK = 1 << 20
 IN_MEMORY_PAYLOAD = 1 << 20
 # Payloads and results up to this size are stored in the job's row instead of a file:
 # one commit instead of file + directory fsyncs, which is most of a small job's cost.
-INLINE_LIMIT = 64 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -15,7 +15,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from worker.envelope import RESULT_TOPIC, STARTED_TOPIC
+from wire.envelope import RESULT_TOPIC, STARTED_TOPIC
 
 KEY_PREFIX = "computethis-"
 HOLDER = "computethis-job-store"

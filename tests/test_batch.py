@@ -10,10 +10,11 @@ import dill
 import pytest
 import requests
 
-from client_sdk import batch_body, compute_this, outcome_frames
+from client_sdk import compute_this
 from tests.stack import Stack
 from tests.test_collect import frames
 from tests.test_rest import assert_json_error, body, post, result
+from wire import batch_body, limits, outcome_frames
 
 
 def post_batch(stack: Stack, data: bytes, params=None, headers=None) -> requests.Response:
@@ -126,12 +127,12 @@ def test_a_bad_batch_is_a_400_and_stores_nothing(stack: Stack, data: bytes, erro
 
 def test_batch_limits_are_413s(stack: Stack):
     before = newest_job(stack)
-    big = body(abs, b"x" * (batch_body.MAX_CALL_BYTES + 1))
+    big = body(abs, b"x" * (limits.MAX_CALL_BYTES + 1))
     payload = assert_json_error(
         post_batch(stack, batch_body.encode([body(abs, 1), big])), 413, "call_too_large"
     )
     assert "call 1" in payload["message"] and "/api/v1/jobs" in payload["message"]
-    too_many = batch_body.encode([body(abs, 1)] * (batch_body.MAX_CALLS + 1))
+    too_many = batch_body.encode([body(abs, 1)] * (limits.MAX_CALLS + 1))
     assert_json_error(post_batch(stack, too_many), 400, "invalid_batch")
     assert newest_job(stack) == before
 
@@ -159,9 +160,9 @@ def test_submit_many_ships_a_closure_once_for_all_its_calls(sdk: Stack):
 
 
 def test_submit_many_posts_a_large_call_on_its_own(sdk: Stack):
-    items = [b"a", b"b" * (2 * batch_body.MAX_CALL_BYTES), b"c"]
+    items = [b"a", b"b" * (2 * limits.MAX_CALL_BYTES), b"c"]
     jobs = compute_this(len).submit_many(items)
-    assert [job.result(timeout=60) for job in jobs] == [1, 2 * batch_body.MAX_CALL_BYTES, 1]
+    assert [job.result(timeout=60) for job in jobs] == [1, 2 * limits.MAX_CALL_BYTES, 1]
     created = [job.info()["created_at"] for job in jobs]
     assert created[0] != created[2]  # the large call split the batch in two
 

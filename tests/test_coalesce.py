@@ -20,14 +20,15 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import batch_body, coalesce, compute_this, transport
+from client_sdk import coalesce, compute_this, transport
 from client_sdk import config as sdk_config
 from client_sdk.errors import ComputeThisError
-from client_sdk.job import JOB_HEADER
-from client_sdk.outcome_frames import MEDIA_TYPE, frame_head
 from client_sdk.pickling import dump_buffers
 from tests.stack import Stack
 from tests.test_collect import divide, nap
+from wire import batch_body, limits
+from wire.http import JOB_HEADER
+from wire.outcome_frames import MEDIA_TYPE, frame_head
 
 POSTS = re.compile(
     r'computethis_http_request_duration_seconds_count\{endpoint="(\w+)",method="POST",'
@@ -116,7 +117,7 @@ def test_calls_with_other_options_go_in_other_batches(sdk: Stack):
 
 
 def test_a_call_too_large_for_a_batch_is_posted_alone(sdk: Stack):
-    big = b"x" * (batch_body.MAX_CALL_BYTES + 1)
+    big = b"x" * (limits.MAX_CALL_BYTES + 1)
 
     @compute_this
     def length(data: bytes) -> int:
@@ -239,7 +240,7 @@ def test_a_process_forked_while_calls_are_in_flight_computes(sdk: Stack):
 
 @pytest.mark.parametrize(("limit", "sizes"), [(3, [3, 3, 1]), (2, [2, 2, 2, 1])])
 def test_a_batch_takes_at_most_max_calls(monkeypatch, limit: int, sizes: list[int]):
-    monkeypatch.setattr(batch_body, "MAX_CALLS", limit)
+    monkeypatch.setattr(limits, "MAX_CALLS", limit)
     queue = [coalesce.QueuedCall(b"call") for _ in range(7)]
     taken = []
     while queue:
@@ -248,7 +249,7 @@ def test_a_batch_takes_at_most_max_calls(monkeypatch, limit: int, sizes: list[in
 
 
 def test_a_batch_takes_at_most_max_bytes_but_always_one_call(monkeypatch):
-    monkeypatch.setattr(batch_body, "MAX_BYTES", 2 * (batch_body.LENGTH_BYTES + 10))
+    monkeypatch.setattr(limits, "MAX_BATCH_BYTES", 2 * (batch_body.LENGTH_BYTES + 10))
     queue = [coalesce.QueuedCall(b"x" * size) for size in (10, 10, 10, 100, 10)]
     taken = []
     while queue:
@@ -316,7 +317,7 @@ class SlowBatchGateway(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.path.startswith("/api/v1/batches"):
-            calls = len(batch_body.decode(body, max_items=batch_body.MAX_CALLS))
+            calls = len(batch_body.decode(body, max_items=limits.MAX_CALLS))
             self.batches.append(calls)
             time.sleep(2.0)
             ids = [f"{len(self.batches)}{i:031d}" for i in range(calls)]

@@ -22,10 +22,11 @@ from client_sdk import (
     compute_this,
     gather,
 )
-from client_sdk.outcome_frames import MAX_JOBS, MEDIA_TYPE
 from tests.conftest import WORKERS
 from tests.stack import Stack
 from tests.test_rest import assert_json_error
+from wire.limits import MAX_JOBS
+from wire.outcome_frames import MEDIA_TYPE
 
 
 @compute_this(timeout=60)

@@ -1,4 +1,4 @@
-"""Unit tests for worker.envelope (JSON header line + opaque body)."""
+"""Unit tests for wire.envelope (JSON header line + opaque body)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from worker.envelope import VERSION, Envelope, pack, unpack
+from wire.envelope import VERSION, Envelope, pack, unpack
 
 ERROR = {
     "type": "ValueError",

@@ -36,7 +36,7 @@ from tests.stack import (
     wait_healthy,
     wait_until,
 )
-from worker.envelope import RESULT_TOPIC, Envelope, pack
+from wire.envelope import RESULT_TOPIC, Envelope, pack
 
 TOKEN = "fault-token"
 

@@ -44,10 +44,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.app import API, create_app
+from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.openapi import openapi_document
 from tests.stack import Stack
+from wire.http import API_PREFIX
 
 OCTET = "application/octet-stream"
 CHECKS = [
@@ -106,7 +107,7 @@ def _served_operations(tmp_path: Path) -> set[tuple[str, str]]:
     try:
         served = set()
         for rule in app.url_map.iter_rules():
-            if not rule.rule.startswith(f"{API}/"):
+            if not rule.rule.startswith(f"{API_PREFIX}/"):
                 continue
             # Only string converters: anything else would need its own schema.
             assert re.fullmatch(r"[^<>]*(<(string:)?\w+>[^<>]*)*", rule.rule), rule.rule
@@ -390,16 +391,16 @@ def test_rare_answers_are_answered_as_documented(tmp_path: Path) -> None:
     try:
         client = app.test_client()
         answers = {
-            ("GET", "/health", 503): client.get(f"{API}/health"),
+            ("GET", "/health", 503): client.get(f"{API_PREFIX}/health"),
             ("POST", "/jobs", 429): client.post(
-                f"{API}/jobs", data=dill_call(pow, 2, 2), content_type=OCTET, headers=auth
+                f"{API_PREFIX}/jobs", data=dill_call(pow, 2, 2), content_type=OCTET, headers=auth
             ),
-            ("POST", "/jobs", 415): client.post(f"{API}/jobs", data=b"{}", headers=auth),
-            ("GET", "/jobs", 400): client.get(f"{API}/jobs?limit=0", headers=auth),
+            ("POST", "/jobs", 415): client.post(f"{API_PREFIX}/jobs", data=b"{}", headers=auth),
+            ("GET", "/jobs", 400): client.get(f"{API_PREFIX}/jobs?limit=0", headers=auth),
         }
         app.extensions["computethis"].config.max_queued = 10  # let the 413 through to staging
         answers[("POST", "/jobs", 413)] = client.post(
-            f"{API}/jobs", data=b"\x80" * 65, content_type=OCTET, headers=auth
+            f"{API_PREFIX}/jobs", data=b"\x80" * 65, content_type=OCTET, headers=auth
         )
         for (method, path, status), response in answers.items():
             assert response.status_code == status, (method, path, response.get_data())
@@ -480,7 +481,7 @@ def is_field_value(value: str) -> bool:
 def send(stack: Stack, method: str, path: str, **kwargs: Any) -> requests.Response:
     """One request at ``/api/v1{path}``, its answer checked by :func:`assert_answer`."""
     response = requests.request(
-        method, f"{stack.url}{API}{path}", timeout=30, allow_redirects=False, **kwargs
+        method, f"{stack.url}{API_PREFIX}{path}", timeout=30, allow_redirects=False, **kwargs
     )
     sent = f"{method} {response.request.url} headers={kwargs.get('headers')}"
     assert_answer(method, response, sent)

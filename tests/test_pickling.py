@@ -9,10 +9,10 @@ import dill
 import numpy as np
 import pytest
 
-from client_sdk import buffer_index
 from client_sdk.pickling import LARGE_BUFFER, Pickled, dump_buffers, load_buffers
 from client_sdk.serialization import JOIN_BELOW, dumps_call
 from gateway.payload import InvalidPayload, check_call_payload
+from wire import buffer_index
 
 
 def round_trip(obj):

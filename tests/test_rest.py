@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import requests
 
-from client_sdk import buffer_index
 from tests.stack import Stack, scrape_metrics
+from wire import buffer_index
 
 OCTET = {"Content-Type": "application/octet-stream"}
 

@@ -10,8 +10,8 @@ import dill
 import pytest
 
 from gateway.payload import check_call_payload
+from wire.envelope import Envelope, unpack
 from worker import runner
-from worker.envelope import Envelope, unpack
 from worker.runner import (
     MAX_PICKLED_EXCEPTION,
     JobFailed,

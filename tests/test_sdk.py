@@ -25,7 +25,8 @@ from client_sdk import (
     compute_this,
 )
 from tests.conftest import WORKERS
-from worker.envelope import PUSH_LIMIT, RESULT_TOPIC
+from wire.envelope import RESULT_TOPIC
+from wire.limits import PUSH_LIMIT
 
 pytestmark = pytest.mark.usefixtures("sdk")
 

@@ -14,13 +14,14 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import batch_body, compute_this
+from client_sdk import compute_this
 from client_sdk import config as sdk_config
 from tests.stack import REPO, Stack, start_stack
 from tests.test_coalesce import at_once, posts, sent
 from tests.test_collect import frames
 from tests.test_faults import TOKEN, Processes
 from tests.test_rest import post
+from wire import batch_body
 
 MAX_QUEUED = 2
 OCTET = {"Content-Type": "application/octet-stream"}

@@ -27,7 +27,7 @@ from client_sdk.errors import (
     WorkerDied,
 )
 from client_sdk.serialization import dumps_call, is_user_module, loads_result, rebuild_exception
-from worker.envelope import unpack
+from wire.envelope import unpack
 
 SCALE = 3
 TRACEBACK = 'Traceback (most recent call last):\n  File "job.py", line 3, in f\nValueError: bad\n'

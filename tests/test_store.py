@@ -35,7 +35,7 @@ from gateway.store import (
     Outcome,
     PayloadTooLarge,
 )
-from worker.envelope import Envelope, pack, unpack
+from wire.envelope import Envelope, pack, unpack
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z

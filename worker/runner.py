@@ -18,7 +18,8 @@ from typing import Any
 import dill
 
 from client_sdk.pickling import Pickled, dump_buffers, load_buffers
-from worker.envelope import PUSH_LIMIT, RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
+from wire.envelope import RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
+from wire.limits import PUSH_LIMIT
 
 ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
 MAX_PICKLED_EXCEPTION = 1 << 20

@@ -23,9 +23,6 @@ STARTED_TOPIC = "computethis.started"
 # the outcome itself when small (no fetch from the worker afterwards), else a request to
 # fetch it; from the scheduler, a job that failed for good (scheduler.plugin).
 RESULT_TOPIC = "computethis.result"
-# Largest envelope sent inside the event. Small on purpose: the scheduler keeps the last
-# events of a topic (1000 by default), so at most a few MB of recent small results.
-PUSH_LIMIT = 2048
 _SEPARATOR = b"\n"
 _HEADER_SEARCH = 1 << 16  # where a header line (a JSON object) almost always ends
 # Envelopes larger than this are packed into memory allocated as Dask allocates the

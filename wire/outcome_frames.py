@@ -17,11 +17,11 @@ import json
 import struct
 from typing import Any
 
+from wire.limits import MAX_FRAME_JSON_BYTES as MAX_JSON_BYTES
+
 _LENGTHS = struct.Struct(">QQ")
 HEADER_BYTES = _LENGTHS.size
 MEDIA_TYPE = "application/x-computethis-outcomes"
-MAX_JOBS = 10_000  # job ids in one request
-MAX_JSON_BYTES = 16 << 20  # a frame's JSON (a failed job's pickled exception is in it)
 
 
 class InvalidFrame(ValueError):

@@ -13,9 +13,6 @@ from collections.abc import Sequence
 
 _LENGTH = struct.Struct(">Q")
 LENGTH_BYTES = _LENGTH.size
-MAX_CALLS = 1000  # calls in one batch
-MAX_CALL_BYTES = 64 * 1024  # the pickled size of one call in a batch
-MAX_BYTES = 16 << 20  # the whole body
 
 
 class InvalidBatch(ValueError):
