@@ -13,6 +13,7 @@ from typing import Any
 import dill
 
 from client_sdk.errors import RemoteError, SerializationError
+from wire.errors import error_info
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 
@@ -25,11 +26,7 @@ class _PicklesAsErrorDict:
     remote_traceback: str
 
     def __reduce__(self) -> tuple[Any, ...]:
-        error = {
-            "type": self.type,
-            "message": self.remote_message,
-            "traceback": self.remote_traceback,
-        }
+        error = error_info(self.type, self.remote_message, self.remote_traceback)
         return (type(self), (error,))
 
 
@@ -81,7 +78,7 @@ def portable_exception(exc: BaseException) -> BaseException:
     a :class:`RemoteItemError` describing it."""
     tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    error = {"type": type(exc).__name__, "message": str(exc), "traceback": text}
+    error = error_info(type(exc).__name__, str(exc), text)
     try:
         exc.__traceback__ = None
         exc.__context__ = exc.__cause__ = None
@@ -107,14 +104,11 @@ def _dump_one(outcome: Outcome) -> bytes:
         return dill.dumps(outcome, protocol=dill.HIGHEST_PROTOCOL)
     except Exception as exc:
         kind = type(outcome[1]).__name__
-        error = {
-            "type": "SerializationError",
-            "message": (
-                f"the function returned a {kind}, which cannot be pickled "
-                f"({type(exc).__name__}: {exc}); return plain data instead"
-            ),
-            "traceback": "",
-        }
+        error = error_info(
+            "SerializationError",
+            f"the function returned a {kind}, which cannot be pickled "
+            f"({type(exc).__name__}: {exc}); return plain data instead",
+        )
         return dill.dumps((False, ItemSerializationError(error)))
 
 

@@ -38,6 +38,7 @@ from gateway.store import ACTIVE, RUNNING, Job, JobStore, Outcome
 from gateway.waiters import Waiters
 from scheduler.plugin import KEY_PREFIX, LIVE_STATES, KeepJobsAlive
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC, unpack
+from wire.errors import error_info
 from worker.runner import JobFailed, run_job
 
 log = logging.getLogger(__name__)
@@ -749,9 +750,9 @@ class Dispatcher:
                 f"the worker died while running this job, {deaths} times (killed, out of "
                 "memory, or os._exit in the function); it will not be retried"
             )
-            error = {"type": "WorkerDied", "message": message, "traceback": ""}
+            error = error_info("WorkerDied", message)
         else:
-            error = {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
+            error = error_info(type(exc).__name__, str(exc))
         return Outcome(job_id, ok=False, error=error)
 
     def _expire_deadlines(self) -> None:
@@ -761,13 +762,10 @@ class Dispatcher:
             job = self.store.get(job_id)
             if job is None or job.status not in ACTIVE or job.attempts != attempt:
                 continue
-            error = {
-                "type": "TimeoutError",
-                "message": (
-                    f"the job ran longer than its timeout of {job.timeout:g} s and was stopped"
-                ),
-                "traceback": "",
-            }
+            error = error_info(
+                "TimeoutError",
+                f"the job ran longer than its timeout of {job.timeout:g} s and was stopped",
+            )
             outcome = Outcome(job_id, ok=False, error=error, worker=job.worker)
             self._record([outcome])
             self.cancel(job)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.writelock import WriteLock
+from wire.errors import error_info
 from wire.limits import INLINE_LIMIT
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, EXPIRED = (
@@ -817,12 +818,11 @@ def _checked(job_id: str) -> str:
 
 
 def _lost(kind: str, what: str) -> dict[str, str]:
-    return {
-        "type": kind,
-        "message": f"the job's stored {what} file is missing (found at gateway start-up); "
+    return error_info(
+        kind,
+        f"the job's stored {what} file is missing (found at gateway start-up); "
         "submit the job again",
-        "traceback": "",
-    }
+    )
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -11,11 +11,11 @@ import pytest
 
 from gateway.payload import check_call_payload
 from wire.envelope import Envelope, unpack
+from wire.errors import exception_info
 from worker import runner
 from worker.runner import (
     MAX_PICKLED_EXCEPTION,
     JobFailed,
-    describe_exception,
     deserialization_error,
     load_call,
     run_job,
@@ -258,25 +258,25 @@ def _raise_nested(depth: int):
     _raise_nested(depth - 1)
 
 
-def test_describe_exception_of_a_nested_class_and_skipped_frames():
+def test_exception_info_of_a_nested_class_and_skipped_frames():
     try:
         _raise_nested(2)
     except Outer.InnerError as exc:
-        full = describe_exception(exc)
-        skipped = describe_exception(exc, skip_frames=1)
-        everything_skipped = describe_exception(exc, skip_frames=50)
+        full = exception_info(exc)
+        skipped = exception_info(exc, skip_frames=1)
+        everything_skipped = exception_info(exc, skip_frames=50)
     assert full["type"] == "InnerError"
     assert full["qualified_type"] == f"{__name__}.Outer.InnerError"
     assert full["message"] == "deep"
-    assert "in test_describe_exception_of_a_nested_class" in full["traceback"]
-    assert "in test_describe_exception_of_a_nested_class" not in skipped["traceback"]
+    assert "in test_exception_info_of_a_nested_class" in full["traceback"]
+    assert "in test_exception_info_of_a_nested_class" not in skipped["traceback"]
     assert skipped["traceback"].count("in _raise_nested") == 3
     assert "Traceback" not in everything_skipped["traceback"]
     assert everything_skipped["traceback"].strip().endswith("InnerError: deep")
 
 
-def test_describe_exception_never_raised():
-    description = describe_exception(KeyError("k"))
+def test_exception_info_never_raised():
+    description = exception_info(KeyError("k"))
     assert description == {
         "type": "KeyError",
         "qualified_type": "KeyError",

@@ -19,13 +19,12 @@ import dill
 
 from client_sdk.pickling import Pickled, dump_buffers, load_buffers
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
+from wire.errors import error_info, exception_info
 from wire.limits import PUSH_LIMIT
 
 ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
 MAX_PICKLED_EXCEPTION = 1 << 20
 MAX_LOGS = 1 << 20  # bytes of a job's stdout + stderr kept (the last ones)
-MAX_MESSAGE = 10_000
-MAX_TRACEBACK = 50_000
 
 
 class JobFailed(Exception):
@@ -71,7 +70,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             value = func(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
-        failure = finish(False, describe_exception(exc, skip_frames=1), _pickle_exception(exc))
+        failure = finish(False, exception_info(exc, skip_frames=1), _pickle_exception(exc))
     if failure is not None:
         # Raised outside the except block: no __context__ pointing at user objects
         # that Dask would then fail to pickle.
@@ -80,14 +79,12 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     try:
         body = dump_buffers(value, index=True)
     except Exception as exc:
-        error = {
-            "type": "SerializationError",
-            "message": (
-                f"the function returned a {type(value).__name__}, which cannot be pickled "
-                f"({type(exc).__name__}: {exc}); return plain data instead"
-            ),
-            "traceback": traceback.format_exc(),
-        }
+        error = error_info(
+            "SerializationError",
+            f"the function returned a {type(value).__name__}, which cannot be pickled "
+            f"({type(exc).__name__}: {exc}); return plain data instead",
+            traceback.format_exc(),
+        )
         return _deliver(job_id, worker, finish(False, error))
     outcome = finish(True, body=body)
     del body, value
@@ -165,37 +162,6 @@ def load_call(payload: bytes | memoryview) -> tuple[Any, tuple, dict]:
     return func, args, kwargs
 
 
-def describe_exception(exc: BaseException, skip_frames: int = 0) -> dict[str, Any]:
-    """JSON description of an exception, its traceback minus ``skip_frames`` outer frames."""
-    cls = type(exc)
-    tb = exc.__traceback__
-    for _ in range(skip_frames):
-        tb = tb.tb_next if tb is not None else None
-    qualified = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-    return {
-        "type": cls.__name__,
-        "qualified_type": qualified,
-        "message": _clip(_safe_str(exc), MAX_MESSAGE),
-        "traceback": _clip("".join(traceback.format_exception(cls, exc, tb)), MAX_TRACEBACK),
-    }
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
-
-
-def _clip(text: str, limit: int) -> str:
-    """Keep the end of long text (where a traceback's cause is), marking the cut."""
-    if len(text) <= limit:
-        return text
-    return f"[{len(text) - limit} characters cut]...{text[-limit:]}"
-
-
 def deserialization_error(exc: BaseException) -> dict[str, Any]:
     """Explain why a payload could not be unpickled on this worker."""
     version = ".".join(map(str, sys.version_info[:3]))
@@ -211,11 +177,9 @@ def deserialization_error(exc: BaseException) -> dict[str, Any]:
             f"the worker (Python {version}, dill {dill.__version__}) could not unpickle the "
             "payload; check that client and workers run the same Python and dill versions"
         )
-    return {
-        "type": "DeserializationError",
-        "message": f"{hint} ({type(exc).__name__}: {exc})",
-        "traceback": traceback.format_exc(),
-    }
+    return error_info(
+        "DeserializationError", f"{hint} ({type(exc).__name__}: {exc})", traceback.format_exc()
+    )
 
 
 def _pickle_exception(exc: BaseException) -> bytes:
