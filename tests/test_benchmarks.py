@@ -40,7 +40,7 @@ def test_quick_benchmarks_print_table_and_write_json_and_plots(tmp_path: Path):
         assert rows and all({"metric", "value", "target", "passed"} <= set(row) for row in rows)
     scaling = document["benchmarks"]["scaling"]["data"]
     assert scaling["throughput"] and scaling["timelines"]
-    # Both paths' CPU per job, part by part (README's "where the time goes").
+    # Both paths' CPU per job, part by part (docs/benchmarks.md, "where the time goes").
     cpu = document["benchmarks"]["concurrency"]["data"]["cpu_ms_per_job"]
     assert set(cpu) == {"computethis", "dask"}
     parts = {"benchmark", "gateway", "scheduler", "workers"}
