@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import store as store_module
 from gateway.store import (
     ACTIVE,
     CANCELLED,
     EXPIRED,
     FAILED,
     FINISHED,
-    INLINE_LIMIT,
     JOB_ID,
     QUEUED,
     RUNNING,
@@ -34,8 +32,11 @@ from gateway.store import (
     JobStore,
     Outcome,
     PayloadTooLarge,
+    blobs,
+    reads,
 )
 from wire.envelope import Envelope, pack, unpack
+from wire.limits import INLINE_LIMIT
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -44,7 +45,7 @@ T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobStore:
     """A store that writes every non-empty payload and result to a file."""
-    monkeypatch.setattr(store_module, "INLINE_LIMIT", 0)
+    monkeypatch.setattr(blobs, "INLINE_LIMIT", 0)
     opened = JobStore(tmp_path / "save")
     yield opened
     opened.close()
@@ -1054,7 +1055,7 @@ def test_create_many_refuses_a_payload_too_large_for_a_row(inline_store: JobStor
 
 
 def test_tenants_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, monkeypatch):
-    monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)  # several queries
+    monkeypatch.setattr(reads, "_IDS_PER_QUERY", 2)  # several queries
     jobs = [new_job(inline_store) for _ in range(5)]
     asked = [job.id for job in jobs] + ["f" * 32, "not-an-id", jobs[0].id]
     assert inline_store.tenants(asked) == {job.id: job.tenant for job in jobs}
@@ -1064,7 +1065,7 @@ def test_tenants_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, 
 def test_done_with_results_reads_only_done_jobs_with_their_row_results(
     inline_store: JobStore, monkeypatch
 ):
-    monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)
+    monkeypatch.setattr(reads, "_IDS_PER_QUERY", 2)
     queued, finished, failed, large = (new_job(inline_store) for _ in range(4))
     inline_store.record(
         [
@@ -1103,7 +1104,7 @@ def test_the_recorder_writes_before_queued_requests(store: JobStore):
         done.append("recorder")
 
     requests = [threading.Thread(target=request, args=(job.id,)) for job in jobs[:-1]]
-    with store._write_lock.hold():  # a transaction in progress
+    with store.db.write_lock.hold():  # a transaction in progress
         for thread in requests:
             thread.start()
         time.sleep(0.3)  # every request thread is queued
