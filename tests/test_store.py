@@ -413,6 +413,56 @@ def test_worker_stats(store: JobStore):
     }
 
 
+# -- reads scoped to a tenant -------------------------------------------------------
+
+
+def test_reads_for_a_tenant_see_its_jobs_as_every_tenant_reads_do(inline_store: JobStore):
+    job = new_job(inline_store, tenant="alice")
+    inline_store.record([Outcome(job.id, ok=True, body=b"result", logs=b"printed")])
+    done = inline_store.get(job.id)
+    assert inline_store.get(job.id, tenant="alice") == done
+    assert inline_store.get_with_result(job.id, tenant="alice") == (done, b"result")
+    assert inline_store.logs(job.id, tenant="alice") == b"printed"
+    assert inline_store.logs(job.id) == b"printed"
+    assert inline_store.tenants([job.id], tenant="alice") == {job.id: "alice"}
+    assert inline_store.done_with_results([job.id], tenant="alice") == [(done, b"result")]
+    assert inline_store.list(tenant="alice") == [done]
+
+
+def test_another_tenants_job_reads_exactly_as_a_missing_one(inline_store: JobStore):
+    theirs = new_job(inline_store, tenant="bob")
+    inline_store.record([Outcome(theirs.id, ok=True, body=b"secret", logs=b"secret")])
+    missing = "f" * 32
+    for job_id in (theirs.id, missing):
+        assert inline_store.get(job_id, tenant="alice") is None
+        assert inline_store.get_with_result(job_id, tenant="alice") is None
+        assert inline_store.logs(job_id, tenant="alice") is None
+        assert inline_store.tenants([job_id], tenant="alice") == {}
+        assert inline_store.done_with_results([job_id], tenant="alice") == []
+    assert inline_store.list(tenant="alice") == []
+    # every tenant's reads (tenant=None: the admin, the dispatcher) still see it
+    assert inline_store.get(theirs.id).tenant == "bob"
+    assert inline_store.logs(missing) is None
+
+
+def test_tenant_scoped_reads_of_many_ids_keep_only_the_tenants_own(
+    inline_store: JobStore, monkeypatch
+):
+    monkeypatch.setattr(reads, "_IDS_PER_QUERY", 2)  # several queries
+    mine = [new_job(inline_store, tenant="alice") for _ in range(3)]
+    theirs = [new_job(inline_store, tenant="bob") for _ in range(2)]
+    inline_store.record(Outcome(job.id, ok=True, body=b"r") for job in mine + theirs)
+    asked = [mine[0].id, theirs[0].id, mine[1].id, theirs[1].id, mine[2].id, mine[0].id, "x"]
+    assert inline_store.tenants(asked, tenant="alice") == {job.id: "alice" for job in mine}
+    assert inline_store.tenants(asked) == {
+        **{job.id: "alice" for job in mine},
+        **{job.id: "bob" for job in theirs},
+    }
+    done = inline_store.done_with_results(asked, tenant="bob")
+    assert sorted(job.id for job, _ in done) == sorted(job.id for job in theirs)
+    assert all(result == b"r" for _, result in done)
+
+
 # -- idempotency --------------------------------------------------------------------
 
 
