@@ -49,11 +49,9 @@ class JobStore(JobReads):
         self.save_dir = Path(save_dir)
         self.durable = durable
         blobs = Blobs(self.save_dir, durable=durable)
-        self.payload_dir, self.result_dir, self.tmp_dir = (
-            blobs.payload_dir,
-            blobs.result_dir,
-            blobs.tmp_dir,
-        )
+        self.payload_dir = blobs.payload_dir
+        self.result_dir = blobs.result_dir
+        self.tmp_dir = blobs.tmp_dir
         self.db_path = self.save_dir / "jobs.sqlite3"
         super().__init__(Database(self.db_path, durable=durable), blobs)
 
