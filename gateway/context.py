@@ -61,3 +61,9 @@ def tenant() -> str:
 def is_admin() -> bool:
     """True when the request used the admin token (sees every tenant's jobs)."""
     return tenant() == ADMIN_TENANT
+
+
+def tenant_scope() -> str | None:
+    """Whose jobs the request may read: the store's ``tenant`` argument. The request's
+    tenant, or None (every tenant's) for the admin."""
+    return None if is_admin() else tenant()

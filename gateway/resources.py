@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from flask import Response, request
 from flask_restful import Resource
 
 from gateway import params
-from gateway.context import gateway, is_admin, tenant
+from gateway.context import gateway, is_admin, tenant, tenant_scope
 from gateway.errors import ApiError, not_found
 from gateway.outcomes import (
     PAYLOAD_TYPE,
@@ -38,6 +38,7 @@ from wire.http import (
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_TIMEOUT = 30 * 24 * 3600.0
 BATCH_FORMAT = "send each call's dill bytes after its length as 8 bytes, big-endian"
+T = TypeVar("T")
 
 
 def _body_stream(length: int | None) -> IO[bytes]:
@@ -56,26 +57,20 @@ def _too_large(max_body: int) -> ApiError:
 
 def own_job(job_id: str) -> Job:
     """The caller's job, or 404 (another tenant's job looks exactly like a missing one)."""
-    return _owned(job_id, gateway().store.get(job_id))
+    return found(job_id, gateway().store.get(job_id, tenant=tenant_scope()))
 
 
 def own_job_with_result(job_id: str) -> tuple[Job, bytes | None]:
     """Like :func:`own_job`, plus the result bytes when they are in the job's row."""
-    job, result = gateway().store.get_with_result(job_id) or (None, None)
-    return _owned(job_id, job), result
+    return found(job_id, gateway().store.get_with_result(job_id, tenant=tenant_scope()))
 
 
-def _owned(job_id: str, job: Job | None) -> Job:
-    if job is None:
+def found(job_id: str, read: T | None) -> T:
+    """What the store read for the job; 404 if it read nothing (no such job, or not
+    the caller's: the store's reads take the caller's ``tenant_scope()``)."""
+    if read is None:
         raise not_found(job_id)
-    _check_owner(job_id, job.tenant)
-    return job
-
-
-def _check_owner(job_id: str, owner: str | None) -> None:
-    """404 unless the job exists and is the caller's (or the caller is the admin)."""
-    if owner is None or not (owner == tenant() or is_admin()):
-        raise not_found(job_id)
+    return read
 
 
 def cancel(job: Job) -> bool:
@@ -158,8 +153,8 @@ class JobList(Resource):
             if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise ApiError(400, "invalid_parameter", f"cursor {cursor!r} is not one we issued")
             before = int(cursor)
-        owner = None if is_admin() else tenant()
-        jobs = gateway().store.list(tenant=owner, status=status, limit=limit, before_seq=before)
+        store = gateway().store
+        jobs = store.list(tenant=tenant_scope(), status=status, limit=limit, before_seq=before)
         next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
         return {"jobs": [job.to_json() for job in jobs], "next_cursor": next_cursor}
 
@@ -300,9 +295,9 @@ class JobResults(Resource):
         gw = gateway()
         wait = params.number(request.args, "wait", default=0.0, low=0.0, high=gw.config.max_wait)
         job_ids = _requested_job_ids()
-        owners = gw.store.tenants(job_ids)
+        owned = gw.store.tenants(job_ids, tenant=tenant_scope())
         for job_id in job_ids:
-            _check_owner(job_id, owners.get(job_id))
+            found(job_id, owned.get(job_id))
         return _outcomes_answer(job_ids, wait)
 
 
@@ -333,8 +328,8 @@ def _requested_job_ids() -> list[str]:
 class JobLogs(Resource):
     def get(self, job_id: str) -> Response:
         """The job's captured stdout and stderr (the last 1 MiB), as plain text."""
-        job = own_job(job_id)
-        return Response(gateway().store.logs(job.id), mimetype="text/plain")
+        logs = found(job_id, gateway().store.logs(job_id, tenant=tenant_scope()))
+        return Response(logs, mimetype="text/plain")
 
 
 class WorkerList(Resource):

@@ -70,7 +70,14 @@ def test_tenants_see_only_their_own_jobs(secured: Stack):
     assert dill.loads(done.content) == 3
 
     missing = "f" * 32
-    for method, suffix in (("GET", ""), ("GET", "/result"), ("POST", "/cancel"), ("DELETE", "")):
+    routes = (
+        ("GET", ""),
+        ("GET", "/result"),
+        ("GET", "/logs"),
+        ("POST", "/cancel"),
+        ("DELETE", ""),
+    )
+    for method, suffix in routes:
         theirs = requests.request(
             method, secured.api(f"/jobs/{job['id']}{suffix}"), headers=bob, timeout=10
         )

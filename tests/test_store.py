@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway import store as store_module
 from gateway.store import (
     ACTIVE,
     CANCELLED,
     EXPIRED,
     FAILED,
     FINISHED,
-    INLINE_LIMIT,
     JOB_ID,
     QUEUED,
     RUNNING,
@@ -34,8 +32,11 @@ from gateway.store import (
     JobStore,
     Outcome,
     PayloadTooLarge,
+    blobs,
+    reads,
 )
 from wire.envelope import Envelope, pack, unpack
+from wire.limits import INLINE_LIMIT
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -44,7 +45,7 @@ T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobStore:
     """A store that writes every non-empty payload and result to a file."""
-    monkeypatch.setattr(store_module, "INLINE_LIMIT", 0)
+    monkeypatch.setattr(blobs, "INLINE_LIMIT", 0)
     opened = JobStore(tmp_path / "save")
     yield opened
     opened.close()
@@ -410,6 +411,56 @@ def test_worker_stats(store: JobStore):
         "w2": {"completed": 1, "current_job": None},
         "w3": {"completed": 0, "current_job": jobs[4].id},
     }
+
+
+# -- reads scoped to a tenant -------------------------------------------------------
+
+
+def test_reads_for_a_tenant_see_its_jobs_as_every_tenant_reads_do(inline_store: JobStore):
+    job = new_job(inline_store, tenant="alice")
+    inline_store.record([Outcome(job.id, ok=True, body=b"result", logs=b"printed")])
+    done = inline_store.get(job.id)
+    assert inline_store.get(job.id, tenant="alice") == done
+    assert inline_store.get_with_result(job.id, tenant="alice") == (done, b"result")
+    assert inline_store.logs(job.id, tenant="alice") == b"printed"
+    assert inline_store.logs(job.id) == b"printed"
+    assert inline_store.tenants([job.id], tenant="alice") == {job.id: "alice"}
+    assert inline_store.done_with_results([job.id], tenant="alice") == [(done, b"result")]
+    assert inline_store.list(tenant="alice") == [done]
+
+
+def test_another_tenants_job_reads_exactly_as_a_missing_one(inline_store: JobStore):
+    theirs = new_job(inline_store, tenant="bob")
+    inline_store.record([Outcome(theirs.id, ok=True, body=b"secret", logs=b"secret")])
+    missing = "f" * 32
+    for job_id in (theirs.id, missing):
+        assert inline_store.get(job_id, tenant="alice") is None
+        assert inline_store.get_with_result(job_id, tenant="alice") is None
+        assert inline_store.logs(job_id, tenant="alice") is None
+        assert inline_store.tenants([job_id], tenant="alice") == {}
+        assert inline_store.done_with_results([job_id], tenant="alice") == []
+    assert inline_store.list(tenant="alice") == []
+    # every tenant's reads (tenant=None: the admin, the dispatcher) still see it
+    assert inline_store.get(theirs.id).tenant == "bob"
+    assert inline_store.logs(missing) is None
+
+
+def test_tenant_scoped_reads_of_many_ids_keep_only_the_tenants_own(
+    inline_store: JobStore, monkeypatch
+):
+    monkeypatch.setattr(reads, "_IDS_PER_QUERY", 2)  # several queries
+    mine = [new_job(inline_store, tenant="alice") for _ in range(3)]
+    theirs = [new_job(inline_store, tenant="bob") for _ in range(2)]
+    inline_store.record(Outcome(job.id, ok=True, body=b"r") for job in mine + theirs)
+    asked = [mine[0].id, theirs[0].id, mine[1].id, theirs[1].id, mine[2].id, mine[0].id, "x"]
+    assert inline_store.tenants(asked, tenant="alice") == {job.id: "alice" for job in mine}
+    assert inline_store.tenants(asked) == {
+        **{job.id: "alice" for job in mine},
+        **{job.id: "bob" for job in theirs},
+    }
+    done = inline_store.done_with_results(asked, tenant="bob")
+    assert sorted(job.id for job, _ in done) == sorted(job.id for job in theirs)
+    assert all(result == b"r" for _, result in done)
 
 
 # -- idempotency --------------------------------------------------------------------
@@ -1054,7 +1105,7 @@ def test_create_many_refuses_a_payload_too_large_for_a_row(inline_store: JobStor
 
 
 def test_tenants_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, monkeypatch):
-    monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)  # several queries
+    monkeypatch.setattr(reads, "_IDS_PER_QUERY", 2)  # several queries
     jobs = [new_job(inline_store) for _ in range(5)]
     asked = [job.id for job in jobs] + ["f" * 32, "not-an-id", jobs[0].id]
     assert inline_store.tenants(asked) == {job.id: job.tenant for job in jobs}
@@ -1064,7 +1115,7 @@ def test_tenants_finds_the_existing_jobs_among_many_ids(inline_store: JobStore, 
 def test_done_with_results_reads_only_done_jobs_with_their_row_results(
     inline_store: JobStore, monkeypatch
 ):
-    monkeypatch.setattr(store_module, "_IDS_PER_QUERY", 2)
+    monkeypatch.setattr(reads, "_IDS_PER_QUERY", 2)
     queued, finished, failed, large = (new_job(inline_store) for _ in range(4))
     inline_store.record(
         [
@@ -1103,7 +1154,7 @@ def test_the_recorder_writes_before_queued_requests(store: JobStore):
         done.append("recorder")
 
     requests = [threading.Thread(target=request, args=(job.id,)) for job in jobs[:-1]]
-    with store._write_lock.hold():  # a transaction in progress
+    with store.db.write_lock.hold():  # a transaction in progress
         for thread in requests:
             thread.start()
         time.sleep(0.3)  # every request thread is queued

@@ -1,4 +1,4 @@
-"""gateway.writelock.WriteLock: waiters in arrival order, a ``first`` waiter ahead of them."""
+"""gateway.store.writelock.WriteLock: waiters in arrival order, a ``first`` waiter ahead of them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.writelock import WriteLock
+from gateway.store.writelock import WriteLock
 
 
 def queue_up(lock: WriteLock, names: list[str], order: list[str], first: bool = False):
