@@ -177,6 +177,6 @@ class Dispatcher:
 
     def _check(self) -> None:
         """One connection check, then a reconciliation if the link is new or one is due."""
-        link = self.link.check()
-        if link is Link.RENEWED or (link is Link.UP and self.reconciler.due()):
+        state = self.link.check()
+        if state is Link.RENEWED or (state is Link.UP and self.reconciler.due()):
             self.reconciler.run()
