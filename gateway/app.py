@@ -11,7 +11,7 @@ from flask_restful import Api
 from gateway import openapi, resources
 from gateway.config import GatewayConfig
 from gateway.context import ADMIN_TENANT, Gateway, gateway, is_admin
-from gateway.dispatcher import Dispatcher
+from gateway.dask import Dispatcher
 from gateway.errors import ApiError, error_response, install_error_handlers
 from gateway.janitor import Janitor
 from gateway.metrics import GatewayMetrics

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from flask import current_app, request
 
 from gateway.config import GatewayConfig
-from gateway.dispatcher import Dispatcher
+from gateway.dask import Dispatcher
 from gateway.janitor import Janitor
 from gateway.store import JobStore
 

@@ -24,8 +24,9 @@ from distributed import Client, LocalCluster
 import client_sdk
 from client_sdk import Job, WorkerDied, compute_this
 from client_sdk import config as sdk_config
-from gateway import dispatcher as dispatcher_module
-from gateway.dispatcher import Dispatcher
+from gateway.dask import Dispatcher
+from gateway.dask import link as link_module
+from gateway.dask import reconcile as reconcile_module
 from gateway.store import JobSpec, JobStore
 from gateway.waiters import Waiters
 from tests.stack import (
@@ -477,7 +478,7 @@ def test_a_dask_client_stuck_reconnecting_is_replaced(tmp_path: Path, monkeypatc
     """Dask's client can die mid-reconnection (it iterates its futures while request
     threads add to them) and stay "connecting" for good: the dispatcher then opens a
     new client and jobs run again."""
-    monkeypatch.setattr(dispatcher_module, "STUCK_RECONNECT", 0.5)
+    monkeypatch.setattr(link_module, "STUCK_RECONNECT", 0.5)
     with dispatcher_on_a_local_cluster(tmp_path) as (store, dispatcher):
         stuck = dispatcher.client
         assert stuck is not None
@@ -492,7 +493,7 @@ def test_a_dask_client_stuck_reconnecting_is_replaced(tmp_path: Path, monkeypatc
 def test_an_outcome_whose_event_was_lost_is_fetched_by_the_sweep(tmp_path: Path, monkeypatch):
     """The gateway learns of outcomes from Dask events; one that never arrives (here
     the gateway stops listening) is found by the periodic check against the scheduler."""
-    monkeypatch.setattr(dispatcher_module, "SWEEP_INTERVAL", 0.5)
+    monkeypatch.setattr(reconcile_module, "SWEEP_INTERVAL", 0.5)
     with dispatcher_on_a_local_cluster(tmp_path) as (store, dispatcher):
         assert dispatcher.client is not None
         dispatcher.client.unsubscribe_topic(RESULT_TOPIC)
@@ -510,11 +511,13 @@ def test_an_outcome_arriving_before_its_job_is_re_attached_is_recorded(tmp_path:
         outcome.body = dill.dumps(4)
         event = {"job": job.id, "envelope": bytes(pack(outcome))}
         for _ in range(2):  # the second as a re-execution's: recorded once
-            dispatcher._inbox.put(("result", event))
+            dispatcher.recorder.on_result_event((time.time(), event))
         wait_until(lambda: store.get(job.id).done, "the outcome was not recorded", timeout=10)
         recorded = store.get_with_result(job.id)
         assert recorded is not None and dill.loads(recorded[1]) == 4
-        wait_until(lambda: job.id not in dispatcher._tracked, "the recorded job stayed tracked")
+        wait_until(
+            lambda: not dispatcher.tracker.is_tracked(job.id), "the recorded job stayed tracked"
+        )
 
 
 def test_outcome_events_still_arrive_after_the_scheduler_link_drops(tmp_path: Path):
@@ -531,4 +534,4 @@ def test_outcome_events_still_arrive_after_the_scheduler_link_drops(tmp_path: Pa
             "Dask's client did not reconnect",
         )
         assert dispatcher.client is client  # Dask reconnected this client itself
-        run_abs_of_minus_4(store, dispatcher, timeout=dispatcher_module.SWEEP_INTERVAL / 3)
+        run_abs_of_minus_4(store, dispatcher, timeout=reconcile_module.SWEEP_INTERVAL / 3)
