@@ -23,8 +23,8 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body
-    gateway = app.extensions[EXTENSION] = Services.create(config, scheduler)
-    gateway.metrics.install(app)
+    shared = app.extensions[EXTENSION] = Services.create(config, scheduler)
+    shared.metrics.install(app)
     app.add_url_rule("/metrics", "metrics", _metrics)
     install_error_handlers(app)
     app.before_request(partial(authenticate, PUBLIC_ENDPOINTS))

@@ -22,13 +22,13 @@ def authenticate(public_endpoints: frozenset[str]) -> None:
     if request.endpoint in public_endpoints:
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    gateway = services()
+    shared = services()
     tenant = None
     if scheme.lower() == "bearer" and token:
-        if hmac.compare_digest(token.encode(), gateway.config.token.encode()):
+        if hmac.compare_digest(token.encode(), shared.config.token.encode()):
             tenant = ADMIN_TENANT
         else:
-            tenant = gateway.tokens.tenant_for(token)
+            tenant = shared.tokens.tenant_for(token)
     if tenant is None:
         raise ApiError(
             401,

@@ -33,8 +33,8 @@ class JobBatch(Resource):
         ``POST /results``, whose first frame holds ``{"jobs": [...]}``: the jobs' outcomes
         follow as they finish, within that many seconds.
         """
-        gateway = services()
-        config = gateway.config
+        shared = services()
+        config = shared.config
         require_payload_type()
         spec = job_spec()
         wait = params.wait(request.args, config.max_wait)
@@ -48,18 +48,18 @@ class JobBatch(Resource):
                 f"most {config.max_queued} calls per batch",
             )
         first_key = batch_keys(spec.idempotency_key, 1)[0]
-        existing, active = gateway.store.admission(spec.tenant, first_key)
+        existing, active = shared.store.admission(spec.tenant, first_key)
         if existing is not None:
-            jobs = gateway.store.find_batch(spec.tenant, spec.idempotency_key, len(payloads))
+            jobs = shared.store.find_batch(spec.tenant, spec.idempotency_key, len(payloads))
             return _batch_answer(jobs, 200, wait)
-        check_python_version(spec.python_version, gateway.dispatcher.cluster.python_versions)
+        check_python_version(spec.python_version, shared.dispatcher.cluster.python_versions)
         if active + len(payloads) > config.max_queued:
             room = max(0, config.max_queued - active)
             raise too_many_queued(config.max_queued, room=room)
-        jobs, created = gateway.store.create_many(spec, payloads)
+        jobs, created = shared.store.create_many(spec, payloads)
         if created:
-            gateway.metrics.submitted.inc(len(jobs))
-            gateway.dispatcher.submit_many(list(zip(jobs, payloads, strict=True)))
+            shared.metrics.submitted.inc(len(jobs))
+            shared.dispatcher.submit_many(list(zip(jobs, payloads, strict=True)))
         return _batch_answer(jobs, 201 if created else 200, wait)
 
 

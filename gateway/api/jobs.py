@@ -33,32 +33,32 @@ class JobList(Resource):
         With ``?wait=SECONDS`` it waits that long for the job: 200 with the result
         bytes if it finished, 201 with its JSON (and error) otherwise.
         """
-        gateway = services()
-        config = gateway.config
+        shared = services()
+        config = shared.config
         require_payload_type()
         spec = job_spec()
         wait = params.wait(request.args, config.max_wait)
-        existing, active = gateway.store.admission(spec.tenant, spec.idempotency_key)
+        existing, active = shared.store.admission(spec.tenant, spec.idempotency_key)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)
-        check_python_version(spec.python_version, gateway.dispatcher.cluster.python_versions)
+        check_python_version(spec.python_version, shared.dispatcher.cluster.python_versions)
         if active >= config.max_queued:
             raise too_many_queued(config.max_queued)
-        staged = stage_call(gateway.store, config.max_body)
+        staged = stage_call(shared.store, config.max_body)
         # A large payload starts on its way to a worker while create() makes it durable.
-        upload = gateway.dispatcher.upload(staged.view()) if staged.data is None else None
-        job, created = gateway.store.create(spec, staged)
+        upload = shared.dispatcher.upload(staged.view()) if staged.data is None else None
+        job, created = shared.store.create(spec, staged)
         headers = job_headers(job)
         if not created:
             return job.to_json(), 200, headers
-        gateway.metrics.submitted.inc()
-        with gateway.waiters.watch([job.id]) as mailbox:
-            gateway.dispatcher.submit(job, staged.data, upload=upload)
+        shared.metrics.submitted.inc()
+        with shared.waiters.watch([job.id]) as mailbox:
+            shared.dispatcher.submit(job, staged.data, upload=upload)
             if not wait or not (mailbox.take(wait) or mailbox.closed):
                 return job.to_json(), 201, headers
         # Notified within ?wait: answer the outcome at once (one round trip per call).
         job, result = own_job_with_result(job.id)
-        outcome = resolve(gateway.store, job, result, config.result_ttl)
+        outcome = resolve(shared.store, job, result, config.result_ttl)
         if outcome.kind is Kind.REFUSED or outcome.kind is Kind.RESULT:
             response = result_response(outcome)  # raises the refusal; else the result bytes
             assert isinstance(response, Response)
@@ -97,12 +97,12 @@ class JobItem(Resource):
 
     def delete(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job; delete a finished, failed or cancelled one."""
-        gateway = services()
+        shared = services()
         job = own_job(job_id)
         if cancel(job):
             return {**own_job(job_id).to_json(), "deleted": False}
-        gateway.store.delete(job.id)
-        gateway.waiters.notify([job.id])
+        shared.store.delete(job.id)
+        shared.waiters.notify([job.id])
         return {"id": job.id, "deleted": True}
 
 
@@ -126,9 +126,9 @@ class JobLogs(Resource):
 
 def cancel(job: Job) -> bool:
     """Cancel an active job (restarting its worker if it runs); False if it was done."""
-    gateway = services()
-    if job.status not in ACTIVE or not gateway.store.cancel(job.id):
+    shared = services()
+    if job.status not in ACTIVE or not shared.store.cancel(job.id):
         return False
-    gateway.dispatcher.cancel(job)
-    gateway.waiters.notify([job.id])
+    shared.dispatcher.cancel(job)
+    shared.waiters.notify([job.id])
     return True

@@ -26,14 +26,14 @@ class JobResult(Resource):
 
     def get(self, job_id: str) -> Response | tuple[dict[str, Any], int]:
         """Long-poll for the outcome: bytes when finished, error JSON when failed."""
-        gateway = services()
-        wait = params.wait(request.args, gateway.config.max_wait)
-        with gateway.waiters.watch([job_id]) as mailbox:
+        shared = services()
+        wait = params.wait(request.args, shared.config.max_wait)
+        with shared.waiters.watch([job_id]) as mailbox:
             job, result = own_job_with_result(job_id)
             if not job.done and wait:
                 mailbox.take(wait)
                 job, result = own_job_with_result(job_id)
-        return result_response(resolve(gateway.store, job, result, gateway.config.result_ttl))
+        return result_response(resolve(shared.store, job, result, shared.config.result_ttl))
 
 
 class JobResults(Resource):
@@ -57,10 +57,8 @@ def outcomes_answer(
     job_ids: list[str], wait: float, status: int = 200, head: list[bytes] | None = None
 ) -> Response:
     """A stream of the jobs' outcome frames (after the frames ``head``) as they are done."""
-    gateway = services()
-    outcomes = outcome_stream(
-        gateway.store, gateway.waiters, job_ids, wait, gateway.config.result_ttl
-    )
+    shared = services()
+    outcomes = outcome_stream(shared.store, shared.waiters, job_ids, wait, shared.config.result_ttl)
     frames = itertools.chain(head or [], outcomes)
     return Response(frames, status=status, mimetype=outcome_frames.MEDIA_TYPE)
 
