@@ -86,7 +86,9 @@ class GatewayMetrics:
         def _observe(response: Response) -> Response:
             started = g.get("computethis_started")
             if started is not None:
-                labels = (request.endpoint or "unknown", request.method, response.status_code)
+                # The endpoint without its blueprint: "jobs", not "api.jobs".
+                endpoint = (request.endpoint or "unknown").rpartition(".")[2]
+                labels = (endpoint, request.method, response.status_code)
                 series = self._http_series.get(labels)
                 if series is None:  # labels() takes a lock and builds its key each time
                     series = self._http_series[labels] = self.http.labels(*labels)

@@ -24,7 +24,7 @@ from werkzeug.wsgi import FileWrapper
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, TlsFiles
-from gateway.context import Gateway
+from gateway.services import EXTENSION, Services
 
 log = logging.getLogger("computethis")
 
@@ -173,7 +173,7 @@ def run_gateway(
     """Serve the gateway in the foreground until SIGINT/SIGTERM, then stop cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app(config, scheduler)
-    state: Gateway = app.extensions["computethis"]
+    state: Services = app.extensions[EXTENSION]
     server = make_server(app, host=host, port=port, threads=threads, tls=tls)
     scheme = "https" if tls else "http"
     bound_port = server.bind_addr[1]

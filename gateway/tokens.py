@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.context import ADMIN_TENANT
-
+# The tenant of the gateway's own token (``--token``): it sees every tenant's jobs.
+# No named tenant may take this name.
+ADMIN_TENANT = "admin"
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 _SCHEMA = """
@@ -33,6 +34,7 @@ class TokenError(ValueError):
 
 
 def token_hash(token: str) -> str:
+    """What is stored of a token: the hex SHA-256 of it."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

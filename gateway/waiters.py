@@ -1,4 +1,11 @@
-"""Wake HTTP requests that long-poll a job when its outcome is recorded."""
+"""Wake the HTTP requests that wait for jobs when the jobs' outcomes are recorded.
+
+A request that waits (a long-poll of one job, a stream of several) opens a
+:class:`Mailbox` on the ids it waits for with :meth:`Waiters.watch`, *then* checks the
+jobs' status, then takes from the mailbox: an outcome recorded between the check and
+the wait is already in the mailbox, so it is never missed. The dispatcher calls
+:meth:`Waiters.notify` with the ids of the outcomes it recorded.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,29 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 
-class Notified:
-    """The ids notified to one :meth:`Waiters.watch_any` block and not yet taken."""
+class Mailbox:
+    """The ids of one :meth:`Waiters.watch` block notified and not yet taken."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._ids: list[str] = []
         self.closed = False  # the gateway is stopping: stop waiting
 
-    def add(self, job_id: str) -> None:
+    def put(self, job_id: str) -> None:
+        """Leave ``job_id`` for :meth:`take`, waking a waiting take."""
         with self._condition:
             self._ids.append(job_id)
             self._condition.notify()
 
     def close(self) -> None:
+        """Wake a waiting take now, and make every later take return at once."""
         with self._condition:
             self.closed = True
             self._condition.notify_all()
 
     def take(self, timeout: float) -> list[str]:
-        """The ids notified since the last call, waiting up to ``timeout`` s for one
-        (not at all once closed)."""
+        """The ids notified since the last call, in the order they were notified,
+        waiting up to ``timeout`` s for one (not at all once closed)."""
         with self._condition:
             if not self._ids and not self.closed:
                 self._condition.wait(timeout)
@@ -36,12 +45,11 @@ class Notified:
 
 
 class Waiters:
-    """Per-job events that the recorder sets and long-polling requests wait on."""
+    """The open mailboxes, by the job ids they watch."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._events: dict[str, tuple[threading.Event, int]] = {}
-        self._any_of: dict[str, set[Notified]] = {}  # see watch_any
+        self._mailboxes: dict[str, set[Mailbox]] = {}
         self._closed = False
 
     def close(self) -> None:
@@ -49,60 +57,42 @@ class Waiters:
         stopping, and its HTTP server waits for the requests in flight to end."""
         with self._lock:
             self._closed = True
-            for event, _ in self._events.values():
-                event.set()
-            for watchers in self._any_of.values():
-                for notified in watchers:
-                    notified.close()
+            for mailboxes in self._mailboxes.values():
+                for mailbox in mailboxes:
+                    mailbox.close()
 
     @contextmanager
-    def watch(self, job_id: str) -> Iterator[threading.Event]:
-        """Register interest in ``job_id`` *before* checking its status, then wait."""
-        with self._lock:
-            event, count = self._events.get(job_id, (threading.Event(), 0))
-            self._events[job_id] = (event, count + 1)
-            if self._closed:
-                event.set()
-        try:
-            yield event
-        finally:
-            with self._lock:
-                event, count = self._events[job_id]
-                if count == 1:
-                    del self._events[job_id]
-                else:
-                    self._events[job_id] = (event, count - 1)
-
-    @contextmanager
-    def watch_any(self, job_ids: Iterable[str]) -> Iterator[Notified]:
-        """Collect which of ``job_ids`` are notified from now on, until the block ends.
-
-        As with :meth:`watch`, register first, then check the jobs: an outcome
-        recorded in between is in the collection.
-        """
+    def watch(self, job_ids: Iterable[str]) -> Iterator[Mailbox]:
+        """A mailbox that collects which of ``job_ids`` are notified from now on, until
+        the block ends. Open it *before* checking the jobs' status (see the module)."""
+        if isinstance(job_ids, str):
+            raise TypeError("watch() takes a collection of job ids, not one id")
         ids = list(dict.fromkeys(job_ids))
-        notified = Notified()
+        mailbox = Mailbox()
         with self._lock:
             for job_id in ids:
-                self._any_of.setdefault(job_id, set()).add(notified)
+                self._mailboxes.setdefault(job_id, set()).add(mailbox)
             if self._closed:
-                notified.close()
+                mailbox.close()
         try:
-            yield notified
+            yield mailbox
         finally:
             with self._lock:
                 for job_id in ids:
-                    watchers = self._any_of.get(job_id)
-                    if watchers is not None:
-                        watchers.discard(notified)
-                        if not watchers:
-                            del self._any_of[job_id]
+                    mailboxes = self._mailboxes.get(job_id)
+                    if mailboxes is not None:
+                        mailboxes.discard(mailbox)
+                        if not mailboxes:
+                            del self._mailboxes[job_id]
 
     def notify(self, job_ids: list[str] | tuple[str, ...]) -> None:
+        """Put each of ``job_ids`` in the mailboxes watching it (none: forgotten)."""
         with self._lock:
             for job_id in job_ids:
-                entry = self._events.get(job_id)
-                if entry is not None:
-                    entry[0].set()
-                for notified in self._any_of.get(job_id, ()):
-                    notified.add(job_id)
+                for mailbox in self._mailboxes.get(job_id, ()):
+                    mailbox.put(job_id)
+
+    def watched(self) -> set[str]:
+        """The job ids some open mailbox watches."""
+        with self._lock:
+            return set(self._mailboxes)

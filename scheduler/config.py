@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import dask
-
 DEFAULT_ALLOWED_FAILURES = 3
 
 SCHEDULER_CONFIG: dict[str, object] = {
@@ -27,6 +25,8 @@ def env_name(key: str) -> str:
 
 def set_defaults(settings: dict[str, object]) -> None:
     """Set Dask config values, except those a DASK_* environment variable already sets."""
+    import dask  # here, not at the top: the CLI reads this module's default without Dask
+
     dask.config.set(
         {key: value for key, value in settings.items() if env_name(key) not in os.environ}
     )
@@ -36,4 +36,6 @@ def apply_config(allowed_failures: int | None = None) -> None:
     """Set computethis's scheduler settings, unless a DASK_* variable already sets one."""
     set_defaults(SCHEDULER_CONFIG)
     if allowed_failures is not None:
+        import dask
+
         dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures})

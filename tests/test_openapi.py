@@ -44,9 +44,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from gateway.api.openapi import openapi_document
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.openapi import openapi_document
 from tests.stack import Stack
 from wire.http import API_PREFIX
 

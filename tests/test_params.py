@@ -1,12 +1,12 @@
-"""Unit tests for gateway.params (query parameter parsing, 400 on bad input)."""
+"""Unit tests for gateway.api.params (query parameter parsing, 400 on bad input)."""
 
 from __future__ import annotations
 
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from gateway.errors import ApiError
-from gateway.params import choice, integer, job_name, number
+from gateway.api.errors import ApiError
+from gateway.api.params import choice, integer, job_name, number
 
 
 def assert_400(info: pytest.ExceptionInfo, *fragments: str) -> None:

@@ -25,6 +25,7 @@ class ApiError(Exception):
 
 
 def not_found(job_id: str) -> ApiError:
+    """404 for a job that does not exist, or is not the caller's."""
     return ApiError(404, "job_not_found", f"no job with id {job_id!r}")
 
 
@@ -53,6 +54,7 @@ def error_response(exc: BaseException) -> Response:
 
 
 def install_error_handlers(app: Flask) -> None:
+    """Answer every error of ``app`` (routes outside the API too) as :func:`error_response`."""
     app.register_error_handler(ApiError, error_response)
     app.register_error_handler(HTTPException, error_response)
     app.register_error_handler(Exception, error_response)

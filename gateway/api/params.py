@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import re
 
-from gateway.errors import ApiError
+from gateway.api.errors import ApiError
 
 _NAME_UNSAFE = re.compile(r"[^\w .:@+-]")
 MAX_KEY = 200  # characters of an idempotency key
+MAX_NAME = 200  # characters of a job's display name
 
 
 def number(args: dict, key: str, *, default: float | None, low: float, high: float) -> float | None:
@@ -57,12 +58,12 @@ def choice(args: dict, key: str, options: tuple[str, ...]) -> str | None:
 
 
 def job_name(args: dict) -> str | None:
-    """A display name: at most 200 characters, anything unusual replaced by '_'."""
+    """A display name: at most ``MAX_NAME`` characters, anything unusual replaced by '_'."""
     raw = args.get("name")
     if raw is None or raw == "":
         return None
-    if len(raw) > 200:
-        raise ApiError(400, "invalid_parameter", "name must be at most 200 characters")
+    if len(raw) > MAX_NAME:
+        raise ApiError(400, "invalid_parameter", f"name must be at most {MAX_NAME} characters")
     return _NAME_UNSAFE.sub("_", raw)
 
 
@@ -79,3 +80,8 @@ def idempotency_key(args: dict) -> str | None:
             400, "invalid_parameter", f"idempotency_key must be 1 to {MAX_KEY} printable characters"
         )
     return raw
+
+
+def wait(args: dict, max_wait: float) -> float:
+    """The ``wait`` parameter: seconds to wait for jobs, 0 (the default) to ``max_wait``."""
+    return number(args, "wait", default=0.0, low=0.0, high=max_wait) or 0.0

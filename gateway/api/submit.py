@@ -1,0 +1,79 @@
+"""What ``POST /jobs`` and ``POST /batches`` share: the jobs' options, read from the
+query and headers, the checks before anything is stored, and the created job's headers."""
+
+from __future__ import annotations
+
+from flask import request
+
+from gateway.api import params
+from gateway.api.auth import tenant
+from gateway.api.errors import ApiError
+from gateway.store import Job, JobSpec
+from wire.http import DILL_HEADER, JOB_HEADER, JOBS_PATH, PYTHON_HEADER
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MIN_TIMEOUT = 0.001  # seconds a job may run, at the least
+MAX_TIMEOUT = 30 * 24 * 3600.0  # and at the most
+MAX_RETRIES = 100  # re-runs of a job whose function raised
+
+
+def job_spec() -> JobSpec:
+    """The submission's options, from its query and headers (400 if one is invalid)."""
+    return JobSpec(
+        tenant=tenant(),
+        name=params.job_name(request.args),
+        timeout=params.number(
+            request.args, "timeout", default=None, low=MIN_TIMEOUT, high=MAX_TIMEOUT
+        ),
+        retries=params.integer(request.args, "retries", default=0, low=0, high=MAX_RETRIES),
+        python_version=request.headers.get(PYTHON_HEADER),
+        dill_version=request.headers.get(DILL_HEADER),
+        idempotency_key=_idempotency_key(),
+    )
+
+
+def check_python_version(client: str | None, workers: frozenset[str]) -> None:
+    """400 unless the client's Python major.minor is one the workers run (or either is
+    unknown): pickled code only loads on the same major.minor."""
+    if not client or not workers:
+        return
+    major_minor = ".".join(client.split(".")[:2])
+    if major_minor not in workers:
+        raise ApiError(
+            400,
+            "python_version_mismatch",
+            f"your Python {major_minor} cannot run on workers with Python "
+            f"{', '.join(sorted(workers))}: pickled code only loads on the same Python "
+            "major.minor; use that version on the client",
+        )
+
+
+def too_many_queued(max_queued: int, room: int | None = None) -> ApiError:
+    """429: the tenant's queue is full (``room``: how many more a batch could have held)."""
+    limit = f"{max_queued} queued or running jobs (see --max-queued)"
+    if room is None:
+        message = f"you already have {limit}; retry after some finish"
+    else:
+        message = (
+            f"you may have {limit} and there is room for {room} more: send a smaller "
+            "batch, or retry after some finish"
+        )
+    return ApiError(429, "too_many_queued_jobs", message, {"Retry-After": "2"})
+
+
+def job_headers(job: Job) -> dict[str, str]:
+    """``Location`` and the job id header of a created (or found) job."""
+    # The job's URL, built directly: url_for costs ~40 us per request here, and job ids
+    # are plain hex.
+    return {"Location": f"{request.script_root}{JOBS_PATH}/{job.id}", JOB_HEADER: job.id}
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not params.is_idempotency_key(key):
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"{IDEMPOTENCY_HEADER} must be 1 to {params.MAX_KEY} printable characters",
+        )
+    return key
