@@ -23,7 +23,6 @@ from distributed import Client, LocalCluster
 
 import client_sdk
 from client_sdk import Job, WorkerDied, compute_this
-from client_sdk import config as sdk_config
 from gateway import dispatcher as dispatcher_module
 from gateway.dispatcher import Dispatcher
 from gateway.store import JobSpec, JobStore
@@ -122,7 +121,7 @@ def running_processes(tmp_path: Path) -> Iterator[Processes]:
     """A scheduler, two workers and a gateway, the SDK pointed at them; all stopped
     (SIGTERM at once) and the SDK's settings restored on exit."""
     cluster = Processes(tmp_path)
-    saved = dict(sdk_config._overrides)
+    previous = client_sdk.set_default_client(None)
     try:
         cluster.start_scheduler()
         cluster.start_workers()
@@ -130,8 +129,7 @@ def running_processes(tmp_path: Path) -> Iterator[Processes]:
         client_sdk.configure(url=cluster.url, token=TOKEN)
         yield cluster
     finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+        client_sdk.set_default_client(previous)
         cluster.stop_all()
 
 

@@ -20,7 +20,6 @@ import trustme
 
 import client_sdk
 from client_sdk import UntrustedCertificate, compute_this
-from client_sdk import config as sdk_config
 from tests.stack import COMPUTETHIS, REPO, Stack, start_stack
 
 
@@ -58,11 +57,11 @@ def https_stack(
 
 @pytest.fixture
 def sdk_overrides() -> Iterator[None]:
-    saved = dict(sdk_config._overrides)
-    sdk_config._overrides.clear()
+    """The SDK's default client is built from the environment when first used in the
+    test (a ``configure`` there overrides it), and put back afterwards."""
+    previous = client_sdk.set_default_client(None)
     yield
-    sdk_config._overrides.clear()
-    sdk_config._overrides.update(saved)
+    client_sdk.set_default_client(previous)
 
 
 def test_gateway_prints_an_https_url(https_stack: Stack):
