@@ -1,18 +1,23 @@
 """The computethis SDK: ``@compute_this`` runs a function on the cluster over HTTP.
 
-Modules, from the user's side down (each imports only modules below it):
+Modules, from the user's side down; each imports only modules further down (checked
+by ``tests/test_sdk_imports.py``):
 
-- ``decorator``: ``@compute_this`` and :class:`RemoteFunction` (``compute``, ``submit``,
-  ``map``, ``submit_many``), :class:`DeferredCall`.
-- ``mapping`` (``map``: chunk jobs), ``bulk_submit`` (``submit_many``), ``collect``
-  (:func:`as_completed`, :func:`gather`), ``chunk`` (a ``map`` chunk, on the worker).
+- ``decorator``: ``@compute_this``, :class:`RemoteFunction`, :class:`DeferredCall`.
+- ``mapping`` (``map``: items in chunk jobs), ``collect`` (:func:`as_completed`,
+  :func:`gather`).
 - ``job``: :class:`Job`, one job on a gateway.
 - ``client``: :class:`Client` (one gateway: settings, connections, coalescer) and the
   default client (:func:`configure`, :func:`default_client`, :func:`set_default_client`).
-- ``coalesce``: concurrent ``compute`` calls posted together.
-- ``abandon`` (cancel the jobs of a caller that gave up), ``outcomes`` (read jobs'
-  outcomes by id), ``transport`` (HTTP), ``config`` (settings from the environment),
-  ``serialization`` / ``pickling`` (dill), ``errors``.
+- ``coalesce``: concurrent ``compute`` calls posted together, in groups.
+- ``bulk_submit`` (``submit_many``: jobs posted in slices), ``abandon`` (the jobs of a
+  caller that gave up are cancelled), ``outcomes`` (reading jobs' outcomes by id).
+- ``transport`` (HTTP), ``config`` (settings, from the environment), ``serialization``
+  and ``pickling`` (dill), ``chunk`` (a ``map`` chunk, run on the worker), ``errors``.
+
+Words: a *batch body* is the wire format of many calls in one request
+(:mod:`wire.batch_body`); the coalescer sends a *group* of calls in one, and
+``submit_many`` a *slice* of its items; ``map`` runs a *chunk* of items per job.
 """
 
 from client_sdk.client import Client, configure, default_client, set_default_client

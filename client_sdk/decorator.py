@@ -23,10 +23,10 @@ class RemoteFunction:
     ``f.submit_many(items)`` queues one job per item in a few requests;
     ``f.local(*a)`` runs here, in this process.
 
-    Its jobs go to the gateway of ``client`` (a :class:`~client_sdk.client.Client`), or
-    of the default client at the time of each call if ``client`` is None (see
-    :func:`~client_sdk.client.configure`). :meth:`with_client` makes a copy bound to
-    another client.
+    Its jobs go to the gateway of :attr:`client` (a :class:`~client_sdk.client.Client`),
+    or if that is None to the default client's at the time of each call (see
+    :func:`~client_sdk.client.configure`); so do the requests of the :class:`Job` s it
+    returns. :meth:`with_client` makes a copy bound to another client.
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class RemoteFunction:
 
         The call is posted with ``?wait=``, so a quick job's result comes back in the
         same HTTP exchange; a longer one is then long-polled. Calls that other threads
-        make meanwhile travel together, in one request per batch (see
+        make meanwhile to the same client travel together, one request per group (see
         :mod:`client_sdk.coalesce`).
         """
         self._check_arguments(args, kwargs)
@@ -89,7 +89,7 @@ class RemoteFunction:
         """Queue ``func(item)`` for each item, one job per item; their :class:`Job` s in
         input order.
 
-        The calls go to the gateway in batches (up to 1000 calls and 16 MiB per request,
+        The calls go to the gateway in slices (up to 1000 calls and 16 MiB per request,
         stored in one transaction and sent to Dask in one graph update), so F jobs cost
         a few requests rather than F. A call whose pickle is over 64 KiB is posted on
         its own. Unlike :meth:`map`, every item is its own job: use this for long calls
