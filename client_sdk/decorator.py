@@ -47,6 +47,7 @@ class RemoteFunction:
         self._signature = inspect.signature(func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> DeferredCall:
+        """The call, checked against the signature but not sent."""
         self._check_arguments(args, kwargs)
         return DeferredCall(self, args, kwargs)
 
@@ -178,9 +179,11 @@ class DeferredCall:
         return f"<deferred call of {self.function.name}>"
 
     def submit(self) -> Job:
+        """Queue the call as a job (see :meth:`RemoteFunction.submit`)."""
         return self.function.submit(*self.args, **self.kwargs)
 
     def compute(self) -> Any:
+        """Run the call and return its result (see :meth:`RemoteFunction.compute`)."""
         return self.function.compute(*self.args, **self.kwargs)
 
     run = compute
