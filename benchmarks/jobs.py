@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from benchmarks.results import median
-from client_sdk import Job, transport
+from client_sdk import Job, default_client
 
 
 def epoch(stamp: str | None) -> float | None:
@@ -19,7 +19,7 @@ def epoch(stamp: str | None) -> float | None:
 
 def newest_job_ids(count: int) -> list[str]:
     """The ids of the caller's ``count`` newest jobs, newest first (at most 1000)."""
-    listing = transport.request("GET", "/jobs", params={"limit": count}).json()
+    listing = default_client().transport.request("GET", "/jobs", params={"limit": count}).json()
     return [job["id"] for job in listing["jobs"]]
 
 

@@ -1,7 +1,27 @@
-"""The computethis SDK: ``@compute_this`` runs a function on the cluster over HTTP."""
+"""The computethis SDK: ``@compute_this`` runs a function on the cluster over HTTP.
 
+Modules, from the user's side down; each imports only modules further down (checked
+by ``tests/test_sdk_imports.py``):
+
+- ``decorator``: ``@compute_this``, :class:`RemoteFunction`, :class:`DeferredCall`.
+- ``mapping`` (``map``: items in chunk jobs), ``collect`` (:func:`as_completed`,
+  :func:`gather`).
+- ``job``: :class:`Job`, one job on a gateway.
+- ``client``: :class:`Client` (one gateway: settings, connections, coalescer) and the
+  default client (:func:`configure`, :func:`default_client`, :func:`set_default_client`).
+- ``coalesce``: concurrent ``compute`` calls posted together, in groups.
+- ``bulk_submit`` (``submit_many``: jobs posted in slices), ``abandon`` (the jobs of a
+  caller that gave up are cancelled), ``outcomes`` (reading jobs' outcomes by id).
+- ``transport`` (HTTP), ``config`` (settings, from the environment), ``serialization``
+  and ``pickling`` (dill), ``chunk`` (a ``map`` chunk, run on the worker), ``errors``.
+
+Words: a *batch body* is the wire format of many calls in one request
+(:mod:`wire.batch_body`); the coalescer sends a *group* of calls in one, and
+``submit_many`` a *slice* of its items; ``map`` runs a *chunk* of items per job.
+"""
+
+from client_sdk.client import Client, configure, default_client, set_default_client
 from client_sdk.collect import as_completed, gather
-from client_sdk.config import configure
 from client_sdk.decorator import DeferredCall, RemoteFunction, compute_this
 from client_sdk.errors import (
     ApiError,
@@ -20,6 +40,7 @@ from client_sdk.job import Job
 
 __all__ = [
     "ApiError",
+    "Client",
     "ComputeThisError",
     "DeferredCall",
     "DeserializationError",
@@ -36,5 +57,7 @@ __all__ = [
     "as_completed",
     "compute_this",
     "configure",
+    "default_client",
     "gather",
+    "set_default_client",
 ]

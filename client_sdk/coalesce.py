@@ -1,93 +1,91 @@
 """``compute`` calls that threads of one process make at the same time travel together.
 
-Calls to the same gateway with the same options (``timeout``, ``retries``, ``name``)
-share a lane. A call made while no other call of its lane is in flight is posted
-alone to ``POST /jobs?wait``: one request, answered with its result. A call made
-while others are in flight is queued instead. One batch at a time per lane, a sender
-thread posts everything queued to ``POST /batches?wait``: one request, one
-transaction and one Dask graph update for all of those calls, whose answer streams
-each call's outcome as it finishes. Calls queued while a batch is being stored go in
-the next one. So N threads calling at once cost the gateway a few requests per round
+Each :class:`~client_sdk.client.Client` has a :class:`Coalescer`. Its calls with the
+same options (``timeout``, ``retries``, ``name``) share a lane. A call made while no
+other call of its lane is in flight is posted alone to ``POST /jobs?wait``: one
+request, answered with its result. A call made while others are in flight is queued
+instead. One group at a time per lane, a sender thread takes the queued calls as a
+group and posts them as one batch body to ``POST /batches?wait``: one request, one
+transaction and one Dask graph update for the whole group, whose answer streams each
+call's outcome as it finishes. Calls queued while a group is being stored go in the
+next one. So N threads calling at once cost the gateway a few requests per round
 instead of N, as Dask's own client sends the messages of all its threads in batches.
 
-A batch the gateway refuses (4xx) is not the callers' error: each of its calls is then
+A group the gateway refuses (4xx) is not the callers' error: each of its calls is then
 posted alone, and gets its own answer. A forked child starts with no lanes.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from client_sdk import transport
-from client_sdk.abandon import cancel_abandoned
-from client_sdk.collect import as_completed, outcomes_into, read_frames
-from client_sdk.config import settings
+from client_sdk import outcomes
+from client_sdk.abandon import AbandonableJobs, cancel_abandoned
 from client_sdk.errors import ApiError, ComputeThisError, GatewayUnreachable
-from client_sdk.job import POLL_WAIT, Job
+from client_sdk.outcomes import POLL_WAIT, Frame
 from client_sdk.pickling import Pickled
+from client_sdk.transport import Reply, Transport
 from wire import batch_body, limits
 from wire.http import JOB_HEADER
 from wire.outcome_frames import MEDIA_TYPE
 
-if TYPE_CHECKING:
-    from client_sdk.decorator import RemoteFunction
-
-# A batch holds a sender thread (and a connection) while it is stored and while its
-# outcomes stream. Idle senders are reused. Every batch in flight has callers blocked on
+# A group holds a sender thread (and a connection) while it is stored and while its
+# outcomes stream. Idle senders are reused. Every group in flight has callers blocked on
 # it, so there are never more senders than callers: no cap of their own, which would
-# hold the batches past it until some batch's jobs all ended.
+# hold the groups past it until some group's jobs all ended.
 SENDER_THREADS = 1 << 20
-Frames = Iterator[tuple[dict[str, Any], bytes | memoryview]]
 
 
 @dataclass(eq=False)
 class QueuedCall:
-    """One ``compute`` call waiting in a batch, and what became of it."""
+    """One ``compute`` call waiting to be sent in a group, and what became of it."""
 
     payload: bytes
     done: threading.Event = field(default_factory=threading.Event)
-    job: Job | None = None
+    job_id: str | None = None  # once the gateway listed the group's jobs
+    outcome: Frame | None = None  # the job's JSON and result bytes, once done
     error: BaseException | None = None
-    alone: bool = False  # the batch was refused: the caller posts this call by itself
-    abandoned: bool = False  # the caller was interrupted: its job is to be cancelled
+    alone: bool = False  # the group was refused: the caller posts this call by itself
+    # Its job, cancelled if the caller gives up after the group was sent.
+    jobs: AbandonableJobs = field(default_factory=AbandonableJobs)
 
 
 @dataclass(eq=False)
 class Lane:
-    """The calls in flight to one gateway with one set of options."""
+    """The calls in flight with one set of options."""
 
     in_flight: int = 0
     queue: list[QueuedCall] = field(default_factory=list)
-    sending: bool = False  # a batch of this lane is being stored
+    sending: bool = False  # a group of this lane is being stored
 
 
 class Coalescer:
-    """Posts concurrent ``compute`` calls of one process in batches (see the module)."""
+    """Posts concurrent ``compute`` calls to one gateway in groups (see the module)."""
 
-    def __init__(self) -> None:
-        self._reset()
-        # A child forked while calls were in flight has none of their threads.
-        os.register_at_fork(after_in_child=self._reset)
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.forget_calls()
 
-    def _reset(self) -> None:
+    def forget_calls(self) -> None:
+        """Start with no lanes (also in a forked child: it has none of the callers'
+        threads, and the lock may have been held as it was forked)."""
         self._lock = threading.Lock()
         self._lanes: dict[Hashable, Lane] = {}
         self._senders: ThreadPoolExecutor | None = None
 
-    def compute(self, function: RemoteFunction, payload: bytes | Pickled) -> Any:
-        """Run one pickled call of ``function`` and return its result (or raise)."""
+    def compute(self, params: dict[str, Any], payload: bytes | Pickled) -> Any:
+        """Run one pickled call with the job options ``params`` (query parameters of
+        ``POST /jobs``) and return its result (or raise its exception)."""
         if not isinstance(payload, bytes) or len(payload) > limits.MAX_CALL_BYTES:
-            return compute_alone(function, payload)
-        options = function.options()
-        key = (settings(), tuple(sorted(options.items())))
+            return compute_alone(self.transport, params, payload)
+        key = tuple(sorted(params.items()))
         call: QueuedCall | None = None
         with self._lock:
             lane = self._lanes.setdefault(key, Lane())
@@ -95,27 +93,25 @@ class Coalescer:
             if lane.in_flight > 1:
                 call = QueuedCall(payload)
                 lane.queue.append(call)
-                self._start_sending(options, lane)
+                self._start_sending(params, lane)
         try:
             if call is None:
-                return compute_alone(function, payload)
+                return compute_alone(self.transport, params, payload)
             call.done.wait()
             if call.alone:
-                return compute_alone(function, payload)
+                return compute_alone(self.transport, params, payload)
             if call.error is not None:
                 raise call.error
-            assert call.job is not None
-            return call.job.result()  # from the outcome delivered with it: no request
+            assert call.job_id is not None and call.outcome is not None
+            return outcomes.outcome_value(call.job_id, *call.outcome)
         except KeyboardInterrupt:
             if call is not None and not call.alone:
                 with self._lock:  # not sent yet: it never will be
                     queued = call in lane.queue
                     if queued:
                         lane.queue.remove(call)
-                if not queued:
-                    call.abandoned = True  # not listed yet: the sender cancels its job
-                    if call.job is not None:
-                        cancel_abandoned(call.job.id)
+                if not queued:  # sent: its job is cancelled, now or once listed
+                    call.jobs.abandon(self.transport)
             raise
         finally:
             with self._lock:
@@ -123,23 +119,23 @@ class Coalescer:
                 if not lane.in_flight and not lane.queue:
                     self._lanes.pop(key, None)
 
-    def _start_sending(self, options: dict[str, Any], lane: Lane) -> None:
-        """(lock held) Have a sender post the lane's queue unless one is storing a batch."""
+    def _start_sending(self, params: dict[str, Any], lane: Lane) -> None:
+        """(lock held) Have a sender post the lane's queue unless one is storing a group."""
         if lane.sending or not lane.queue:
             return
         lane.sending = True
         if self._senders is None:
             self._senders = ThreadPoolExecutor(
-                SENDER_THREADS, thread_name_prefix="computethis-batch"
+                SENDER_THREADS, thread_name_prefix="computethis-coalesce"
             )
-        self._senders.submit(self._send, options, lane)
+        self._senders.submit(self._send, params, lane)
 
-    def _send(self, options: dict[str, Any], lane: Lane) -> None:
-        """(sender thread) Post the queued calls as one batch and deliver their outcomes."""
+    def _send(self, params: dict[str, Any], lane: Lane) -> None:
+        """(sender thread) Post the queued calls as one group and deliver their outcomes."""
         with self._lock:
-            calls = _take_batch(lane.queue)
+            calls = _take_group(lane.queue)
         try:
-            reply, frames = _post_batch(options, calls)
+            reply, frames = self._post_group(params, calls)
         except ApiError:
             _finish(calls, alone=True)
             return
@@ -147,76 +143,101 @@ class Coalescer:
             _finish(calls, error=exc)
             return
         finally:
-            with self._lock:  # the next batch may go while this one's outcomes stream
+            with self._lock:  # the next group may go while this one's outcomes stream
                 lane.sending = False
-                self._start_sending(options, lane)
-        _deliver(reply, frames, calls)
+                self._start_sending(params, lane)
+        self._deliver(reply, frames, calls)
 
+    def _post_group(
+        self, params: dict[str, Any], calls: list[QueuedCall]
+    ) -> tuple[Reply, Iterator[Frame]]:
+        """Post the calls as one batch body; once the answer lists their jobs (each
+        call's ``job_id`` is set), return it with the rest of its frames to read.
 
-def _post_batch(options: dict[str, Any], calls: list[QueuedCall]) -> tuple[transport.Reply, Frames]:
-    """Post the calls as one batch; once the answer lists their jobs (each call's
-    ``job`` is set), return it with the rest of its frames to read.
-
-    An answer cut before it lists the jobs is asked for again under the same
-    ``Idempotency-Key``: the gateway answers with the jobs it stored, not new ones.
-    """
-    body = batch_body.encode([call.payload for call in calls])
-    key = uuid.uuid4().hex
-    cut: BaseException | None = None
-    for _ in range(2):
-        reply = transport.post_call(
-            "/batches",
-            body,
-            {**options, "wait": POLL_WAIT},
-            timeout=POLL_WAIT + 30,
-            key=key,
-            stream=True,
-        )
-        if not reply.headers.get("Content-Type", "").startswith(MEDIA_TYPE):
-            reply.close()
-            raise ComputeThisError(
-                f"the gateway at {settings().url} answered a batch without streaming its "
-                "outcomes (an older gateway?): upgrade it to this SDK's version"
+        An answer cut before it lists the jobs is asked for again under the same
+        ``Idempotency-Key``: the gateway answers with the jobs it stored, not new ones.
+        """
+        body = batch_body.encode([call.payload for call in calls])
+        key = uuid.uuid4().hex
+        url = self.transport.settings.url
+        cut: BaseException | None = None
+        for _ in range(2):
+            reply = self.transport.post_call(
+                "/batches",
+                body,
+                {**params, "wait": POLL_WAIT},
+                timeout=POLL_WAIT + 30,
+                key=key,
+                stream=True,
             )
-        frames = read_frames(reply)
+            if not reply.headers.get("Content-Type", "").startswith(MEDIA_TYPE):
+                reply.close()
+                raise ComputeThisError(
+                    f"the gateway at {url} answered a batch without streaming its "
+                    "outcomes (an older gateway?): upgrade it to this SDK's version"
+                )
+            frames = outcomes.read_frames(reply)
+            try:
+                listing, _ = next(frames)
+            except (ProtocolError, ReadTimeoutError, StopIteration) as exc:
+                reply.close()
+                cut = exc
+                continue
+            for call, info in zip(calls, listing["jobs"], strict=True):
+                call.job_id = info["id"]
+                call.jobs.created(info["id"])  # cancelled at once if its caller gave up
+            return reply, frames
+        raise GatewayUnreachable(
+            f"the computethis gateway at {url} twice cut its answer to a batch of "
+            f"{len(calls)} calls before listing their jobs ({cut!r}); the calls may be "
+            "queued: check that the gateway is running"
+        ) from cut
+
+    def _deliver(self, reply: Reply, frames: Iterator[Frame], calls: list[QueuedCall]) -> None:
+        """Hand each call its job's outcome as the group's answer streams it. Jobs still
+        running when the stream ends (or is cut) are collected by ``POST /results``."""
+        waiting = {call.job_id: call for call in calls if call.job_id is not None}
+        finished = False
         try:
-            batch, _ = next(frames)
-        except (ProtocolError, ReadTimeoutError, StopIteration) as exc:
-            reply.close()
-            cut = exc
-            continue
-        for call, info in zip(calls, batch["jobs"], strict=True):
-            call.job = Job(info["id"], info)
-            if call.abandoned:  # its caller was interrupted before the job was listed
-                cancel_abandoned(call.job.id)
-        return reply, frames
-    raise GatewayUnreachable(
-        f"the computethis gateway at {settings().url} twice cut its answer to a batch of "
-        f"{len(calls)} calls before listing their jobs ({cut!r}); the calls may be queued: "
-        "check that the gateway is running"
-    ) from cut
+            for call, info, result in outcomes.match_frames(waiting, frames):
+                call.outcome = (info, result)
+                call.done.set()
+            finished = True
+        except (ProtocolError, ReadTimeoutError):
+            pass  # cut short or silent (the gateway restarting?): what is left is collected below
+        except BaseException as exc:
+            _finish(calls, error=exc)
+            return
+        finally:
+            reply.close(finished)
+        try:
+            for call, info, result in outcomes.collect(self.transport, waiting):
+                call.outcome = (info, result)
+                call.done.set()
+        except BaseException as exc:
+            _finish(calls, error=exc)
 
 
-def compute_alone(function: RemoteFunction, payload: bytes | Pickled) -> Any:
+def compute_alone(transport: Transport, params: dict[str, Any], payload: bytes | Pickled) -> Any:
     """Post one call with ``?wait``: its result comes back in the same exchange if the
     job is done in time; a longer one is then long-polled. Interrupted (Ctrl-C), it
     cancels the job, found by the request's Idempotency-Key if no answer came yet."""
     key = uuid.uuid4().hex
-    job: Job | None = None
+    job_id: str | None = None
     try:
         response = transport.post_call(
-            "/jobs", payload, function.options(wait=POLL_WAIT), timeout=POLL_WAIT + 30, key=key
+            "/jobs", payload, {**params, "wait": POLL_WAIT}, timeout=POLL_WAIT + 30, key=key
         )
-        job = Job(response.headers[JOB_HEADER])
-        done, value = job.read_outcome(response)
-        return value if done else job.result()
+        job_id = response.headers[JOB_HEADER]
+        done, value = outcomes.read_outcome(job_id, response)
+        return value if done else outcomes.wait_for_result(transport, job_id)
     except KeyboardInterrupt:
-        cancel_abandoned(job.id if job is not None else None, key)
+        cancel_abandoned(transport, job_id, key)
         raise
 
 
-def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:
-    """Remove and return the first calls of ``queue`` that fit in one batch."""
+def _take_group(queue: list[QueuedCall]) -> list[QueuedCall]:
+    """Remove and return the first calls of ``queue`` that fit in one batch body."""
     size = 0
     count = 0
     for call in queue[: limits.MAX_CALLS]:
@@ -229,30 +250,6 @@ def _take_batch(queue: list[QueuedCall]) -> list[QueuedCall]:
     return taken
 
 
-def _deliver(reply: transport.Reply, frames: Frames, calls: list[QueuedCall]) -> None:
-    """Hand each call its job's outcome as the batch's answer streams it. Jobs still
-    running when the stream ends (or is cut) are collected by ``as_completed``."""
-    done = {call.job.id: call.done for call in calls if call.job is not None}
-    pending = {call.job.id: [call.job] for call in calls if call.job is not None}
-    finished = False
-    try:
-        for job in outcomes_into(pending, frames):
-            done[job.id].set()
-        finished = True
-    except (ProtocolError, ReadTimeoutError):
-        pass  # cut short or silent (the gateway restarting?): what is left is collected below
-    except BaseException as exc:
-        _finish(calls, error=exc)
-        return
-    finally:
-        reply.close(finished)
-    try:
-        for job in as_completed([same[0] for same in pending.values()]):
-            done[job.id].set()
-    except BaseException as exc:
-        _finish(calls, error=exc)
-
-
 def _finish(
     calls: list[QueuedCall], *, alone: bool = False, error: BaseException | None = None
 ) -> None:
@@ -260,6 +257,3 @@ def _finish(
         if not call.done.is_set():
             call.alone, call.error = alone, error
             call.done.set()
-
-
-coalescer = Coalescer()

@@ -1,26 +1,20 @@
 """Wait for many jobs over one connection: :func:`as_completed` and :func:`gather`.
 
 Both post the job ids to ``POST /results``, which streams each job's outcome as soon
-as the job is done (see :mod:`wire.outcome_frames`), instead of one long-poll
-request per job.
+as the job is done (see :mod:`client_sdk.outcomes`), instead of one long-poll request
+per job. Jobs of several clients (gateways) are collected from each at once.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import queue
+import threading
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from typing import Any
 
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
-
-from client_sdk import transport
-from client_sdk.config import settings
-from client_sdk.errors import GatewayUnreachable, ResultTimeout
-from client_sdk.job import POLL_WAIT, Job
-from wire.limits import MAX_JOBS
-from wire.outcome_frames import HEADER_BYTES, read_lengths
+from client_sdk import outcomes
+from client_sdk.client import Client
+from client_sdk.job import Job
 
 
 def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[Job]:
@@ -28,30 +22,18 @@ def as_completed(jobs: Iterable[Job], timeout: float | None = None) -> Iterator[
     order they finish; ``job.result()`` then answers without another request.
 
     A job listed twice is yielded once. With ``timeout`` (seconds), raises
-    :class:`ResultTimeout` if some jobs are not done in time; they keep running.
+    :class:`~client_sdk.errors.ResultTimeout` if some jobs are not done in time; they
+    keep running.
     """
-    pending: dict[str, list[Job]] = {}
+    by_client: dict[Client, dict[str, list[Job]]] = {}
     for job in jobs:
-        pending.setdefault(job.id, []).append(job)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    backoff: transport.Backoff | None = None  # since the stream was first cut, in a row
-    while pending:
-        wait = POLL_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            yield from _collect(pending, min(wait, POLL_WAIT))
-            backoff = None
-        except ProtocolError as exc:  # the stream was cut (the gateway restarting?)
-            backoff = backoff or transport.Backoff()
-            if not backoff.pause():
-                raise GatewayUnreachable(
-                    f"the computethis gateway at {settings().url} keeps cutting the stream "
-                    f"of results ({exc}); check that it is running"
-                ) from exc
-        if pending and deadline is not None and time.monotonic() >= deadline:
-            raise ResultTimeout(
-                f"{len(pending)} of the jobs were not done after {timeout} s "
-                f"(first: {next(iter(pending))}); they keep running"
-            )
+        by_client.setdefault(job.client, {}).setdefault(job.id, []).append(job)
+    if len(by_client) > 1:
+        yield from _from_each_client(by_client, timeout)
+        return
+    for client, waiting in by_client.items():  # one client, or none
+        for same, info, result in outcomes.collect(client.transport, waiting, timeout):
+            yield _outcome_to(same, info, result)
 
 
 def gather(
@@ -61,64 +43,60 @@ def gather(
 
     A job's error is raised as soon as it is known (the other jobs keep running);
     with ``return_exceptions=True`` the exception object takes its result's place.
-    With ``timeout`` (seconds), raises :class:`ResultTimeout` if some jobs are not
-    done in time; they keep running.
+    With ``timeout`` (seconds), raises :class:`~client_sdk.errors.ResultTimeout` if
+    some jobs are not done in time; they keep running.
     """
     jobs = list(jobs)
-    outcomes: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for job in as_completed(jobs, timeout):
         try:
-            outcomes[job.id] = job.result()  # answered from the stream, unpickled once
+            values[job.id] = job.result()  # answered from the stream, unpickled once
         except Exception as exc:
             if not return_exceptions:
                 raise
-            outcomes[job.id] = exc
-    return [outcomes[job.id] for job in jobs]
+            values[job.id] = exc
+    return [values[job.id] for job in jobs]
 
 
-def _collect(pending: dict[str, list[Job]], wait: float) -> Iterator[Job]:
-    """One ``POST /results`` for up to MAX_JOBS pending jobs: yield each job whose
-    outcome arrives (removing it from ``pending``) until the gateway ends the stream."""
-    ids = list(islice(pending, MAX_JOBS))
-    reply = transport.request(
-        "POST",
-        "/results",
-        params={"wait": f"{wait:.3f}"},
-        json_body={"jobs": ids},
-        timeout=wait + 30,
-        stream=True,
-        safe=True,
-    )
-    finished = False
-    try:
-        yield from outcomes_into(pending, read_frames(reply))
-        finished = True
-    except ReadTimeoutError as exc:
-        raise GatewayUnreachable(
-            f"the computethis gateway at {settings().url} stopped sending results for "
-            f"{wait + 30:g} s; check that it is running and not overloaded"
-        ) from exc
-    finally:
-        reply.close(finished)
+def _outcome_to(same: list[Job], info: dict[str, Any], result: bytes | memoryview) -> Job:
+    """Give the jobs of one id their outcome; the first of them."""
+    for job in same:
+        job._outcome = (info, result)
+    return same[0]
 
 
-def outcomes_into(
-    pending: dict[str, list[Job]], frames: Iterable[tuple[dict[str, Any], bytes | memoryview]]
+def _from_each_client(
+    by_client: dict[Client, dict[str, list[Job]]], timeout: float | None
 ) -> Iterator[Job]:
-    """Give each pending job its outcome from ``frames`` (removing it from ``pending``),
-    so that its ``result()`` needs no request; yield the first job of each id as its
-    outcome arrives."""
-    for info, result in frames:
-        same = pending.pop(info.get("id"), None)
-        if same:
-            for job in same:
-                job._outcome = (info, result)
-            yield same[0]
+    """:func:`as_completed` over several gateways: a daemon thread reads each one's
+    stream; their jobs are yielded as they arrive. Left early, the threads end with
+    their next outcome (or their stream, within ``POLL_WAIT``)."""
+    arrived: queue.Queue[tuple[Job | None, BaseException | None]] = queue.Queue()
+    stop = threading.Event()
 
+    def read(client: Client, waiting: dict[str, list[Job]]) -> None:
+        try:
+            for same, info, result in outcomes.collect(client.transport, waiting, timeout):
+                arrived.put((_outcome_to(same, info, result), None))
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised in the calling thread
+            arrived.put((None, exc))
+            return
+        arrived.put((None, None))  # this client's jobs are all done
 
-def read_frames(reply: transport.Reply) -> Iterator[tuple[dict[str, Any], bytes | memoryview]]:
-    """Each frame of a streamed outcomes answer: the job's JSON and its result bytes."""
-    while not reply.at_end():
-        json_bytes, result_bytes = read_lengths(reply.read_exactly(HEADER_BYTES))
-        info = json.loads(reply.read_exactly(json_bytes))
-        yield info, reply.read_exactly(result_bytes) if result_bytes else b""
+    for client, waiting in by_client.items():
+        name = "computethis-collect"
+        threading.Thread(target=read, args=(client, waiting), name=name, daemon=True).start()
+    reading = len(by_client)
+    try:
+        while reading:
+            job, error = arrived.get()
+            if error is not None:
+                raise error
+            if job is None:
+                reading -= 1
+            else:
+                yield job
+    finally:
+        stop.set()

@@ -7,9 +7,10 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from client_sdk import transport
-from client_sdk.coalesce import coalescer
+from client_sdk.bulk_submit import submit_many
+from client_sdk.client import Client, default_client
 from client_sdk.job import Job
+from client_sdk.mapping import run_map
 from client_sdk.serialization import dumps_call
 
 
@@ -21,6 +22,11 @@ class RemoteFunction:
     runs ``f`` on every item, in chunks of items per job, results in input order;
     ``f.submit_many(items)`` queues one job per item in a few requests;
     ``f.local(*a)`` runs here, in this process.
+
+    Its jobs go to the gateway of :attr:`client` (a :class:`~client_sdk.client.Client`),
+    or if that is None to the default client's at the time of each call (see
+    :func:`~client_sdk.client.configure`); so do the requests of the :class:`Job` s it
+    returns. :meth:`with_client` makes a copy bound to another client.
     """
 
     def __init__(
@@ -30,20 +36,30 @@ class RemoteFunction:
         timeout: float | None = None,
         retries: int = 0,
         name: str | None = None,
+        client: Client | None = None,
     ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
         self.timeout = timeout
         self.retries = retries
         self.name = name or getattr(func, "__qualname__", None)
+        self.client = client
         self._signature = inspect.signature(func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> DeferredCall:
+        """The call, checked against the signature but not sent."""
         self._check_arguments(args, kwargs)
         return DeferredCall(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<computethis function {self.name}>"
+
+    def with_client(self, client: Client | None) -> RemoteFunction:
+        """This function with the same options, its jobs sent to ``client``'s gateway
+        (``None``: the default client's)."""
+        return RemoteFunction(
+            self.func, timeout=self.timeout, retries=self.retries, name=self.name, client=client
+        )
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in this process (no cluster, no network)."""
@@ -51,9 +67,11 @@ class RemoteFunction:
 
     def submit(self, *args: Any, **kwargs: Any) -> Job:
         """Send one call to the gateway and return its :class:`Job` at once."""
-        response = self._post(args, kwargs)
-        info = response.json()
-        return Job(info["id"], info)
+        self._check_arguments(args, kwargs)
+        client = self.client or default_client()
+        payload = dumps_call(self.func, args, kwargs)
+        info = client.transport.post_call("/jobs", payload, self.options()).json()
+        return Job(info["id"], info, client=self.client)
 
     def compute(self, *args: Any, **kwargs: Any) -> Any:
         """Run one call on a worker and return its result (or raise its exception).
@@ -61,25 +79,32 @@ class RemoteFunction:
 
         The call is posted with ``?wait=``, so a quick job's result comes back in the
         same HTTP exchange; a longer one is then long-polled. Calls that other threads
-        make meanwhile travel together, in one request per batch (see
+        make meanwhile to the same client travel together, one request per group (see
         :mod:`client_sdk.coalesce`).
         """
         self._check_arguments(args, kwargs)
-        return coalescer.compute(self, dumps_call(self.func, args, kwargs))
+        client = self.client or default_client()
+        return client.coalescer.compute(self.options(), dumps_call(self.func, args, kwargs))
 
     def submit_many(self, items: Iterable[Any]) -> list[Job]:
         """Queue ``func(item)`` for each item, one job per item; their :class:`Job` s in
         input order.
 
-        The calls go to the gateway in batches (up to 1000 calls and 16 MiB per request,
+        The calls go to the gateway in slices (up to 1000 calls and 16 MiB per request,
         stored in one transaction and sent to Dask in one graph update), so F jobs cost
         a few requests rather than F. A call whose pickle is over 64 KiB is posted on
         its own. Unlike :meth:`map`, every item is its own job: use this for long calls
         whose jobs you want to follow, cancel or collect one by one.
         """
-        from client_sdk.batching import submit_many
-
-        return submit_many(self, items)
+        client = self.client or default_client()
+        infos = submit_many(
+            client.transport,
+            self.func,
+            items,
+            params=self.options(),
+            check_arguments=self._check_arguments,
+        )
+        return [Job(info["id"], info, client=self.client) for info in infos]
 
     def options(self, wait: float | None = None) -> dict[str, Any]:
         """The query parameters of this function's jobs."""
@@ -94,10 +119,6 @@ class RemoteFunction:
             params["wait"] = wait
         return params
 
-    def _post(self, args: tuple, kwargs: dict) -> transport.Reply:
-        self._check_arguments(args, kwargs)
-        return transport.post_call("/jobs", dumps_call(self.func, args, kwargs), self.options())
-
     def map(
         self,
         items: Iterable[Any],
@@ -108,7 +129,7 @@ class RemoteFunction:
     ) -> list[Any]:
         """Run ``func(item)`` for each item on the cluster; results in input order.
 
-        Items are batched into chunks, one job per chunk, run in parallel; results are
+        Items are cut into chunks, one job per chunk, run in parallel; results are
         collected as chunks finish. ``chunksize=None`` picks the size: about 4 chunks
         per worker when ``len(items)`` is known (at most 10,000 items and about 8 MiB
         of pickled input per chunk); without ``len`` (a generator is read lazily)
@@ -126,11 +147,14 @@ class RemoteFunction:
         items done on stderr. Ctrl-C (``KeyboardInterrupt``) cancels the chunk jobs not
         yet collected.
         """
-        from client_sdk.mapping import run_map
-
         return run_map(
-            self,
+            self.client or default_client(),
+            self.func,
             items,
+            timeout=self.timeout,
+            retries=self.retries,
+            name=self.name,
+            check_arguments=self._check_arguments,
             chunksize=chunksize,
             return_exceptions=return_exceptions,
             progress=progress,
@@ -155,9 +179,11 @@ class DeferredCall:
         return f"<deferred call of {self.function.name}>"
 
     def submit(self) -> Job:
+        """Queue the call as a job (see :meth:`RemoteFunction.submit`)."""
         return self.function.submit(*self.args, **self.kwargs)
 
     def compute(self) -> Any:
+        """Run the call and return its result (see :meth:`RemoteFunction.compute`)."""
         return self.function.compute(*self.args, **self.kwargs)
 
     run = compute
@@ -169,15 +195,18 @@ def compute_this(
     timeout: float | None = None,
     retries: int = 0,
     name: str | None = None,
+    client: Client | None = None,
 ) -> Any:
     """Decorate a function so it runs on the cluster.
 
     Works bare (``@compute_this``), called (``@compute_this()``) or with options
     (``@compute_this(timeout=60, retries=2)``). ``timeout`` stops a job that runs
-    longer (seconds); ``retries`` re-runs a job that raised.
+    longer (seconds); ``retries`` re-runs a job that raised; ``name`` labels its jobs
+    (default: the function's qualified name); ``client`` sends them to that
+    :class:`~client_sdk.client.Client`'s gateway (default: the default client's).
     """
 
     def wrap(target: Callable[..., Any]) -> RemoteFunction:
-        return RemoteFunction(target, timeout=timeout, retries=retries, name=name)
+        return RemoteFunction(target, timeout=timeout, retries=retries, name=name, client=client)
 
     return wrap(func) if func is not None else wrap

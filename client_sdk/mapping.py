@@ -1,4 +1,4 @@
-"""``RemoteFunction.map``: items batched into chunk jobs, results streamed back in order.
+"""``RemoteFunction.map``: items cut into chunk jobs, results streamed back in order.
 
 Each chunk is one job whose call is ``apply_chunk(func, items)`` (see
 :mod:`client_sdk.chunk`). A few daemon threads post chunk jobs and long-poll their
@@ -24,20 +24,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice, repeat
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dill
 
-from client_sdk import transport
-from client_sdk.abandon import cancel_abandoned
+from client_sdk.abandon import AbandonableJobs
 from client_sdk.chunk import Outcome, apply_chunk
+from client_sdk.client import Client
 from client_sdk.errors import ApiError, GatewayUnreachable
 from client_sdk.job import Job
 from client_sdk.pickling import Pickled
 from client_sdk.serialization import _as_local_class, dumps_call
-
-if TYPE_CHECKING:
-    from client_sdk.decorator import RemoteFunction
 
 CHUNKS_PER_WORKER = 4
 MAX_CHUNK_ITEMS = 10_000
@@ -97,10 +94,11 @@ def estimate_item_bytes(sample: list[Any]) -> float:
         return 0.0
 
 
-def cluster_workers() -> int:
-    """Workers connected to the scheduler, from ``GET /health``; 1 when degraded."""
+def cluster_workers(client: Client) -> int:
+    """Workers connected to the client's scheduler, from ``GET /health``; 1 when degraded."""
     try:
-        return max(1, int(transport.request("GET", "/health").json().get("workers") or 1))
+        health = client.transport.request("GET", "/health").json()
+        return max(1, int(health.get("workers") or 1))
     except ApiError:
         return 1
 
@@ -113,15 +111,25 @@ def in_flight_limit(workers: int) -> int:
 class ChunkSender:
     """Posts one chunk as a job (split if its payload is too big) and waits for it.
 
-    It keeps the ids of the chunk jobs posted and not yet collected, for
-    :meth:`abandon` to cancel.
+    Its chunk jobs posted and not yet collected are recorded in :attr:`jobs`, to be
+    cancelled if the map is interrupted.
     """
 
-    def __init__(self, function: RemoteFunction) -> None:
-        self.function = function
-        self._lock = threading.Lock()
-        self._pending: set[str] = set()
-        self._abandoned = False
+    def __init__(
+        self,
+        client: Client,
+        func: Callable[[Any], Any],
+        *,
+        timeout: float | None,
+        retries: int,
+        name: str | None,
+    ) -> None:
+        self.client = client
+        self.func = func
+        self.timeout = timeout
+        self.retries = retries
+        self.name = name
+        self.jobs = AbandonableJobs()
 
     def run(self, items: list[Any]) -> list[Outcome]:
         """The outcomes of ``items``; a failure of the whole job becomes each item's."""
@@ -131,21 +139,15 @@ class ChunkSender:
                 jobs.append((self._post(payload, count), count))
             return [outcome for job, count in jobs for outcome in self._outcomes(job, count)]
         finally:
-            with self._lock:
-                self._pending.difference_update(job.id for job, _ in jobs)
+            self.jobs.collected(job.id for job, _ in jobs)
 
     def abandon(self) -> None:
         """Cancel every chunk job posted and not collected (the map was interrupted),
         and any that a thread posts from now on."""
-        with self._lock:
-            self._abandoned = True
-            pending = list(self._pending)
-        for job_id in pending:
-            cancel_abandoned(job_id)
+        self.jobs.abandon(self.client.transport)
 
     def _payloads(self, items: list[Any]) -> Iterator[tuple[bytes | Pickled, int]]:
-        func = self.function.func
-        payload = dumps_call(apply_chunk, (func, items, self.function.retries), {})
+        payload = dumps_call(apply_chunk, (self.func, items, self.retries), {})
         if len(payload) <= SPLIT_CHUNK_BYTES or len(items) == 1:
             yield payload, len(items)
             return
@@ -155,18 +157,12 @@ class ChunkSender:
         yield from self._payloads(items[half:])
 
     def _post(self, payload: bytes | Pickled, count: int) -> Job:
-        params: dict[str, Any] = {"name": f"{self.function.name or 'function'} map:{count}"[:200]}
-        if self.function.timeout is not None:
-            params["timeout"] = min(MAX_JOB_TIMEOUT, self.function.timeout * count)
-        response = transport.post_call("/jobs", payload, params)
-        info = response.json()
-        with self._lock:
-            abandoned = self._abandoned
-            if not abandoned:
-                self._pending.add(info["id"])
-        if abandoned:
-            cancel_abandoned(info["id"])
-        return Job(info["id"], info)
+        params: dict[str, Any] = {"name": f"{self.name or 'function'} map:{count}"[:200]}
+        if self.timeout is not None:
+            params["timeout"] = min(MAX_JOB_TIMEOUT, self.timeout * count)
+        info = self.client.transport.post_call("/jobs", payload, params).json()
+        self.jobs.created(info["id"])  # cancelled at once if the map was interrupted
+        return Job(info["id"], info, client=self.client)
 
     @staticmethod
     def _outcomes(job: Job, count: int) -> list[Outcome]:
@@ -245,30 +241,38 @@ class ChunkPipeline:
 
 
 def run_map(
-    function: RemoteFunction,
+    client: Client,
+    func: Callable[[Any], Any],
     items: Iterable[Any],
     *,
+    timeout: float | None,
+    retries: int,
+    name: str | None,
+    check_arguments: Callable[[tuple, dict], None],
     chunksize: int | None = None,
     return_exceptions: bool = False,
     progress: bool = False,
 ) -> list[Any]:
-    """Run ``function`` over ``items`` in chunk jobs; see :meth:`RemoteFunction.map`."""
+    """Run ``func`` over ``items`` in chunk jobs on the client's gateway, once
+    ``check_arguments`` accepts a call with one argument; ``timeout``, ``retries`` and
+    ``name`` are the function's job options. See
+    :meth:`~client_sdk.decorator.RemoteFunction.map`."""
     if chunksize is not None and (
         isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1
     ):
         raise ValueError(f"chunksize must be a positive int or None, got {chunksize!r}")
-    function._check_arguments((None,), {})
+    check_arguments((None,), {})
     length = _length(items)
     iterator: Iterator[Any] = iter(items)
     head = list(islice(iterator, SAMPLE_ITEMS))
     if not head:
         return []
-    workers = cluster_workers()
+    workers = cluster_workers(client)
     if chunksize is None:
         sizes = chunk_sizes(length, workers, estimate_item_bytes(head))
     else:
         sizes = repeat(chunksize)
-    sender = ChunkSender(function)
+    sender = ChunkSender(client, func, timeout=timeout, retries=retries, name=name)
     pipeline = ChunkPipeline(sender.run, in_flight_limit(workers))
     collector = _InOrder(return_exceptions)
     bar = _progress_bar(progress, length)

@@ -1,4 +1,5 @@
-"""HTTP to the gateway: one urllib3 pool per thread, JSON errors, retries with backoff.
+"""HTTP to a gateway (:class:`Transport`): one urllib3 pool per thread, JSON errors,
+retries with backoff.
 
 urllib3 directly rather than requests: requests' per-request work (merging session,
 environment and proxy settings) cost ~1 ms of a ~13 ms call here. What requests read
@@ -28,7 +29,7 @@ import dill
 import urllib3
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError, SSLError
 
-from client_sdk.config import Settings, settings
+from client_sdk.config import Settings
 from client_sdk.errors import ApiError, GatewayUnreachable, UntrustedCertificate
 from client_sdk.pickling import Pickled
 from wire.http import API_PREFIX, DILL_HEADER, PYTHON_HEADER
@@ -43,17 +44,6 @@ HEADERS = {
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 # Result bodies larger than this are read into memory of their own (see _read_large).
 LARGE_BODY = 1 << 20
-
-_local = threading.local()
-
-
-def _forget_connections() -> None:
-    """(in a forked child) Open connections of its own: the parent's stay the parent's."""
-    global _local
-    _local = threading.local()
-
-
-os.register_at_fork(after_in_child=_forget_connections)
 
 
 @dataclass
@@ -122,99 +112,119 @@ class Backoff:
         return True
 
 
-def request(
-    method: str,
-    path: str,
-    *,
-    params: dict[str, Any] | None = None,
-    data: bytes | Pickled | None = None,
-    json_body: Any = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 30.0,
-    config: Settings | None = None,
-    stream: bool = False,
-    safe: bool = False,
-    retry_for: float | None = None,
-) -> Reply:
-    """Send a request, retrying connection errors with backoff for up to ``retry_for``
-    seconds (default ``RETRY_FOR``).
+class Transport:
+    """HTTP to one gateway: its :class:`Settings`, one kept-alive urllib3 pool per
+    thread, JSON errors, retries with backoff."""
 
-    A POST is only retried when it is ``safe`` (it changes nothing) or carries an
-    ``Idempotency-Key`` (the gateway then answers a repeat with the job it already
-    created). Error statuses raise ApiError. With ``stream``, a successful reply's body
-    is left to read (see :class:`Reply`).
-    """
-    config = config or settings()
-    all_headers = {**HEADERS, **(headers or {})}
-    if config.token:
-        all_headers["Authorization"] = f"Bearer {config.token}"
-    if json_body is not None:
-        data = json.dumps(json_body).encode()
-        all_headers["Content-Type"] = "application/json"
-    if data is not None:
-        all_headers["Content-Length"] = str(len(data))
-    url = f"{config.url}{API_PREFIX}{path}"
-    query = {key: value for key, value in (params or {}).items() if value is not None}
-    if query:
-        url = f"{url}?{urlencode(query)}"
-    retry = safe or method != "POST" or "Idempotency-Key" in all_headers
-    backoff = Backoff(retry_for)
-    busy_deadline = time.monotonic() + BUSY_RETRY_FOR
-    while True:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    def forget_connections(self) -> None:
+        """(in a forked child) Open connections of its own: the parent's stay the parent's."""
+        self._local = threading.local()
+
+    def pool(self) -> urllib3.PoolManager:
+        """This thread's pool for the gateway (one kept-alive connection per thread)."""
         try:
-            reply = _exchange(_pool(config), method, url, data, all_headers, timeout, stream)
-        except SSLError as exc:
-            # Not a passing fault: retrying would fail the same way.
-            raise UntrustedCertificate(
-                f"the gateway at {config.url} failed the TLS check ({exc}); if it uses a "
-                "private CA, point COMPUTETHIS_CA at that CA's PEM file"
-            ) from exc
-        except ReadTimeoutError as exc:
-            raise GatewayUnreachable(
-                f"the computethis gateway at {config.url} did not answer {method} {path} "
-                f"within {timeout:g} s; check that it is running and not overloaded"
-            ) from exc
-        except HTTPError as exc:
-            # Refused, reset, or cut off mid-reply (the gateway died): safe to repeat,
-            # since GETs are idempotent and POSTs carry an Idempotency-Key.
-            if not retry or not backoff.pause():
-                raise GatewayUnreachable(
-                    f"cannot reach the computethis gateway at {config.url} ({exc}); "
-                    "is `computethis up` running, and is COMPUTETHIS_URL right?"
+            return self._local.pool
+        except AttributeError:
+            pool = self._local.pool = new_pool(self.settings.url, self.settings.ca)
+            return pool
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        data: bytes | Pickled | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        stream: bool = False,
+        safe: bool = False,
+        retry_for: float | None = None,
+    ) -> Reply:
+        """Send a request, retrying connection errors with backoff for up to ``retry_for``
+        seconds (default ``RETRY_FOR``).
+
+        A POST is only retried when it is ``safe`` (it changes nothing) or carries an
+        ``Idempotency-Key`` (the gateway then answers a repeat with the job it already
+        created). Error statuses raise ApiError. With ``stream``, a successful reply's
+        body is left to read (see :class:`Reply`).
+        """
+        config = self.settings
+        all_headers = {**HEADERS, **(headers or {})}
+        if config.token:
+            all_headers["Authorization"] = f"Bearer {config.token}"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            all_headers["Content-Type"] = "application/json"
+        if data is not None:
+            all_headers["Content-Length"] = str(len(data))
+        url = f"{config.url}{API_PREFIX}{path}"
+        query = {key: value for key, value in (params or {}).items() if value is not None}
+        if query:
+            url = f"{url}?{urlencode(query)}"
+        retry = safe or method != "POST" or "Idempotency-Key" in all_headers
+        backoff = Backoff(retry_for)
+        busy_deadline = time.monotonic() + BUSY_RETRY_FOR
+        while True:
+            try:
+                reply = _exchange(self.pool(), method, url, data, all_headers, timeout, stream)
+            except SSLError as exc:
+                # Not a passing fault: retrying would fail the same way.
+                raise UntrustedCertificate(
+                    f"the gateway at {config.url} failed the TLS check ({exc}); if it uses "
+                    "a private CA, point COMPUTETHIS_CA at that CA's PEM file"
                 ) from exc
-            continue
-        if reply.status == 429 and time.monotonic() < busy_deadline:
-            # Too many queued jobs: wait as the gateway asks, then try again.
-            time.sleep(_retry_after(reply) * (0.5 + random.random()))
-            continue
-        if reply.status >= 400:
-            raise _api_error(reply)
-        return reply
+            except ReadTimeoutError as exc:
+                raise GatewayUnreachable(
+                    f"the computethis gateway at {config.url} did not answer {method} "
+                    f"{path} within {timeout:g} s; check that it is running and not overloaded"
+                ) from exc
+            except HTTPError as exc:
+                # Refused, reset, or cut off mid-reply (the gateway died): safe to repeat,
+                # since GETs are idempotent and POSTs carry an Idempotency-Key.
+                if not retry or not backoff.pause():
+                    raise GatewayUnreachable(
+                        f"cannot reach the computethis gateway at {config.url} ({exc}); "
+                        "is `computethis up` running, and is COMPUTETHIS_URL right?"
+                    ) from exc
+                continue
+            if reply.status == 429 and time.monotonic() < busy_deadline:
+                # Too many queued jobs: wait as the gateway asks, then try again.
+                time.sleep(_retry_after(reply) * (0.5 + random.random()))
+                continue
+            if reply.status >= 400:
+                raise _api_error(reply)
+            return reply
 
-
-def post_call(
-    path: str,
-    data: bytes | Pickled,
-    params: dict[str, Any] | None = None,
-    timeout: float = 30.0,
-    *,
-    key: str | None = None,
-    stream: bool = False,
-) -> Reply:
-    """POST pickled bytes under an ``Idempotency-Key`` (``key``, else a fresh one), so
-    that a connection error is retried without creating the job(s) twice."""
-    return request(
-        "POST",
-        path,
-        params=params,
-        data=data,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Idempotency-Key": key or uuid.uuid4().hex,
-        },
-        timeout=timeout,
-        stream=stream,
-    )
+    def post_call(
+        self,
+        path: str,
+        data: bytes | Pickled,
+        params: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+        *,
+        key: str | None = None,
+        stream: bool = False,
+    ) -> Reply:
+        """POST pickled bytes under an ``Idempotency-Key`` (``key``, else a fresh one), so
+        that a connection error is retried without creating the job(s) twice."""
+        return self.request(
+            "POST",
+            path,
+            params=params,
+            data=data,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Idempotency-Key": key or uuid.uuid4().hex,
+            },
+            timeout=timeout,
+            stream=stream,
+        )
 
 
 def _exchange(
@@ -296,18 +306,6 @@ def _as_urllib3_errors() -> Iterator[None]:
         raise ReadTimeoutError(None, "", f"read timed out ({exc})") from exc
     except OSError as exc:
         raise ProtocolError(f"the connection broke while reading the reply ({exc})") from exc
-
-
-def _pool(config: Settings) -> urllib3.PoolManager:
-    """This thread's pool for the gateway (one kept-alive connection per thread)."""
-    if not hasattr(_local, "pools"):
-        _local.pools = {}
-    pools: dict[tuple[str, str | None], urllib3.PoolManager] = _local.pools
-    key = (config.url, config.ca)
-    pool = pools.get(key)
-    if pool is None:
-        pool = pools[key] = new_pool(config.url, config.ca)
-    return pool
 
 
 def new_pool(url: str, ca: str | None) -> urllib3.PoolManager:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import client_sdk
-from client_sdk import config as sdk_config
 from tests.stack import Stack, start_stack
 
 WORKERS = 2
@@ -21,9 +20,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 
 @pytest.fixture
 def sdk(stack: Stack) -> Stack:
-    """Point the SDK at the shared stack for one test."""
-    saved = dict(sdk_config._overrides)
-    client_sdk.configure(url=stack.url, token=stack.token)
+    """Point the SDK's default client at the shared stack for one test."""
+    previous = client_sdk.set_default_client(client_sdk.Client(stack.url, stack.token))
     yield stack
-    sdk_config._overrides.clear()
-    sdk_config._overrides.update(saved)
+    client_sdk.set_default_client(previous)

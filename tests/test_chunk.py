@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import dill
 import pytest
 
+import client_sdk
 from client_sdk import RemoteError, SerializationError, compute_this, configure
-from client_sdk import config as sdk_config
 from client_sdk.chunk import RemoteItemError, apply_chunk
 from client_sdk.mapping import (
     CHUNKS_PER_WORKER,
@@ -141,8 +142,16 @@ def test_estimate_item_bytes_and_in_flight_limit():
     assert MIN_IN_FLIGHT <= in_flight_limit(4) <= MAX_IN_FLIGHT
 
 
-def test_bad_arguments_fail_before_any_network(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(sdk_config, "_overrides", {})
+@pytest.fixture
+def default_client_restored() -> Iterator[None]:
+    """The SDK's default client as it was before the test, put back after it."""
+    previous = client_sdk.set_default_client(None)
+    yield
+    client_sdk.set_default_client(previous)
+
+
+@pytest.mark.usefixtures("default_client_restored")
+def test_bad_arguments_fail_before_any_network():
     configure(url="http://127.0.0.1:9")  # nothing listens there
     assert ident.map([]) == [] and ident.map(iter(())) == []
     for bad in (0, -1, 1.5, True, "2"):

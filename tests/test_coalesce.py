@@ -20,8 +20,7 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import coalesce, compute_this, transport
-from client_sdk import config as sdk_config
+from client_sdk import Client, coalesce, compute_this
 from client_sdk.errors import ComputeThisError
 from client_sdk.pickling import dump_buffers
 from tests.stack import Stack
@@ -199,7 +198,7 @@ def test_an_answer_cut_before_it_lists_the_jobs_is_asked_for_again(sdk: Stack):
     proxy = CuttingProxy(sdk.url)
     before = job_count(sdk)
     try:
-        client_sdk.configure(url=proxy.url)
+        client_sdk.configure(url=proxy.url)  # the sdk fixture puts the default back
         first = threading.Thread(target=nap.compute, args=(1.0,))
         first.start()  # in flight: the calls below are batched
         time.sleep(0.3)
@@ -214,7 +213,7 @@ def test_an_answer_cut_before_it_lists_the_jobs_is_asked_for_again(sdk: Stack):
 
 
 def _compute_in_child(results: Any) -> None:
-    pool = transport._pool(client_sdk.config.settings())
+    pool = client_sdk.default_client().transport.pool()
     results.put((square.compute(7), getattr(pool, "owner", "child")))
 
 
@@ -223,10 +222,10 @@ def test_a_process_forked_while_calls_are_in_flight_computes(sdk: Stack):
     first = threading.Thread(target=nap.compute, args=(2.0,))
     first.start()  # in flight while the child is forked
     time.sleep(0.3)
-    transport._pool(client_sdk.config.settings()).owner = "parent"  # this thread's connection
+    client_sdk.default_client().transport.pool().owner = "parent"  # this thread's connection
     results = context.Queue()
     child = context.Process(target=_compute_in_child, args=(results,))
-    with coalesce.coalescer._lock:  # forked as another thread is in compute's bookkeeping
+    with client_sdk.default_client().coalescer._lock:  # forked in compute's bookkeeping
         child.start()
     try:
         # The child computes, over a connection of its own.
@@ -244,7 +243,7 @@ def test_a_batch_takes_at_most_max_calls(monkeypatch, limit: int, sizes: list[in
     queue = [coalesce.QueuedCall(b"call") for _ in range(7)]
     taken = []
     while queue:
-        taken.append(len(coalesce._take_batch(queue)))
+        taken.append(len(coalesce._take_group(queue)))
     assert taken == sizes
 
 
@@ -253,7 +252,7 @@ def test_a_batch_takes_at_most_max_bytes_but_always_one_call(monkeypatch):
     queue = [coalesce.QueuedCall(b"x" * size) for size in (10, 10, 10, 100, 10)]
     taken = []
     while queue:
-        taken.append([len(call.payload) for call in coalesce._take_batch(queue)])
+        taken.append([len(call.payload) for call in coalesce._take_group(queue)])
     assert taken == [[10, 10], [10], [100], [10]]
 
 
@@ -289,8 +288,8 @@ class OlderGateway(BaseHTTPRequestHandler):
 def test_a_gateway_that_does_not_stream_batches_is_told_apart():
     server = ThreadingHTTPServer(("127.0.0.1", 0), OlderGateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    saved = dict(sdk_config._overrides)
-    client_sdk.configure(url=f"http://127.0.0.1:{server.server_port}", token="token")
+    older = Client(f"http://127.0.0.1:{server.server_port}", "token")
+    previous = client_sdk.set_default_client(older)
     try:
         alone = ThreadPoolExecutor(1)
         first = alone.submit(square.compute, 1)  # in flight: the next call is batched
@@ -300,8 +299,7 @@ def test_a_gateway_that_does_not_stream_batches_is_told_apart():
         assert first.result(timeout=30) == 1
         alone.shutdown()
     finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+        client_sdk.set_default_client(previous)
         server.shutdown()
         server.server_close()
 
@@ -341,8 +339,8 @@ def test_a_call_interrupted_while_queued_for_a_batch_is_never_sent():
     SlowBatchGateway.batches = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), SlowBatchGateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    saved = dict(sdk_config._overrides)
-    client_sdk.configure(url=f"http://127.0.0.1:{server.server_port}", token="token")
+    slow = Client(f"http://127.0.0.1:{server.server_port}", "token")
+    previous = client_sdk.set_default_client(slow)
     others = ThreadPoolExecutor(2)
     try:
         alone = others.submit(square.compute, 1)  # in flight: later calls are batched
@@ -365,7 +363,6 @@ def test_a_call_interrupted_while_queued_for_a_batch_is_never_sent():
         assert SlowBatchGateway.batches == [1]
     finally:
         others.shutdown()
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+        client_sdk.set_default_client(previous)
         server.shutdown()
         server.server_close()

@@ -18,9 +18,9 @@ from client_sdk import (
     JobCancelled,
     ResultTimeout,
     as_completed,
-    collect,
     compute_this,
     gather,
+    outcomes,
 )
 from tests.conftest import WORKERS
 from tests.stack import Stack
@@ -222,7 +222,7 @@ def test_many_waiting_threads_share_no_state(sdk: Stack):
 
 
 def test_more_jobs_than_one_request_takes_are_collected_in_turns(sdk: Stack, monkeypatch):
-    monkeypatch.setattr(collect, "MAX_JOBS", 2)  # 5 jobs: three requests
+    monkeypatch.setattr(outcomes, "MAX_JOBS", 2)  # 5 jobs: three requests
     jobs = half.submit_many([2 * i for i in range(5)])
     assert gather(jobs) == [float(i) for i in range(5)]
     assert sorted(job.id for job in as_completed(jobs)) == sorted(job.id for job in jobs)

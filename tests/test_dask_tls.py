@@ -27,7 +27,6 @@ from distributed import Client, Security
 
 import client_sdk
 from client_sdk import compute_this
-from client_sdk import config as sdk_config
 from tests.stack import COMPUTETHIS, free_port, start_process, stop_processes, wait_healthy
 from tests.test_compose import TLS_OVERRIDE_FILE, healthcheck_script
 
@@ -199,11 +198,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
 
 @pytest.fixture
 def point_sdk(cluster: TlsCluster) -> Iterator[TlsCluster]:
-    saved = dict(sdk_config._overrides)
-    client_sdk.configure(url=cluster.url, token=TOKEN, ca=str(cluster.certs.ca))
+    client = client_sdk.Client(cluster.url, TOKEN, ca=str(cluster.certs.ca))
+    previous = client_sdk.set_default_client(client)
     yield cluster
-    sdk_config._overrides.clear()
-    sdk_config._overrides.update(saved)
+    client_sdk.set_default_client(previous)
 
 
 def test_scheduler_listens_on_tls(cluster: TlsCluster):

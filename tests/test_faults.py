@@ -23,7 +23,6 @@ from distributed import Client, LocalCluster
 
 import client_sdk
 from client_sdk import Job, WorkerDied, compute_this
-from client_sdk import config as sdk_config
 from gateway.dask import Dispatcher
 from gateway.dask import link as link_module
 from gateway.dask import reconcile as reconcile_module
@@ -123,7 +122,7 @@ def running_processes(tmp_path: Path) -> Iterator[Processes]:
     """A scheduler, two workers and a gateway, the SDK pointed at them; all stopped
     (SIGTERM at once) and the SDK's settings restored on exit."""
     cluster = Processes(tmp_path)
-    saved = dict(sdk_config._overrides)
+    previous = client_sdk.set_default_client(None)
     try:
         cluster.start_scheduler()
         cluster.start_workers()
@@ -131,8 +130,7 @@ def running_processes(tmp_path: Path) -> Iterator[Processes]:
         client_sdk.configure(url=cluster.url, token=TOKEN)
         yield cluster
     finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+        client_sdk.set_default_client(previous)
         cluster.stop_all()
 
 

@@ -30,7 +30,6 @@ import pytest
 
 import client_sdk
 from client_sdk import Job, compute_this
-from client_sdk import config as sdk_config
 from tests import netns
 from tests.netns import Cluster, NetnsUnavailable, computethis_cluster
 
@@ -83,7 +82,6 @@ def network(tmp_path: Path) -> Iterator[Cluster]:
     ``network.url`` / ``network.token`` / ``network.api(path)`` / ``network.headers()``
     reach the gateway; ``network.network[name]`` is a :class:`tests.netns.Host`.
     """
-    saved = dict(sdk_config._overrides)
     with contextlib.ExitStack() as stack:
         try:
             cluster = stack.enter_context(
@@ -91,12 +89,12 @@ def network(tmp_path: Path) -> Iterator[Cluster]:
             )
         except NetnsUnavailable as exc:
             pytest.skip(f"cannot build the test network: {exc}")
+        previous = client_sdk.set_default_client(None)
         client_sdk.configure(url=cluster.url, token=cluster.token)
         try:
             yield cluster
         finally:
-            sdk_config._overrides.clear()
-            sdk_config._overrides.update(saved)
+            client_sdk.set_default_client(previous)
 
 
 def host_of(worker_address: str | None) -> str | None:

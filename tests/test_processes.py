@@ -17,7 +17,6 @@ import requests
 
 import client_sdk
 from client_sdk import Job, compute_this
-from client_sdk import config as sdk_config
 from tests.stack import (
     COMPUTETHIS,
     REPO,
@@ -82,14 +81,15 @@ def big_bytes(size):
 
 @pytest.fixture
 def point_sdk():
-    saved = dict(sdk_config._overrides)
+    """``point_sdk(url, token)`` points the SDK's default client at a gateway; the
+    default before the test is put back after it."""
+    previous = client_sdk.set_default_client(None)
 
     def point(stack_url: str, token: str) -> None:
         client_sdk.configure(url=stack_url, token=token)
 
     yield point
-    sdk_config._overrides.clear()
-    sdk_config._overrides.update(saved)
+    client_sdk.set_default_client(previous)
 
 
 def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk):

@@ -243,7 +243,7 @@ def test_fifty_concurrent_callers_each_get_their_own_result():
     assert results == {i: i * i for i in range(50)}
 
 
-def test_calls_from_one_thread_reuse_one_connection(monkeypatch):
+def test_calls_from_one_thread_reuse_one_connection(sdk, monkeypatch):
     import urllib3.connection
 
     opened = []
@@ -254,7 +254,7 @@ def test_calls_from_one_thread_reuse_one_connection(monkeypatch):
         return connect(self)
 
     monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting_connect)
-    monkeypatch.setattr(client_sdk.transport, "_local", threading.local())  # a fresh session
+    client_sdk.configure(url=sdk.url)  # a fresh client: no connection yet
     big = np.arange(300_000.0)  # a result stored as a file, read in one go
     for i in range(10):
         assert square.compute(i) == i * i

@@ -14,8 +14,7 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import compute_this
-from client_sdk import config as sdk_config
+from client_sdk import Client, compute_this
 from tests.stack import REPO, Stack, start_stack
 from tests.test_coalesce import at_once, posts, sent
 from tests.test_collect import frames
@@ -149,20 +148,15 @@ def test_queued_jobs_per_tenant_are_limited_and_the_sdk_waits(secured: Stack):
     assert float(refused.headers["Retry-After"]) > 0
     assert submit(secured, new_tenant(secured, "frank")).status_code == 201  # others unaffected
 
-    saved = dict(sdk_config._overrides)
-    try:
-        client_sdk.configure(url=secured.url, token=erin["Authorization"].split()[1])
+    as_erin = Client(secured.url, erin["Authorization"].split()[1])
 
-        @compute_this
-        def nap_then(x):
-            time.sleep(0.3)
-            return x
+    @compute_this(client=as_erin)
+    def nap_then(x):
+        time.sleep(0.3)
+        return x
 
-        jobs = [nap_then.submit(i) for i in range(2 * MAX_QUEUED + 1)]  # beyond the limit
-        assert [job.result(timeout=120) for job in jobs] == list(range(2 * MAX_QUEUED + 1))
-    finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+    jobs = [nap_then.submit(i) for i in range(2 * MAX_QUEUED + 1)]  # beyond the limit
+    assert [job.result(timeout=120) for job in jobs] == list(range(2 * MAX_QUEUED + 1))
 
 
 def post_batch(stack: Stack, headers: dict[str, str], calls: list[bytes]) -> requests.Response:
@@ -187,30 +181,21 @@ def test_a_batch_past_the_queued_limit_is_refused_whole(secured: Stack):
 
 def test_submit_many_fits_its_batches_to_the_queued_limit(secured: Stack):
     heidi = new_tenant(secured, "heidi")
-    saved = dict(sdk_config._overrides)
-    try:
-        client_sdk.configure(url=secured.url, token=heidi["Authorization"].split()[1])
-        jobs = compute_this(abs).submit_many(range(-5, 0))  # split to fit, then waits out 429s
-        assert [job.result(timeout=120) for job in jobs] == [5, 4, 3, 2, 1]
-    finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+    as_heidi = Client(secured.url, heidi["Authorization"].split()[1])
+    jobs = compute_this(abs, client=as_heidi).submit_many(range(-5, 0))  # fit, wait out 429s
+    assert [job.result(timeout=120) for job in jobs] == [5, 4, 3, 2, 1]
 
 
 def test_concurrent_calls_past_the_queued_limit_are_posted_one_by_one(secured: Stack):
     ivan = new_tenant(secured, "ivan")
-    saved = dict(sdk_config._overrides)
-    try:
-        client_sdk.configure(url=secured.url, token=ivan["Authorization"].split()[1])
-        calls = 3 * MAX_QUEUED
-        # The calls queued while the first is in flight go in one batch: more calls than
-        # may be queued (413), so each is posted alone and waits out its 429s.
-        before = posts(secured)
-        assert at_once(calls, lambda i: compute_this(abs).compute(-i)) == list(range(calls))
-        assert sent(before, posts(secured), "batch", "413") >= 1
-    finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
+    as_ivan = Client(secured.url, ivan["Authorization"].split()[1])
+    calls = 3 * MAX_QUEUED
+    # The calls queued while the first is in flight go in one batch: more calls than
+    # may be queued (413), so each is posted alone and waits out its 429s.
+    before = posts(secured)
+    absolute = compute_this(abs, client=as_ivan)
+    assert at_once(calls, lambda i: absolute.compute(-i)) == list(range(calls))
+    assert sent(before, posts(secured), "batch", "413") >= 1
 
 
 def test_request_body_limit_is_a_413(tmp_path: Path):
@@ -230,22 +215,17 @@ def test_request_body_limit_is_a_413(tmp_path: Path):
         assert chunked.json()["error"] in ("payload_too_large", "request_entity_too_large")
         assert submit(stack, stack.headers()).status_code == 201
         # A batch over the limit is sent again by the SDK in halves until it fits.
-        saved = dict(sdk_config._overrides)
-        client_sdk.configure(url=stack.url, token=stack.token)
-        try:
-            jobs = compute_this(abs).submit_many(range(-40, 0))
-            assert [job.result(timeout=60) for job in jobs] == list(range(40, 0, -1))
-            # A call that no batch can carry fails; the jobs queued before it are named.
-            with pytest.raises(client_sdk.ApiError) as refused:
-                compute_this(len).submit_many([b"a", b"x" * 5000])
-            assert refused.value.status == 413
-            note = "\n".join(refused.value.__notes__)
-            assert "1 of the items were already queued as jobs" in note
-            queued = client_sdk.Job.from_id(note.rsplit(" ", 1)[-1])
-            assert queued.result(timeout=60) == 1
-        finally:
-            sdk_config._overrides.clear()
-            sdk_config._overrides.update(saved)
+        client = Client(stack.url, stack.token)
+        jobs = compute_this(abs, client=client).submit_many(range(-40, 0))
+        assert [job.result(timeout=60) for job in jobs] == list(range(40, 0, -1))
+        # A call that no batch can carry fails; the jobs queued before it are named.
+        with pytest.raises(client_sdk.ApiError) as refused:
+            compute_this(len, client=client).submit_many([b"a", b"x" * 5000])
+        assert refused.value.status == 413
+        note = "\n".join(refused.value.__notes__)
+        assert "1 of the items were already queued as jobs" in note
+        queued = client_sdk.Job.from_id(note.rsplit(" ", 1)[-1], client=client)
+        assert queued.result(timeout=60) == 1
     finally:
         stack.stop()
 
@@ -289,7 +269,6 @@ class Marker:
 def test_gateway_never_unpickles_payloads(tmp_path: Path):
     marker = tmp_path / "unpickled-here"
     cluster = Processes(tmp_path, workers=1)
-    saved = dict(sdk_config._overrides)
     try:
         cluster.start_scheduler()
         cluster.start_gateway_degraded()
@@ -312,10 +291,8 @@ def test_gateway_never_unpickles_payloads(tmp_path: Path):
         assert status["status"] == "queued"
 
         cluster.start_workers()  # a worker joins: the job runs there
-        client_sdk.configure(url=cluster.url, token=TOKEN)
-        client_sdk.Job.from_id(job_id).result(timeout=120)
+        client = Client(cluster.url, TOKEN)
+        client_sdk.Job.from_id(job_id, client=client).result(timeout=120)
         assert marker.exists()
     finally:
-        sdk_config._overrides.clear()
-        sdk_config._overrides.update(saved)
         cluster.stop_all()

@@ -20,7 +20,6 @@ import trustme
 
 import client_sdk
 from client_sdk import UntrustedCertificate, compute_this
-from client_sdk import config as sdk_config
 from tests.stack import COMPUTETHIS, REPO, Stack, start_stack
 
 
@@ -57,12 +56,12 @@ def https_stack(
 
 
 @pytest.fixture
-def sdk_overrides() -> Iterator[None]:
-    saved = dict(sdk_config._overrides)
-    sdk_config._overrides.clear()
+def default_from_environment() -> Iterator[None]:
+    """The SDK's default client is built from the environment when first used in the
+    test (a ``configure`` there overrides it), and put back afterwards."""
+    previous = client_sdk.set_default_client(None)
     yield
-    sdk_config._overrides.clear()
-    sdk_config._overrides.update(saved)
+    client_sdk.set_default_client(previous)
 
 
 def test_gateway_prints_an_https_url(https_stack: Stack):
@@ -71,7 +70,7 @@ def test_gateway_prints_an_https_url(https_stack: Stack):
 
 
 def test_sdk_runs_jobs_over_https_with_a_private_ca(
-    https_stack: Stack, ca_files: dict[str, str], sdk_overrides: None
+    https_stack: Stack, ca_files: dict[str, str], default_from_environment: None
 ):
     client_sdk.configure(url=https_stack.url, token=https_stack.token, ca=ca_files["ca"])
     assert square.compute(7) == 49
@@ -83,7 +82,7 @@ def test_sdk_runs_jobs_over_https_with_a_private_ca(
 def test_sdk_reads_the_ca_from_the_environment(
     https_stack: Stack,
     ca_files: dict[str, str],
-    sdk_overrides: None,
+    default_from_environment: None,
     monkeypatch: pytest.MonkeyPatch,
 ):
     monkeypatch.setenv("COMPUTETHIS_URL", https_stack.url)
@@ -93,7 +92,7 @@ def test_sdk_reads_the_ca_from_the_environment(
 
 
 def test_an_untrusted_certificate_fails_at_once_and_says_what_to_set(
-    https_stack: Stack, sdk_overrides: None, monkeypatch: pytest.MonkeyPatch
+    https_stack: Stack, default_from_environment: None, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.delenv("COMPUTETHIS_CA", raising=False)
     client_sdk.configure(url=https_stack.url, token=https_stack.token)
