@@ -8,10 +8,10 @@ from flask import Response, request
 from flask_restful import Resource
 
 from gateway.api import params
+from gateway.api.answers import AnswerKind, answer_for, result_response
 from gateway.api.auth import tenant
 from gateway.api.bodies import require_payload_type, stage_call
 from gateway.api.errors import ApiError
-from gateway.api.outcomes import Kind, resolve, result_response
 from gateway.api.ownership import found, own_job, own_job_with_result, visible_tenant
 from gateway.api.submit import check_python_version, job_headers, job_spec, too_many_queued
 from gateway.services import services
@@ -58,13 +58,13 @@ class JobList(Resource):
                 return job.to_json(), 201, headers
         # Notified within ?wait: answer the outcome at once (one round trip per call).
         job, result = own_job_with_result(job.id)
-        outcome = resolve(shared.store, job, result, config.result_ttl)
-        if outcome.kind is Kind.REFUSED or outcome.kind is Kind.RESULT:
-            response = result_response(outcome)  # raises the refusal; else the result bytes
+        answer = answer_for(shared.store, job, result, config.result_ttl)
+        if answer.kind is AnswerKind.REFUSED or answer.kind is AnswerKind.RESULT:
+            response = result_response(answer)  # raises the refusal; else the result bytes
             assert isinstance(response, Response)
             response.headers.update(headers)
             return response
-        return outcome.info(), 201, headers  # the job with its error, or not done yet
+        return answer.info(), 201, headers  # the job with its error, or not done yet
 
     def get(self) -> dict[str, Any]:
         """The caller's jobs, newest first, ``limit`` at a time; with ``idempotency_key``,

@@ -12,8 +12,8 @@ from flask import Response, request
 from flask_restful import Resource
 
 from gateway.api import params
+from gateway.api.answers import answer_for, outcome_frame, result_response
 from gateway.api.bodies import requested_job_ids
-from gateway.api.outcomes import outcome_frame, resolve, result_response
 from gateway.api.ownership import check_own_jobs, own_job_with_result
 from gateway.services import services
 from gateway.store import JobStore
@@ -33,7 +33,7 @@ class JobResult(Resource):
             if not job.done and wait:
                 mailbox.take(wait)
                 job, result = own_job_with_result(job_id)
-        return result_response(resolve(shared.store, job, result, shared.config.result_ttl))
+        return result_response(answer_for(shared.store, job, result, shared.config.result_ttl))
 
 
 class JobResults(Resource):
@@ -81,7 +81,7 @@ def outcome_stream(
             for job, result in store.done_with_results(check):
                 if job.id in pending:
                     del pending[job.id]
-                    yield from outcome_frame(resolve(store, job, result, result_ttl))
+                    yield from outcome_frame(answer_for(store, job, result, result_ttl))
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0 or mailbox.closed:
                 return

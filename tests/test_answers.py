@@ -1,6 +1,6 @@
-"""Unit tests for gateway.api.outcomes: one resolver, and the two answers it renders.
+"""Unit tests for gateway.api.answers: one resolver, and the two answers it renders.
 
-For each kind of outcome, ``GET /jobs/<id>/result``'s answer and the stream's frame
+For each kind of answer, ``GET /jobs/<id>/result``'s answer and the stream's frame
 must say the same thing: the same result bytes, the same job JSON (with its error and
 exception), and a frame's ``refusal`` is the error the single answer raises.
 """
@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from flask import Flask, Response
 
+from gateway.api.answers import Answer, AnswerKind, answer_for, outcome_frame, result_response
 from gateway.api.errors import ApiError
-from gateway.api.outcomes import Kind, Outcome, outcome_frame, resolve, result_response
-from gateway.store import Job, JobSpec, JobStore
-from gateway.store import Outcome as Recorded
+from gateway.store import Job, JobSpec, JobStore, Outcome
 from wire import limits
 from wire.outcome_frames import HEADER_BYTES, read_lengths
 
@@ -49,15 +48,15 @@ def new_job(store: JobStore) -> Job:
 
 def recorded(store: JobStore, **outcome: Any) -> tuple[Job, bytes | None]:
     job = new_job(store)
-    assert store.record([Recorded(job.id, **outcome)]) == [job.id]
+    assert store.record([Outcome(job.id, **outcome)]) == [job.id]
     found = store.get_with_result(job.id)
     assert found is not None
     return found
 
 
-def frame_of(outcome: Outcome) -> tuple[dict[str, Any], bytes]:
-    """The JSON and result bytes of the one frame rendered for ``outcome``."""
-    data = b"".join(outcome_frame(outcome))
+def frame_of(answer: Answer) -> tuple[dict[str, Any], bytes]:
+    """The JSON and result bytes of the one frame rendered for ``answer``."""
+    data = b"".join(outcome_frame(answer))
     json_bytes, result_bytes = read_lengths(data[:HEADER_BYTES])
     info = json.loads(data[HEADER_BYTES : HEADER_BYTES + json_bytes])
     result = data[HEADER_BYTES + json_bytes :]
@@ -72,11 +71,11 @@ def body_of(response: Response) -> bytes:
 
 def test_an_active_job_is_not_done_and_has_no_frame(store: JobStore, request_context: None):
     job = new_job(store)
-    outcome = resolve(store, job, None, TTL)
-    assert outcome.kind is Kind.NOT_DONE
-    assert result_response(outcome) == (job.to_json(), 202)
+    answer = answer_for(store, job, None, TTL)
+    assert answer.kind is AnswerKind.NOT_DONE
+    assert result_response(answer) == (job.to_json(), 202)
     with pytest.raises(ValueError):
-        frame_of(outcome)
+        frame_of(answer)
 
 
 @pytest.mark.parametrize("size", [5, limits.INLINE_LIMIT + 1], ids=["in_row", "in_file"])
@@ -84,13 +83,13 @@ def test_a_finished_job_answers_its_result_bytes(store: JobStore, request_contex
     result = bytes(range(256)) * (size // 256) + b"r" * (size % 256)
     job, in_row = recorded(store, ok=True, body=result)
     assert (in_row is not None) == (size <= limits.INLINE_LIMIT)
-    single = result_response(resolve(store, job, in_row, TTL))
+    single = result_response(answer_for(store, job, in_row, TTL))
     assert isinstance(single, Response)
     assert single.mimetype == "application/octet-stream"
     assert single.content_length == size  # not chunked
     assert single.headers["Cache-Control"] == "no-cache"
     assert body_of(single) == result
-    info, frame_result = frame_of(resolve(store, job, in_row, TTL))
+    info, frame_result = frame_of(answer_for(store, job, in_row, TTL))
     assert info == job.to_json()
     assert frame_result == result
 
@@ -108,18 +107,18 @@ def test_a_failed_or_cancelled_job_answers_its_json_with_error(
         job, result = recorded(store, ok=False, error=ERROR, body=b"pickled exception")
         expected = {**job.to_json(), "exception": base64.b64encode(b"pickled exception").decode()}
         assert expected["error"] == ERROR
-    outcome = resolve(store, job, result, TTL)
-    assert outcome.kind is Kind.ERROR
-    assert result_response(outcome) == (expected, 200)
-    assert frame_of(outcome) == (expected, b"")
+    answer = answer_for(store, job, result, TTL)
+    assert answer.kind is AnswerKind.ERROR
+    assert result_response(answer) == (expected, 200)
+    assert frame_of(answer) == (expected, b"")
 
 
 def _refused_alike(store: JobStore, job: Job, status: int, error: str) -> None:
     """The single answer raises the refusal; the frame carries it after the job JSON."""
     with pytest.raises(ApiError) as raised:
-        result_response(resolve(store, job, None, TTL))
+        result_response(answer_for(store, job, None, TTL))
     assert (raised.value.status, raised.value.error) == (status, error)
-    info, result = frame_of(resolve(store, job, None, TTL))
+    info, result = frame_of(answer_for(store, job, None, TTL))
     refusal = {"status": status, "error": error, "message": raised.value.message}
     assert info == {**job.to_json(), "refusal": refusal}
     assert result == b""
@@ -145,7 +144,7 @@ def test_the_size_sent_is_the_files_whatever_the_row_says(store: JobStore, reque
     result = b"y" * (limits.INLINE_LIMIT + 10)
     job, _ = recorded(store, ok=True, body=result)
     job.result_size = 7  # as if the row disagreed with the file
-    single = result_response(resolve(store, job, None, TTL))
+    single = result_response(answer_for(store, job, None, TTL))
     assert isinstance(single, Response) and single.content_length == len(result)
     single.close()
-    assert frame_of(resolve(store, job, None, TTL))[1] == result
+    assert frame_of(answer_for(store, job, None, TTL))[1] == result

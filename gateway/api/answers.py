@@ -1,6 +1,6 @@
-"""What a job's outcome is now, decided once, and its two renderings.
+"""What can be answered about a job now (its *answer*), decided once, and its two renderings.
 
-:func:`resolve` looks at a job and says what can be answered about it: its result
+:func:`answer_for` looks at a job and says what can be answered about it: its result
 bytes (finished), its error (failed or cancelled), a refusal (expired, or its result
 file is gone) or nothing yet (queued or running). Two renderers answer that:
 
@@ -32,7 +32,7 @@ from wire.outcome_frames import frame_head
 _BLOCK = 1 << 20  # bytes of a stored result file read at a time
 
 
-class Kind(enum.Enum):
+class AnswerKind(enum.Enum):
     """What can be answered about a job now."""
 
     NOT_DONE = "not_done"  # queued or running
@@ -42,10 +42,10 @@ class Kind(enum.Enum):
 
 
 @dataclass
-class Outcome:
-    """A job's outcome as :func:`resolve` found it."""
+class Answer:
+    """A job's answer as :func:`answer_for` found it."""
 
-    kind: Kind
+    kind: AnswerKind
     job: Job
     result: bytes | None = None  # RESULT, when the bytes were in the job's row
     result_file: IO[bytes] | None = None  # RESULT otherwise: the open file, read once
@@ -60,25 +60,25 @@ class Outcome:
         return body
 
 
-def resolve(store: JobStore, job: Job, result: bytes | None, result_ttl: float) -> Outcome:
-    """``job``'s outcome now. ``result``: its result bytes when they were read with the
+def answer_for(store: JobStore, job: Job, result: bytes | None, result_ttl: float) -> Answer:
+    """``job``'s answer now. ``result``: its result bytes when they were read with the
     job (:meth:`JobStore.get_with_result`); else a finished job's file is opened here,
-    and the renderer that takes the outcome closes it."""
+    and the renderer that takes the answer closes it."""
     if job.status == EXPIRED:
-        return Outcome(Kind.REFUSED, job, refusal=expired(job, result_ttl))
+        return Answer(AnswerKind.REFUSED, job, refusal=expired(job, result_ttl))
     if job.status == FINISHED:
         if result is not None:
-            return Outcome(Kind.RESULT, job, result=result, result_size=len(result))
+            return Answer(AnswerKind.RESULT, job, result=result, result_size=len(result))
         try:
             stored = store.open_result(job.id)
         except FileNotFoundError:  # deleted meanwhile
-            return Outcome(Kind.REFUSED, job, refusal=not_found(job.id))
+            return Answer(AnswerKind.REFUSED, job, refusal=not_found(job.id))
         size = stored.seek(0, os.SEEK_END)  # the bytes that will be sent, whatever the row says
         stored.seek(0)
-        return Outcome(Kind.RESULT, job, result_file=stored, result_size=size)
+        return Answer(AnswerKind.RESULT, job, result_file=stored, result_size=size)
     if job.done:
-        return Outcome(Kind.ERROR, job)
-    return Outcome(Kind.NOT_DONE, job)
+        return Answer(AnswerKind.ERROR, job)
+    return Answer(AnswerKind.NOT_DONE, job)
 
 
 def expired(job: Job, result_ttl: float) -> ApiError:
@@ -91,48 +91,48 @@ def expired(job: Job, result_ttl: float) -> ApiError:
     )
 
 
-def result_response(outcome: Outcome) -> Response | tuple[dict[str, Any], int]:
+def result_response(answer: Answer) -> Response | tuple[dict[str, Any], int]:
     """The answer of ``GET /jobs/<id>/result``: 200 with the result bytes, 200 with the
     job's JSON and error, 202 with the job's JSON while it is not done; a refusal is
     raised (410, 404)."""
-    if outcome.kind is Kind.RESULT:
-        if outcome.result_file is None:
-            response = Response(outcome.result, mimetype=PAYLOAD_MEDIA_TYPE)
+    if answer.kind is AnswerKind.RESULT:
+        if answer.result_file is None:
+            response = Response(answer.result, mimetype=PAYLOAD_MEDIA_TYPE)
             response.headers["Cache-Control"] = "no-cache"  # as send_file answers
             return response
         response = send_file(
-            outcome.result_file, mimetype=PAYLOAD_MEDIA_TYPE, conditional=False, etag=False
+            answer.result_file, mimetype=PAYLOAD_MEDIA_TYPE, conditional=False, etag=False
         )
-        response.content_length = outcome.result_size  # not chunked: clients read it in one go
+        response.content_length = answer.result_size  # not chunked: clients read it in one go
         return response
-    if outcome.kind is Kind.ERROR:
-        return outcome.info(), 200
-    if outcome.kind is Kind.REFUSED:
-        assert outcome.refusal is not None
-        raise outcome.refusal
-    return outcome.job.to_json(), 202
+    if answer.kind is AnswerKind.ERROR:
+        return answer.info(), 200
+    if answer.kind is AnswerKind.REFUSED:
+        assert answer.refusal is not None
+        raise answer.refusal
+    return answer.job.to_json(), 202
 
 
-def outcome_frame(outcome: Outcome) -> Iterator[bytes]:
-    """A done job's frame of an outcome stream; a result file is read in blocks."""
-    if outcome.kind is Kind.NOT_DONE:
-        raise ValueError(f"job {outcome.job.id} is not done: it has no frame yet")
-    if outcome.kind is Kind.REFUSED:
-        assert outcome.refusal is not None
-        yield frame_head({**outcome.info(), "refusal": _refusal(outcome.refusal)}, 0)
-    elif outcome.kind is Kind.ERROR:
-        yield frame_head(outcome.info(), 0)
-    elif outcome.result_file is None:
-        assert outcome.result is not None
-        yield frame_head(outcome.info(), outcome.result_size) + outcome.result
+def outcome_frame(answer: Answer) -> Iterator[bytes]:
+    """A done job's frame of an answer stream; a result file is read in blocks."""
+    if answer.kind is AnswerKind.NOT_DONE:
+        raise ValueError(f"job {answer.job.id} is not done: it has no frame yet")
+    if answer.kind is AnswerKind.REFUSED:
+        assert answer.refusal is not None
+        yield frame_head({**answer.info(), "refusal": _refusal(answer.refusal)}, 0)
+    elif answer.kind is AnswerKind.ERROR:
+        yield frame_head(answer.info(), 0)
+    elif answer.result_file is None:
+        assert answer.result is not None
+        yield frame_head(answer.info(), answer.result_size) + answer.result
     else:
-        with outcome.result_file as stored:
-            yield frame_head(outcome.info(), outcome.result_size)
-            left = outcome.result_size
+        with answer.result_file as stored:
+            yield frame_head(answer.info(), answer.result_size)
+            left = answer.result_size
             while left:
                 block = stored.read(min(_BLOCK, left))
                 if not block:  # cannot happen to a file written once; the frame cannot end
-                    raise OSError(f"result of job {outcome.job.id} ended {left} bytes early")
+                    raise OSError(f"result of job {answer.job.id} ended {left} bytes early")
                 left -= len(block)
                 yield block
 
