@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: up test lint install install-test system-test-deps bench clean
+.PHONY: up test test-fast lint install install-test system-test-deps bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ up: install
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
+
+# Unit and integration tests only (no cluster, no separate processes): under a minute.
+test-fast: install-test
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not system" $(ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,7 @@
 """The computethis SDK: ``@compute_this`` runs a function on the cluster over HTTP.
 
 Modules, from the user's side down; each imports only modules further down (checked
-by ``tests/test_sdk_imports.py``):
+by ``tests/unit/test_layout.py``):
 
 - ``decorator``: ``@compute_this``, :class:`RemoteFunction`, :class:`DeferredCall`.
 - ``mapping`` (``map``: items in chunk jobs), ``collect`` (:func:`as_completed`,

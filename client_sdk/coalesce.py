@@ -80,6 +80,12 @@ class Coalescer:
         self._lanes: dict[Hashable, Lane] = {}
         self._senders: ThreadPoolExecutor | None = None
 
+    def calls_in_flight(self) -> int:
+        """How many ``compute`` calls are in flight now (a call made while another is,
+        goes in a group)."""
+        with self._lock:
+            return sum(lane.in_flight for lane in self._lanes.values())
+
     def compute(self, params: dict[str, Any], payload: bytes | Pickled) -> Any:
         """Run one pickled call with the job options ``params`` (query parameters of
         ``POST /jobs``) and return its result (or raise its exception)."""

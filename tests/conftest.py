@@ -1,26 +1,27 @@
-"""Shared fixtures: a real `computethis up` stack (LocalCluster + gateway on a real port)."""
+"""The three layers of tests, marked by the folder they are in.
+
+- ``tests/unit/``: no I/O, seconds in all (marker ``unit``);
+- ``tests/integration/``: a real store on disk, the app in-process through its factory,
+  local sockets (marker ``integration``);
+- ``tests/system/``: real processes, a real Dask cluster, the real SDK over a real port
+  (marker ``system``).
+
+``make test`` runs all three; ``make test-fast`` runs ``-m "not system"``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-import client_sdk
-from tests.stack import Stack, start_stack
-
-WORKERS = 2
+LAYERS = ("unit", "integration", "system")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    """One `computethis up --workers 2` shared by the end-to-end tests."""
-    running = start_stack(tmp_path_factory.mktemp("stack") / "save", workers=WORKERS)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def sdk(stack: Stack) -> Stack:
-    """Point the SDK's default client at the shared stack for one test."""
-    previous = client_sdk.set_default_client(client_sdk.Client(stack.url, stack.token))
-    yield stack
-    client_sdk.set_default_client(previous)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the layer its folder names."""
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(LAYERS)}}}/")
+        item.add_marker(layer)

@@ -26,6 +26,11 @@ class WriteLock:
         self._first_waiting = 0
         self._others_waiting = 0
 
+    def waiting(self) -> tuple[int, int]:
+        """How many threads wait for the lock now: ``(first, others)``."""
+        with self._mutex:
+            return self._first_waiting, self._others_waiting
+
     @contextmanager
     def hold(self, first: bool = False) -> Iterator[None]:
         """Hold the lock for the ``with`` block; ``first`` goes before other waiters."""

@@ -12,8 +12,8 @@ import requests
 
 from client_sdk import compute_this
 from tests.stack import Stack
-from tests.test_collect import frames
-from tests.test_rest import assert_json_error, body, post, result
+from tests.system.test_collect import frames
+from tests.system.test_rest import assert_json_error, body, post, result
 from wire import batch_body, limits, outcome_frames
 
 

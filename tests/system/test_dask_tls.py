@@ -28,7 +28,7 @@ from distributed import Client, Security
 import client_sdk
 from client_sdk import compute_this
 from tests.stack import COMPUTETHIS, free_port, start_process, stop_processes, wait_healthy
-from tests.test_compose import TLS_OVERRIDE_FILE, healthcheck_script
+from tests.system.test_compose import TLS_OVERRIDE_FILE, healthcheck_script
 
 TOKEN = "tls-token"
 ROLES = ("scheduler", "worker", "client")

@@ -23,8 +23,8 @@ import client_sdk
 from client_sdk import Client, coalesce, compute_this
 from client_sdk.errors import ComputeThisError
 from client_sdk.pickling import dump_buffers
-from tests.stack import Stack
-from tests.test_collect import divide, nap
+from tests.stack import Stack, wait_until
+from tests.system.test_collect import divide, nap
 from wire import batch_body, limits
 from wire.http import JOB_HEADER
 from wire.outcome_frames import MEDIA_TYPE, frame_head
@@ -57,6 +57,14 @@ def sent(
         count - before.get(key, 0)
         for key, count in after.items()
         if key[0] == endpoint and status in (None, key[1])
+    )
+
+
+def in_flight(client: Client, calls: int) -> None:
+    """Return once ``client`` has ``calls`` compute calls in flight (so the next one
+    made is queued for a group)."""
+    wait_until(
+        lambda: client.coalescer.calls_in_flight() == calls, "calls not in flight", every=0.005
     )
 
 
@@ -97,7 +105,7 @@ def test_a_failing_call_fails_only_its_own_caller(sdk: Stack):
 def test_a_quick_call_is_not_held_up_by_a_slow_one_in_its_batch(sdk: Stack):
     first = threading.Thread(target=nap.compute, args=(1.0,))
     first.start()  # in flight: the calls below are queued and batched
-    time.sleep(0.3)
+    in_flight(client_sdk.default_client(), 1)
     before = posts(sdk)
     durations = at_once(4, lambda i: _timed(nap.compute, 5.0 if i == 0 else 0.0))
     first.join()
@@ -201,7 +209,7 @@ def test_an_answer_cut_before_it_lists_the_jobs_is_asked_for_again(sdk: Stack):
         client_sdk.configure(url=proxy.url)  # the sdk fixture puts the default back
         first = threading.Thread(target=nap.compute, args=(1.0,))
         first.start()  # in flight: the calls below are batched
-        time.sleep(0.3)
+        in_flight(client_sdk.default_client(), 1)
         outcomes = at_once(4, square.compute)
         first.join()
     finally:
@@ -221,7 +229,7 @@ def test_a_process_forked_while_calls_are_in_flight_computes(sdk: Stack):
     context = multiprocessing.get_context("fork")
     first = threading.Thread(target=nap.compute, args=(2.0,))
     first.start()  # in flight while the child is forked
-    time.sleep(0.3)
+    in_flight(client_sdk.default_client(), 1)
     client_sdk.default_client().transport.pool().owner = "parent"  # this thread's connection
     results = context.Queue()
     child = context.Process(target=_compute_in_child, args=(results,))
@@ -293,7 +301,7 @@ def test_a_gateway_that_does_not_stream_batches_is_told_apart():
     try:
         alone = ThreadPoolExecutor(1)
         first = alone.submit(square.compute, 1)  # in flight: the next call is batched
-        time.sleep(0.3)
+        in_flight(older, 1)
         with pytest.raises(ComputeThisError, match="without streaming its outcomes"):
             square.compute(2)
         assert first.result(timeout=30) == 1
@@ -344,9 +352,9 @@ def test_a_call_interrupted_while_queued_for_a_batch_is_never_sent():
     others = ThreadPoolExecutor(2)
     try:
         alone = others.submit(square.compute, 1)  # in flight: later calls are batched
-        time.sleep(0.5)
+        in_flight(slow, 1)
         batched = others.submit(square.compute, 2)  # its batch takes 2 s to be listed
-        time.sleep(0.5)
+        wait_until(lambda: SlowBatchGateway.batches == [1], "the batch never arrived", every=0.01)
         # As from a terminal, even when pytest runs in a shell's background (SIGINT ignored).
         handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         ctrl_c = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from gateway.store.writelock import WriteLock
+from tests.stack import wait_until
 
 
 def queue_up(lock: WriteLock, names: list[str], order: list[str], first: bool = False):
     """Start a thread per name that waits for ``lock`` and notes its turn; each starts
-    once the one before it is waiting (so they arrive in ``names`` order)."""
+    once the one before it is waiting (so they arrive in ``names`` order). The lock
+    must be held, so that each thread waits."""
     threads = []
     for name in names:
+        before = lock.waiting()
 
         def take(name: str = name) -> None:
             with lock.hold(first=first):
@@ -22,7 +24,9 @@ def queue_up(lock: WriteLock, names: list[str], order: list[str], first: bool = 
 
         thread = threading.Thread(target=take)
         thread.start()
-        time.sleep(0.05)
+        wait_until(
+            lambda before=before: lock.waiting() != before, "the thread never waited", every=0.001
+        )
         threads.append(thread)
     return threads
 
@@ -44,6 +48,8 @@ def test_the_lock_is_released_when_the_block_raises():
     with pytest.raises(ValueError), lock.hold():
         raise ValueError("rolled back")
     order: list[str] = []
-    for thread in queue_up(lock, ["next"], order):
+    with lock.hold():  # held again: so the next one really waits for it
+        threads = queue_up(lock, ["next"], order)
+    for thread in threads:
         thread.join(timeout=10)
     assert order == ["next"]

@@ -12,7 +12,7 @@ import pytest
 from gateway.cli import main
 from gateway.tokens import ADMIN_TENANT, TokenStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("flask", "flask_restful", "werkzeug", "dask", "distributed")
 
 _CREATE_THEN_LIST_IMPORTS = """

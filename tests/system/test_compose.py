@@ -25,7 +25,7 @@ from distributed.comm.addressing import address_from_user_args
 
 from gateway.cli import build_parser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 TLS_OVERRIDE_FILE = REPO / "docker-compose.tls.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -235,7 +235,7 @@ def test_tls_override_turns_on_dask_tls_with_each_services_own_certificate(tls_o
 
 
 def test_tls_override_healthchecks_do_a_tls_handshake(tls_override):
-    """Run against a real TLS scheduler in tests/test_dask_tls.py."""
+    """Run against a real TLS scheduler in tests/system/test_dask_tls.py."""
     for name, target in (("scheduler", "('127.0.0.1', 8786)"), ("worker", "('scheduler', 8786)")):
         script = healthcheck_script(tls_override["services"][name])
         compile(script, f"<{name} TLS healthcheck>", "exec")

@@ -22,9 +22,9 @@ from client_sdk import (
     gather,
     outcomes,
 )
-from tests.conftest import WORKERS
 from tests.stack import Stack
-from tests.test_rest import assert_json_error
+from tests.system.conftest import WORKERS
+from tests.system.test_rest import assert_json_error
 from wire.limits import MAX_JOBS
 from wire.outcome_frames import MEDIA_TYPE
 

@@ -1,5 +1,5 @@
 """Nothing lost: jobs survive worker, gateway and scheduler failures (separate processes on
-loopback; tests/test_multihost.py does the same across network namespaces)."""
+loopback; tests/system/test_multihost.py does the same across network namespaces)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import requests
 from client_sdk import compute_this
 from gateway.server import DEFAULT_THREADS, SPARE_THREADS
 from tests.stack import Stack, scrape_metrics, wait_until
-from tests.test_coalesce import job_count
+from tests.system.test_coalesce import job_count
 
 WAITERS = 100
 LANES = 70  # batches streaming at once, from one process

@@ -11,7 +11,6 @@ import io
 import json
 import re
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from gateway.store import (
     blobs,
     reads,
 )
+from tests.stack import wait_until
 from wire.envelope import Envelope, pack, unpack
 from wire.limits import INLINE_LIMIT
 
@@ -1154,13 +1154,14 @@ def test_the_recorder_writes_before_queued_requests(store: JobStore):
         done.append("recorder")
 
     requests = [threading.Thread(target=request, args=(job.id,)) for job in jobs[:-1]]
-    with store.db.write_lock.hold():  # a transaction in progress
+    lock = store.db.write_lock
+    with lock.hold():  # a transaction in progress
         for thread in requests:
             thread.start()
-        time.sleep(0.3)  # every request thread is queued
+        wait_until(lambda: lock.waiting() == (0, len(requests)), "requests not queued", every=0.001)
         first = threading.Thread(target=recorder)
         first.start()
-        time.sleep(0.1)
+        wait_until(lambda: lock.waiting() == (1, len(requests)), "recorder not queued", every=0.001)
     for thread in [*requests, first]:
         thread.join(timeout=10)
     assert len(done) == 21

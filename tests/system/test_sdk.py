@@ -24,7 +24,7 @@ from client_sdk import (
     SerializationError,
     compute_this,
 )
-from tests.conftest import WORKERS
+from tests.system.conftest import WORKERS
 from wire.envelope import RESULT_TOPIC
 from wire.limits import PUSH_LIMIT
 

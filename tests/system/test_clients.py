@@ -14,7 +14,7 @@ import client_sdk
 from client_sdk import Client, Job, compute_this, gather
 from client_sdk.abandon import AbandonableJobs
 from tests.stack import Stack, start_stack
-from tests.test_coalesce import at_once
+from tests.system.test_coalesce import at_once
 
 
 @compute_this

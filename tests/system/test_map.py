@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from client_sdk import RemoteError, SerializationError, compute_this
-from tests.conftest import WORKERS
 from tests.stack import Stack
+from tests.system.conftest import WORKERS
 
 pytestmark = pytest.mark.usefixtures("sdk")
 

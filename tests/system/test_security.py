@@ -16,10 +16,10 @@ import requests
 import client_sdk
 from client_sdk import Client, compute_this
 from tests.stack import REPO, Stack, start_stack
-from tests.test_coalesce import at_once, posts, sent
-from tests.test_collect import frames
-from tests.test_faults import TOKEN, Processes
-from tests.test_rest import post
+from tests.system.test_coalesce import at_once, posts, sent
+from tests.system.test_collect import frames
+from tests.system.test_faults import TOKEN, Processes
+from tests.system.test_rest import post
 from wire import batch_body
 
 MAX_QUEUED = 2
