@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import (
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_QUEUED,
     DEFAULT_RESULT_TTL,
     GatewayConfig,
@@ -128,6 +130,20 @@ def _gateway_options(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_MAX_QUEUED})",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a request's headers (and a body up to 64 KiB) have to arrive, from "
+        f"its first byte; slower ones are answered 408 (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        help="open connections allowed per client address; more are answered 503 "
+        f"(default {DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})",
+    )
+    parser.add_argument(
         "--certfile", default=None, help="serve HTTPS with this PEM certificate (chain)"
     )
     parser.add_argument(
@@ -163,6 +179,8 @@ def gateway_config(args: argparse.Namespace) -> tuple[GatewayConfig, bool]:
         max_body=args.max_body,
         result_ttl=args.result_ttl,
         max_queued=args.max_queued,
+        header_timeout=args.header_timeout,
+        max_connections_per_address=args.max_connections_per_address,
     )
     return config, generated
 

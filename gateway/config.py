@@ -8,6 +8,9 @@ from pathlib import Path
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 DEFAULT_MAX_QUEUED = 10_000
+DEFAULT_HEADER_TIMEOUT = 5.0  # seconds for a request's headers (and small body) to arrive
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1024  # open connections per client address
+SMALL_BODY = 64 * 1024  # bodies up to this size must arrive within the header timeout
 
 
 @dataclass
@@ -21,6 +24,8 @@ class GatewayConfig:
     durable: bool = True
     result_ttl: float = DEFAULT_RESULT_TTL  # seconds a done job's result is kept
     max_queued: int = DEFAULT_MAX_QUEUED  # queued + running jobs per tenant
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
 
 
 @dataclass(frozen=True)

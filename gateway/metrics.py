@@ -20,7 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.store import STATUSES, JobStore
 
@@ -62,10 +62,11 @@ class GatewayMetrics:
         )
         self.registry.register(_StoreCollector(store, cluster_view))
 
-    def watch_http_pool(self, pool: Any) -> None:
+    def watch_http_server(self, pool: Any, connections: Any) -> None:
         """Report the HTTP server's free threads and waiting connections (a cheroot
-        ``ThreadPool``: its ``idle`` and ``qsize``) at each scrape."""
-        self.registry.register(_HttpPoolCollector(pool))
+        ``ThreadPool``: its ``idle`` and ``qsize``) and its connections (a
+        :class:`gateway.connections.ConnectionCounters`) at each scrape."""
+        self.registry.register(_HttpServerCollector(pool, connections))
 
     def job_outcomes(self, outcomes: list[Any]) -> None:
         """Count recorded outcomes (store.Outcome) and their run times."""
@@ -134,11 +135,12 @@ class _ClosedThen:
             self.then()
 
 
-class _HttpPoolCollector:
-    """Gauges of the HTTP server's thread pool, read at scrape time."""
+class _HttpServerCollector:
+    """The HTTP server's threads and connections, read at scrape time."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, connections: Any) -> None:
         self.pool = pool
+        self.connections = connections
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -150,6 +152,34 @@ class _HttpPoolCollector:
             "computethis_http_connections_queued",
             "Connections with a request waiting for a free HTTP server thread",
             value=self.pool.qsize,
+        )
+        counts = self.connections
+        yield GaugeMetricFamily(
+            "computethis_http_connections_open",
+            "Open client connections (idle ones wait in the selector, not in a thread)",
+            value=counts.open_connections(),
+        )
+        yield GaugeMetricFamily(
+            "computethis_http_connection_addresses",
+            "Client addresses with a connection open",
+            value=counts.addresses(),
+        )
+        yield GaugeMetricFamily(
+            "computethis_http_connections_busiest_address",
+            "Open connections of the client address that has the most (capped by "
+            "--max-connections-per-address)",
+            value=counts.busiest_address(),
+        )
+        yield CounterMetricFamily(
+            "computethis_http_connections_refused",
+            "Connections refused at accept (503) because their address had too many open",
+            value=counts.refused,
+        )
+        yield CounterMetricFamily(
+            "computethis_http_requests_timed_out",
+            "Requests whose headers did not arrive within --header-timeout (408), and new "
+            "connections closed for sending nothing that long",
+            value=counts.timed_out,
         )
 
 

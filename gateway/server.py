@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import secrets
@@ -12,11 +11,9 @@ import signal
 import socket
 import threading
 import time
-from http import HTTPStatus
 from typing import IO, Any
 
-from cheroot import errors as cheroot_errors
-from cheroot.server import HTTPConnection, HTTPRequest
+from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.workers.threadpool import ThreadPool
 from cheroot.wsgi import Server
@@ -24,6 +21,13 @@ from werkzeug.wsgi import FileWrapper
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, TlsFiles
+from gateway.connections import (
+    MAX_HEADER_BYTES,
+    ConnectionCounters,
+    ConnectionLimits,
+    GuardedConnection,
+    GuardedConnections,
+)
 from gateway.services import EXTENSION, Services
 
 log = logging.getLogger("computethis")
@@ -34,7 +38,6 @@ DEFAULT_THREADS = 64
 SPARE_THREADS = 16
 MAX_THREADS = 2048
 TOKEN_ENV = "COMPUTETHIS_TOKEN"
-MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
 IDLE_TIMEOUT = 120  # seconds a connection may sit silent (before or between requests)
 STOP_GRACE = 5.0  # seconds requests in progress get to finish when the gateway stops
 BACKLOG = 1024  # pending TCP connections: many clients may connect at once
@@ -50,43 +53,8 @@ def resolve_token(token: str | None) -> tuple[str, bool]:
     return secrets.token_urlsafe(24), True
 
 
-class JsonErrorRequest(HTTPRequest):
-    """A cheroot request whose own errors (bad request line, headers too large, a plain
-    HTTP request on the HTTPS port...) use the API's JSON shape ``{"error", "message"}``
-    instead of plain text. Everything the app answers is unchanged."""
-
-    def simple_response(self, status: str | int, msg: str = "") -> None:
-        code = int(str(status)[:3])
-        if code == 413 and not self.sent_headers and "headers" in msg:
-            code = 431  # cheroot says 413 for oversized headers; 431 is the precise code
-            msg = f"the request line and headers exceed {MAX_HEADER_BYTES} bytes; send less"
-        elif code == 414:
-            msg = f"the request line exceeds {MAX_HEADER_BYTES} bytes; shorten the URL"
-        if code in (413, 414, 431):
-            self.close_connection = True  # the rest of the request is still unread
-        reason = HTTPStatus(code).phrase
-        error = reason.lower().replace(" ", "_").replace("-", "_")
-        body = json.dumps({"error": error, "message": msg or reason}).encode()
-        head = [
-            f"{self.server.protocol} {code} {reason}",
-            f"Content-Length: {len(body)}",
-            "Content-Type: application/json",
-        ]
-        if self.close_connection:
-            head.append("Connection: close")
-        try:
-            self.conn.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        except OSError as exc:
-            if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
-                raise
-
-
 class PortInUse(OSError):
     """The gateway's HTTP port is taken by another process."""
-
-
-class JsonErrorConnection(HTTPConnection):
-    RequestHandlerClass = JsonErrorRequest
 
 
 class StoppableThreadPool(ThreadPool):
@@ -107,6 +75,25 @@ class StoppableThreadPool(ThreadPool):
             conn.socket.shutdown(socket.SHUT_RDWR)
 
 
+class GatewayServer(Server):
+    """cheroot's WSGI server with the gateway's connection guards
+    (:mod:`gateway.connections`): ``limits`` to enforce, ``counters`` for ``/metrics``."""
+
+    ConnectionClass = GuardedConnection
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.counters = ConnectionCounters()
+
+    def prepare(self) -> None:
+        """Bind and listen, with :class:`GuardedConnections` taking the connections."""
+        super().prepare()
+        if self.ready:
+            plain, self._connections = self._connections, GuardedConnections(self)
+            plain._selector.close()
+
+
 def make_server(
     app: Any,
     *,
@@ -114,12 +101,13 @@ def make_server(
     port: int,
     threads: int = DEFAULT_THREADS,
     tls: TlsFiles | None = None,
-) -> Server:
+    limits: ConnectionLimits | None = None,
+) -> GatewayServer:
     """A cheroot WSGI server for ``app``; HTTPS when ``tls`` is given.
 
     The socket is bound here (port 0 picks a free one: see ``server.bind_addr``).
     """
-    server = Server(
+    server = GatewayServer(
         (host, port),
         _large_file_blocks(app),
         numthreads=threads,
@@ -127,8 +115,8 @@ def make_server(
         request_queue_size=BACKLOG,
         timeout=IDLE_TIMEOUT,
         server_name="computethis",
+        limits=limits or ConnectionLimits(),
     )
-    server.ConnectionClass = JsonErrorConnection
     server.requests = StoppableThreadPool(server, min=server.requests.min, max=server.requests.max)
     server.shutdown_timeout = STOP_GRACE
     server.max_request_header_size = MAX_HEADER_BYTES
@@ -174,7 +162,8 @@ def run_gateway(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app(config, scheduler)
     state: Services = app.extensions[EXTENSION]
-    server = make_server(app, host=host, port=port, threads=threads, tls=tls)
+    limits = ConnectionLimits.of(config)
+    server = make_server(app, host=host, port=port, threads=threads, tls=tls, limits=limits)
     scheme = "https" if tls else "http"
     bound_port = server.bind_addr[1]
     url = f"{scheme}://{_url_host(host)}:{bound_port}"
@@ -186,7 +175,7 @@ def run_gateway(
     print(f"computethis gateway at {url}", flush=True)
     print(f"token: {config.token}" + (note if token_generated else ""), flush=True)
     spare_threads = SpareThreads(server.requests)
-    state.metrics.watch_http_pool(server.requests)
+    state.metrics.watch_http_server(server.requests, server.counters)
     try:
         while stop.requested is None and serving.is_alive():
             spare_threads.adjust()

@@ -6,12 +6,16 @@ each is one complete pickle of a 3-tuple (:mod:`gateway.payload`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO
 
 from flask import request
 
 from gateway.api.errors import ApiError
+from gateway.config import SMALL_BODY
 from gateway.payload import InvalidPayload, check_call_payload
+from gateway.services import services
 from gateway.store import IncompleteBody, JobStore, PayloadTooLarge, StagedPayload
 from wire import batch_body, limits
 from wire.http import JOBS_PATH, PAYLOAD_MEDIA_TYPE
@@ -30,6 +34,24 @@ def require_payload_type() -> None:
         )
 
 
+@contextmanager
+def arriving() -> Iterator[None]:
+    """408 when the body stops arriving: a read timed out (the HTTP server's deadline for
+    a small body, or its idle timeout for a large one); the connection closes after."""
+    try:
+        yield
+    except TimeoutError:
+        timeout = services().config.header_timeout
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive in time: a body up to {SMALL_BODY} bytes must "
+            f"come with its headers within {timeout:g} s, a larger one must keep coming; "
+            "send it at once",
+            {"Connection": "close"},
+        ) from None
+
+
 def too_large(limit: int) -> ApiError:
     """413: the body is over ``limit`` bytes."""
     return ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes")
@@ -41,7 +63,8 @@ def stage_call(store: JobStore, max_body: int) -> StagedPayload:
     if length is not None and length > max_body:
         raise too_large(max_body)
     try:
-        staged = store.stage_payload(_body_stream(length), max_body, length)
+        with arriving():
+            staged = store.stage_payload(_body_stream(length), max_body, length)
     except PayloadTooLarge:
         raise too_large(max_body) from None
     except IncompleteBody as exc:
@@ -91,7 +114,8 @@ def requested_job_ids() -> list[str]:
             "unsupported_media_type",
             'send {"jobs": [job ids]} with Content-Type: application/json',
         )
-    body = request.get_json(silent=True)
+    with arriving():
+        body = request.get_json(silent=True)
     job_ids = body.get("jobs") if isinstance(body, dict) else None
     if (
         not isinstance(job_ids, list)
@@ -126,7 +150,8 @@ def _read_body(limit: int) -> bytes:
     parts = []
     size = 0
     while length is None or size < length:
-        part = stream.read(_READ_BLOCK if length is None else min(_READ_BLOCK, length - size))
+        with arriving():
+            part = stream.read(_READ_BLOCK if length is None else min(_READ_BLOCK, length - size))
         if not part:
             if length is not None:
                 raise ApiError(

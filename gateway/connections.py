@@ -1,0 +1,280 @@
+"""How the gateway's HTTP server takes connections, so slow and idle clients can't hold it.
+
+cheroot hands each new connection to a worker thread at once, and the thread waits for
+the request with a per-read timeout: a client that connects and sends nothing, or that
+trickles a header line every few seconds, holds a thread for as long as it likes (2,048
+such connections stopped the gateway answering anyone). Three guards, nginx's
+``client_header_timeout`` and ``limit_conn`` in cheroot's terms:
+
+- **Idle costs a socket, not a thread.** A new connection waits in the server's selector,
+  as an idle keep-alive connection does, until its first bytes arrive. One that sends
+  nothing within ``header_timeout`` seconds is closed.
+- **Headers on time.** From a request's first byte, its line and headers, and a body of
+  up to :data:`SMALL_BODY` bytes, must arrive within ``header_timeout`` seconds however
+  they trickle; else it is answered 408 and closed. A larger body only has to keep
+  moving (each read within the idle timeout), so a slow but steady upload goes through.
+- **A share per address.** At most ``max_per_address`` connections per client address;
+  one more is answered 503 with ``Retry-After`` at once and closed, so one address
+  can't take every thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from cheroot import errors as cheroot_errors
+from cheroot.connections import ConnectionManager
+from cheroot.makefile import MakeFile
+from cheroot.server import HTTPConnection, HTTPRequest
+
+from gateway.config import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    SMALL_BODY,
+    GatewayConfig,
+)
+
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
+RETRY_AFTER = 1  # seconds a refused client is told to wait
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a request may take to arrive, and how many connections one address holds."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+
+    @classmethod
+    def of(cls, config: GatewayConfig) -> ConnectionLimits:
+        """The limits a gateway's settings ask for."""
+        return cls(config.header_timeout, config.max_connections_per_address)
+
+
+def json_error(
+    protocol: str, code: int, message: str, close: bool, extra: tuple[str, ...] = ()
+) -> bytes:
+    """A whole HTTP response with the API's JSON error body (and ``Connection: close``
+    when the connection closes after it)."""
+    reason = HTTPStatus(code).phrase
+    error = reason.lower().replace(" ", "_").replace("-", "_")
+    body = json.dumps({"error": error, "message": message or reason}).encode()
+    head = [
+        f"{protocol} {code} {reason}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+        *extra,
+        *(["Connection: close"] if close else []),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+class JsonErrorRequest(HTTPRequest):
+    """A cheroot request whose own errors (bad request line, headers too large or too
+    slow, a plain HTTP request on the HTTPS port...) use the API's JSON shape
+    ``{"error", "message"}`` instead of plain text. What the app answers is unchanged."""
+
+    conn: GuardedConnection
+    server: Any  # the GatewayServer: its ``limits`` and ``counters``
+
+    def simple_response(self, status: str | int, msg: str = "") -> None:
+        """Answer ``status`` (cheroot's own errors) as JSON."""
+        code = int(str(status)[:3])
+        if code == 413 and not self.sent_headers and "headers" in msg:
+            code = 431  # cheroot says 413 for oversized headers; 431 is the precise code
+            msg = f"the request line and headers exceed {MAX_HEADER_BYTES} bytes; send less"
+        elif code == 414:
+            msg = f"the request line exceeds {MAX_HEADER_BYTES} bytes; shorten the URL"
+        elif code == 408:
+            msg = (
+                f"the request's headers did not all arrive within "
+                f"{self.server.limits.header_timeout:g} s; send each request at once"
+            )
+            with self.server.counters.lock:
+                self.server.counters.timed_out += 1
+        if code in (408, 413, 414, 431):
+            self.close_connection = True  # the rest of the request is still unread
+        try:
+            self.conn.wfile.write(
+                json_error(self.server.protocol, code, msg, self.close_connection)
+            )
+        except OSError as exc:
+            if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise
+
+    def respond(self) -> None:
+        """Run the app. A large or chunked body need not arrive by the headers' deadline:
+        it only has to keep moving."""
+        length = self.inheaders.get(b"Content-Length", b"0")
+        if self.chunked_read or not length.isdigit() or int(length) > SMALL_BODY:
+            self.conn.socket.deadline = None
+        super().respond()
+
+
+class DeadlineSocket:
+    """A socket whose reads end by ``deadline`` (a ``time.monotonic()`` value) when one is
+    set, however the bytes trickle: a read past it raises ``socket.timeout``, which
+    cheroot answers 408. Without a deadline, reads time out as the socket does. Every
+    other attribute is the socket's."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._timeout = sock.gettimeout()  # the per-read idle timeout
+        self._current = self._timeout
+        self.deadline: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def _arm(self) -> None:
+        if self.deadline is None:
+            timeout = self._timeout
+        else:
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError("timed out")
+        if timeout != self._current:
+            self._sock.settimeout(timeout)
+            self._current = timeout
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into``, by the deadline."""
+        self._arm()
+        return self._sock.recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``socket.recv``, by the deadline."""
+        self._arm()
+        return self._sock.recv(bufsize, flags)
+
+
+class ConnectionCounters:
+    """Counts for ``/metrics``, kept by the connections themselves."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_address: collections.Counter[str] = collections.Counter()
+        self.refused = 0  # connections refused at accept: their address had too many
+        self.timed_out = 0  # requests answered 408 (or new connections closed silent)
+
+    def open_connections(self) -> int:
+        """Connections open now."""
+        with self.lock:
+            return sum(self.by_address.values())
+
+    def busiest_address(self) -> int:
+        """Open connections of the address that has the most."""
+        with self.lock:
+            return max(self.by_address.values(), default=0)
+
+    def addresses(self) -> int:
+        """Client addresses with a connection open now."""
+        with self.lock:
+            return len(self.by_address)
+
+
+class GuardedConnection(HTTPConnection):
+    """A cheroot connection whose every request has the server's
+    ``limits.header_timeout`` to arrive, and which takes its address's count back when
+    it closes. Its server has ``limits`` and ``counters`` (see :class:`GuardedConnections`)."""
+
+    RequestHandlerClass = JsonErrorRequest
+    socket: DeadlineSocket
+    address: str | None = None  # set once admitted: its address counts it
+
+    def __init__(self, server: Any, sock: socket.socket, makefile: Any = MakeFile) -> None:
+        super().__init__(server, DeadlineSocket(sock), makefile)
+        self.accepted = time.monotonic()
+        self.served = False  # a request started on it
+
+    def communicate(self) -> bool:
+        """Read and answer one request, its headers by the deadline."""
+        self.served = True
+        self.socket.deadline = time.monotonic() + self.server.limits.header_timeout
+        try:
+            return super().communicate()
+        finally:
+            self.socket.deadline = None
+
+    def close(self) -> None:
+        """Close the socket; its address's count goes down (once)."""
+        counters: ConnectionCounters = self.server.counters
+        with counters.lock:
+            if self.address is not None:
+                counters.by_address[self.address] -= 1
+                if not counters.by_address[self.address]:
+                    del counters.by_address[self.address]
+                self.address = None
+        super().close()
+
+
+class GuardedConnections(ConnectionManager):
+    """cheroot's connection manager, with new connections waiting in the selector and a
+    cap per client address (see the module). Its server has ``limits``
+    (:class:`ConnectionLimits`) and ``counters`` (:class:`ConnectionCounters`)."""
+
+    @property
+    def limits(self) -> ConnectionLimits:
+        return self.server.limits
+
+    @property
+    def counters(self) -> ConnectionCounters:
+        return self.server.counters
+
+    def _from_server_socket(self, server_socket: Any) -> None:
+        """Accept a connection; refuse it if its address has too many, else let it wait
+        in the selector for its first bytes. Never hands it to a thread itself."""
+        conn = super()._from_server_socket(server_socket)
+        if conn is None:
+            return None
+        address = str(getattr(conn, "remote_addr", None) or "local")
+        with self.counters.lock:
+            admitted = self.counters.by_address[address] < self.limits.max_per_address
+            if admitted:
+                self.counters.by_address[address] += 1
+                conn.address = address
+            else:
+                self.counters.refused += 1
+        if admitted:
+            self.put(conn)
+        else:
+            self._refuse(conn)
+        return None
+
+    def _refuse(self, conn: HTTPConnection) -> None:
+        message = (
+            f"{self.limits.max_per_address} connections from your address are open; "
+            "close some (or reuse them) and retry"
+        )
+        retry = (f"Retry-After: {RETRY_AFTER}",)
+        response = json_error(self.server.protocol, 503, message, True, retry)
+        try:
+            conn.socket.settimeout(0)  # never wait on a client here: this is the accept loop
+            conn.socket.send(response)
+            conn.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        conn.close()
+
+    def _expire(self, threshold: float) -> None:
+        """Close idle keep-alive connections (cheroot's idle timeout) and new ones that
+        sent nothing within the header timeout."""
+        super()._expire(threshold)
+        silent_since = time.monotonic() - self.limits.header_timeout
+        silent = [
+            (fd, conn)
+            for fd, conn in self._selector.connections
+            if conn is not self.server and not conn.served and conn.accepted < silent_since
+        ]
+        for fd, conn in silent:
+            self._selector.unregister(fd)
+            with self.counters.lock:
+                self.counters.timed_out += 1
+            conn.close()
