@@ -1,16 +1,19 @@
 """Connection floods against one gateway, and how it keeps serving everyone else.
 
-``python -m benchmarks.flood`` starts ``computethis scheduler`` and ``computethis gateway``
-(no workers: every job stays queued) and runs three phases, each for ``--seconds``:
+``python -m benchmarks.flood`` starts ``computethis scheduler``, one ``computethis worker``
+kept busy by a job that sleeps (every later job stays queued) and ``computethis
+gateway``, and runs three phases, each for ``--seconds``:
 
 1. **slowloris**: ``--slowloris`` connections from 127.0.0.2, each sending a partial
-   request header and then a header line every 2 s; a connection cut is reopened;
+   request header and then a header line every 2 s; a connection cut is reopened 2 s
+   later;
 2. **idle keep-alive**: ``--idle`` connections, each after one ``GET /health``, left
    open and silent (spread over 127.0.0.3-12);
 3. **long-polls**: ``--polls`` ``GET /jobs/<id>/result?wait=60`` on queued jobs, held
    open (spread over 127.0.0.13-22).
 
-During each, another client (127.0.0.1) asks ``/health`` every 0.1 s and submits a job
+The load runs in a process of its own. During each phase, another client (127.0.0.1)
+asks ``/health`` every 0.1 s and submits a job
 every 0.5 s, each on a new connection; the table shows their latency (p50/p99) and
 errors, the load's connections and cuts, and the gateway's threads and RSS (peak).
 Loopback only; bounded in time and count.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import statistics
 import tempfile
@@ -33,7 +37,7 @@ import dill
 import requests
 
 from benchmarks.ports import free_port
-from benchmarks.processes import GatewayProcess, start_gateway, start_scheduler
+from benchmarks.processes import GatewayProcess, start_gateway, start_scheduler, start_workers
 
 TOKEN = "flood-token"
 PROBE_EVERY = 0.1  # s between /health probes
@@ -113,7 +117,7 @@ async def slowloris(host: str, port: int, until: float, load: Load) -> None:
             reader, writer = await _open(host, port, "127.0.0.2", load)
         except OSError:
             load.cut += 1
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(TRICKLE_EVERY)
             continue
         try:
             writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
@@ -128,6 +132,7 @@ async def slowloris(host: str, port: int, until: float, load: Load) -> None:
             load.cut += 1
         finally:
             _closed(writer, load)
+        await asyncio.sleep(TRICKLE_EVERY)
 
 
 async def idle(host: str, port: int, source: str, until: float, load: Load) -> None:
@@ -197,6 +202,11 @@ async def run_load(
     return load
 
 
+def _load_process(kind: str, count: int, url: str, seconds: float, jobs: list[str]) -> Load:
+    gateway = GatewayProcess(None, Path(), url=url, token=TOKEN)  # type: ignore[arg-type]
+    return asyncio.run(run_load(kind, count, gateway, seconds, jobs))
+
+
 def gateway_peaks(pid: int, stop: threading.Event, peaks: dict[str, int]) -> None:
     """The gateway's peak thread count and RSS, sampled every 0.2 s."""
     status = Path(f"/proc/{pid}/status")
@@ -223,8 +233,9 @@ def phase(kind: str, count: int, gateway: GatewayProcess, seconds: float, jobs: 
     ]
     for thread in threads:
         thread.start()
-    try:
-        load = asyncio.run(run_load(kind, count, gateway, seconds, jobs))
+    try:  # the load in a process of its own: the probes' timings are not its GIL's
+        with concurrent.futures.ProcessPoolExecutor(1) as pool:
+            load = pool.submit(_load_process, kind, count, gateway.url, seconds, jobs).result()
     finally:
         stop.set()
         for thread in threads:
@@ -247,8 +258,7 @@ def phase(kind: str, count: int, gateway: GatewayProcess, seconds: float, jobs: 
     }
 
 
-def submit_jobs(gateway: GatewayProcess, count: int) -> list[str]:
-    payload = dill.dumps((abs, (-1,), {}))
+def submit_jobs(gateway: GatewayProcess, count: int, payload: bytes) -> list[str]:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
     with requests.Session() as session:
         return [
@@ -293,9 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             token=TOKEN,
             max_body=1 << 20,
         )
+        workers = start_workers(f"tcp://127.0.0.1:{scheduler_port}", 1, work / "worker.log")
         try:
-            gateway.wait_ready(workers=0)
-            jobs = submit_jobs(gateway, 50)
+            gateway.wait_ready(workers=1)
+            submit_jobs(gateway, 1, dill.dumps((time.sleep, (3600,), {})))  # the worker's
+            jobs = submit_jobs(gateway, 50, dill.dumps((abs, (-1,), {})))  # queued behind it
             rows = [
                 phase("slowloris", args.slowloris, gateway, args.seconds, jobs),
                 phase("idle", args.idle, gateway, args.seconds, jobs),
@@ -303,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         finally:
             gateway.stop()
+            workers.stop()
             scheduler.stop()
     print(report(rows))
     for row in rows:

@@ -21,7 +21,11 @@ such connections stopped the gateway answering anyone). Three guards, nginx's
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import json
+import logging
+import selectors
 import socket
 import threading
 import time
@@ -43,6 +47,8 @@ from gateway.config import (
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
 RETRY_AFTER = 1  # seconds a refused client is told to wait
+
+log = logging.getLogger("computethis")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,17 @@ class JsonErrorRequest(HTTPRequest):
             if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
                 raise
 
+    def send_headers(self) -> None:
+        """Send the app's status and headers; an answer that says ``Connection: close``
+        (the app's 408 for a body that stopped coming) closes the connection instead of
+        reading the rest of the body first, as cheroot would."""
+        if any(
+            key.lower() == b"connection" and value.lower() == b"close"
+            for key, value in self.outheaders
+        ):
+            self.close_connection = True
+        super().send_headers()
+
     def respond(self) -> None:
         """Run the app. A large or chunked body need not arrive by the headers' deadline:
         it only has to keep moving."""
@@ -164,6 +181,23 @@ class ConnectionCounters:
         self.refused = 0  # connections refused at accept: their address had too many
         self.timed_out = 0  # requests answered 408 (or new connections closed silent)
 
+    def admit(self, address: str, limit: int) -> bool:
+        """Count a new connection of ``address`` unless it has ``limit`` open already
+        (then count it refused); whether it was admitted."""
+        with self.lock:
+            if self.by_address[address] >= limit:
+                self.refused += 1
+                return False
+            self.by_address[address] += 1
+            return True
+
+    def release(self, address: str) -> None:
+        """One connection of ``address`` closed."""
+        with self.lock:
+            self.by_address[address] -= 1
+            if not self.by_address[address]:
+                del self.by_address[address]
+
     def open_connections(self) -> int:
         """Connections open now."""
         with self.lock:
@@ -205,14 +239,81 @@ class GuardedConnection(HTTPConnection):
 
     def close(self) -> None:
         """Close the socket; its address's count goes down (once)."""
-        counters: ConnectionCounters = self.server.counters
-        with counters.lock:
-            if self.address is not None:
-                counters.by_address[self.address] -= 1
-                if not counters.by_address[self.address]:
-                    del counters.by_address[self.address]
-                self.address = None
+        address, self.address = self.address, None
+        if address is not None:
+            self.server.counters.release(address)
         super().close()
+
+
+class _NotReading:
+    closed = False
+
+
+class PendingHandshake:
+    """An accepted HTTPS connection before its TLS handshake. It waits in the selector
+    like any silent connection; once the client's first bytes arrive, a worker thread
+    shakes hands within the header timeout and serves it as a :class:`GuardedConnection`.
+    (cheroot shakes hands in its accept loop: one silent client there stopped every
+    other HTTPS client from connecting for the idle timeout.)"""
+
+    served = False
+
+    def __init__(self, server: Any, sock: socket.socket, addr: Any, address: str) -> None:
+        self.server = server
+        self.socket = sock
+        self.addr = addr
+        self.address: str | None = address  # counted for it until handed on
+        self.accepted = time.monotonic()
+        self.last_used = time.time()
+        self.connection: GuardedConnection | None = None
+
+    @property
+    def rfile(self) -> Any:
+        """What a stopping thread pool looks at (see gateway.server.StoppableThreadPool)."""
+        return self.connection.rfile if self.connection is not None else _NotReading
+
+    def communicate(self) -> bool:
+        """Shake hands, then serve requests as cheroot would; False: nothing is left for
+        the worker thread to keep (the connection went back to the selector, or closed)."""
+        self.socket.settimeout(self.server.limits.header_timeout)
+        try:
+            tls_socket, tls_environ = self.server.ssl_adapter.wrap(self.socket)
+        except (cheroot_errors.FatalSSLAlert, cheroot_errors.NoSSLError, OSError):
+            return False  # dropped, timed out, or plain HTTP (answered by a TLS alert)
+        tls_socket.settimeout(self.server.timeout)
+        makefile = self.server.ssl_adapter.makefile
+        conn = self.server.ConnectionClass(self.server, tls_socket, makefile)
+        conn.remote_addr, conn.remote_port = self.addr[0], self.addr[1]
+        conn.ssl_env = tls_environ
+        conn.address, self.address = self.address, None
+        self.connection = conn
+        if conn.communicate():
+            self.server.put_conn(conn)
+        else:
+            conn.close()
+        return False
+
+    def close(self) -> None:
+        """Close the socket unless a connection took it over; its address's count goes
+        down (once)."""
+        if self.connection is not None:
+            return
+        address, self.address = self.address, None
+        if address is not None:
+            self.server.counters.release(address)
+        with contextlib.suppress(OSError):
+            self.socket.close()
+
+
+class _Accepted:
+    """Stands in for the listening socket: its ``accept()`` hands out the one connection
+    already accepted (so cheroot's accept steps run on it)."""
+
+    def __init__(self, sock: socket.socket, addr: Any) -> None:
+        self._accepted = sock, addr
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        return self._accepted
 
 
 class GuardedConnections(ConnectionManager):
@@ -229,39 +330,47 @@ class GuardedConnections(ConnectionManager):
         return self.server.counters
 
     def _from_server_socket(self, server_socket: Any) -> None:
-        """Accept a connection; refuse it if its address has too many, else let it wait
-        in the selector for its first bytes. Never hands it to a thread itself."""
-        conn = super()._from_server_socket(server_socket)
-        if conn is None:
+        """Accept a connection; refuse it at once if its address has too many, else let
+        it wait in the selector for its first bytes. Never hands it to a thread."""
+        try:
+            sock, addr = server_socket.accept()
+        except OSError as exc:  # nothing to accept after all, or no descriptor left
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                log.warning("cannot accept a connection: %s", exc)
+                time.sleep(0.1)  # the backlog stays readable: don't spin on it
             return None
-        address = str(getattr(conn, "remote_addr", None) or "local")
-        with self.counters.lock:
-            admitted = self.counters.by_address[address] < self.limits.max_per_address
-            if admitted:
-                self.counters.by_address[address] += 1
-                conn.address = address
-            else:
-                self.counters.refused += 1
-        if admitted:
-            self.put(conn)
-        else:
-            self._refuse(conn)
+        address = str(addr[0]) if isinstance(addr, tuple) and addr else "local"
+        if not self.counters.admit(address, self.limits.max_per_address):
+            self._refuse(sock)
+            return None
+        if self.server.ssl_adapter is not None:  # shake hands in a thread, not here
+            pending = PendingHandshake(self.server, sock, addr, address)
+            self._selector.register(sock.fileno(), selectors.EVENT_READ, data=pending)
+            return None
+        conn = None
+        try:  # cheroot's own accept steps (timeouts, TLS), on the socket we took
+            conn = super()._from_server_socket(_Accepted(sock, addr))
+        finally:
+            if conn is None:
+                self.counters.release(address)
+        conn.address = address
+        self.put(conn)
         return None
 
-    def _refuse(self, conn: HTTPConnection) -> None:
+    def _refuse(self, sock: socket.socket) -> None:
+        """503 and close, from this (the accept loop's) thread: never wait on the client."""
         message = (
             f"{self.limits.max_per_address} connections from your address are open; "
             "close some (or reuse them) and retry"
         )
         retry = (f"Retry-After: {RETRY_AFTER}",)
-        response = json_error(self.server.protocol, 503, message, True, retry)
         try:
-            conn.socket.settimeout(0)  # never wait on a client here: this is the accept loop
-            conn.socket.send(response)
-            conn.socket.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            sock.send(json_error(self.server.protocol, 503, message, True, retry))
+            sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        conn.close()
+        sock.close()
 
     def _expire(self, threshold: float) -> None:
         """Close idle keep-alive connections (cheroot's idle timeout) and new ones that

@@ -32,11 +32,14 @@ from gateway.services import EXTENSION, Services
 
 log = logging.getLogger("computethis")
 
-# Long-polls hold a thread each while they wait: the pool starts with DEFAULT_THREADS
-# and grows to keep SPARE_THREADS free, up to MAX_THREADS (see SpareThreads).
+# A request holds a thread from its first byte to its answer's last (long-polls and
+# streams while they wait: ~16 KiB of memory each, blocked on a lock). Idle and silent
+# connections hold none (gateway.connections). The pool starts with DEFAULT_THREADS and
+# grows to keep SPARE_THREADS free, up to MAX_THREADS (see SpareThreads); one client
+# address can hold at most --max-connections-per-address of them.
 DEFAULT_THREADS = 64
 SPARE_THREADS = 16
-MAX_THREADS = 2048
+MAX_THREADS = 8192
 TOKEN_ENV = "COMPUTETHIS_TOKEN"
 IDLE_TIMEOUT = 120  # seconds a connection may sit silent (before or between requests)
 STOP_GRACE = 5.0  # seconds requests in progress get to finish when the gateway stops

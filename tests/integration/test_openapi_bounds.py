@@ -24,7 +24,7 @@ from gateway.api import jobs, params, submit
 from gateway.api.openapi import declaration, named_values, openapi_document
 from gateway.app import create_app
 from gateway.config import DEFAULT_MAX_BODY, GatewayConfig
-from gateway.server import MAX_HEADER_BYTES
+from gateway.connections import MAX_HEADER_BYTES
 from gateway.store import JOB_ID, STATUSES
 from wire import batch_body, limits
 from wire.http import API_PREFIX

@@ -130,9 +130,9 @@ def test_a_slow_but_steady_large_upload_goes_through(guarded: Stack):
     started = time.monotonic()
     with contextlib.closing(connect(guarded, "127.0.0.3")) as sock:
         sock.sendall(head.encode())
-        for offset in range(0, len(payload), block):  # ~3 s in all: 3 times the deadline
+        for offset in range(0, len(payload), block):  # ~8 s in all: 4 times the deadline
             sock.sendall(payload[offset : offset + block])
-            time.sleep(0.1)
+            time.sleep(0.25)
         assert time.monotonic() - started > 3 * HEADER_TIMEOUT
         sock.settimeout(60)
         answer = b""

@@ -8,7 +8,8 @@ import socket
 
 import requests
 
-from gateway.server import MAX_HEADER_BYTES, SpareThreads
+from gateway.connections import MAX_HEADER_BYTES
+from gateway.server import SpareThreads
 from tests.stack import Stack
 
 

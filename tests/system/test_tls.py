@@ -124,6 +124,22 @@ def test_health_and_auth_work_the_same_over_https(https_stack: Stack, ca_files: 
     assert denied.status_code == 401
 
 
+def test_a_client_that_never_starts_its_handshake_holds_up_no_one(
+    https_stack: Stack, ca_files: dict[str, str]
+):
+    host, port = https_stack.url.removeprefix("https://").split(":")
+    silent = [socket.create_connection((host, int(port)), timeout=30) for _ in range(3)]
+    try:
+        time.sleep(0.3)  # accepted by now: they wait for a ClientHello that never comes
+        started = time.monotonic()
+        health = requests.get(https_stack.api("/health"), timeout=10, verify=ca_files["ca"])
+        assert health.status_code == 200
+        assert time.monotonic() - started < 2  # not the silent ones' timeout
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
