@@ -4,6 +4,8 @@
 kept busy by a job that sleeps (every later job stays queued) and ``computethis
 gateway``, and runs three phases, each for ``--seconds``:
 
+The load opens its connections at 2,000 a second, then holds them for ``--seconds``.
+
 1. **slowloris**: ``--slowloris`` connections from 127.0.0.2, each sending a partial
    request header and then a header line every 2 s; a connection cut is reopened 2 s
    later;
@@ -12,8 +14,8 @@ gateway``, and runs three phases, each for ``--seconds``:
 3. **long-polls**: ``--polls`` ``GET /jobs/<id>/result?wait=60`` on queued jobs, held
    open (spread over 127.0.0.13-22).
 
-The load runs in a process of its own. During each phase, another client (127.0.0.1)
-asks ``/health`` every 0.1 s and submits a job
+The load runs in a process of its own. Once its connections are open (a second after
+its ramp), another client (127.0.0.1) asks ``/health`` every 0.1 s and submits a job
 every 0.5 s, each on a new connection; the table shows their latency (p50/p99) and
 errors, the load's connections and cuts, and the gateway's threads and RSS (peak).
 Loopback only; bounded in time and count.
@@ -67,9 +69,16 @@ class Load:
     cut: int = 0  # closed or reset by the gateway
 
 
-def probe(gateway: GatewayProcess, stop: threading.Event, probes: Probes) -> None:
-    """Ask /health every PROBE_EVERY s and submit a job every SUBMIT_EVERY s, each on a
-    new connection, until ``stop``."""
+def ramp(count: int) -> float:
+    """Seconds the load takes to open ``count`` connections."""
+    return count / OPEN_RATE
+
+
+def probe(gateway: GatewayProcess, stop: threading.Event, probes: Probes, after: float) -> None:
+    """From ``after`` s on, ask /health every PROBE_EVERY s and submit a job every
+    SUBMIT_EVERY s, each on a new connection, until ``stop``."""
+    if stop.wait(after):
+        return
     payload = dill.dumps((abs, (-1,), {}))
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
     next_submit = 0.0
@@ -123,7 +132,7 @@ async def slowloris(host: str, port: int, until: float, load: Load) -> None:
             writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
             while time.monotonic() < until:
                 await writer.drain()
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     if not await asyncio.wait_for(reader.read(65536), TRICKLE_EVERY):
                         raise ConnectionResetError  # closed (after a 408 or a 503)
                     raise ConnectionResetError  # answered: it will close
@@ -144,14 +153,16 @@ async def idle(host: str, port: int, source: str, until: float, load: Load) -> N
         return
     try:
         writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        await reader.readuntil(b"\r\n\r\n")
-        if await asyncio.wait_for(reader.read(65536), max(0.0, until - time.monotonic())):
-            await reader.read()  # the rest of the answer, then wait for the close
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        # Silent from here: anything more, or the end, before the phase's end is a cut.
+        await asyncio.wait_for(reader.read(65536), max(0.0, until - time.monotonic()))
         load.cut += 1
+    except TimeoutError:  # (an OSError too: first) still open at the end, as it should be
+        pass
     except (OSError, asyncio.IncompleteReadError):
         load.cut += 1
-    except asyncio.TimeoutError:
-        pass  # still open at the end: as it should be
     finally:
         _closed(writer, load)
 
@@ -172,10 +183,10 @@ async def long_poll(
         )
         await asyncio.wait_for(reader.read(65536), max(0.0, until - time.monotonic()))
         load.cut += 1  # answered or closed before the end
+    except TimeoutError:  # (an OSError too: first) still waiting at the end, as it should be
+        pass
     except OSError:
         load.cut += 1
-    except asyncio.TimeoutError:
-        pass
     finally:
         _closed(writer, load)
 
@@ -185,7 +196,7 @@ async def run_load(
 ) -> Load:
     host, port = gateway.url.removeprefix("http://").split(":")
     load = Load()
-    until = time.monotonic() + seconds
+    until = time.monotonic() + ramp(count) + seconds
     tasks = []
     for index in range(count):
         source = f"127.0.0.{3 + index % ADDRESSES if kind == 'idle' else 13 + index % ADDRESSES}"
@@ -228,7 +239,7 @@ def phase(kind: str, count: int, gateway: GatewayProcess, seconds: float, jobs: 
     """Run one phase with the other client's probes beside it; its figures."""
     probes, peaks, stop = Probes(), {}, threading.Event()
     threads = [
-        threading.Thread(target=probe, args=(gateway, stop, probes)),
+        threading.Thread(target=probe, args=(gateway, stop, probes, ramp(count) + 1.0)),
         threading.Thread(target=gateway_peaks, args=(gateway.pid, stop, peaks)),
     ]
     for thread in threads:

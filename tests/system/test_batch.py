@@ -58,6 +58,7 @@ def test_a_batch_becomes_one_job_per_call_in_order(stack: Stack):
 
 
 def test_a_batch_with_wait_streams_its_jobs_then_their_outcomes(stack: Stack):
+    stack.wait_for_workers(2)  # the sleep on one, the others on the other: it ends last
     calls = [body(time.sleep, 1.5), body(abs, -4), body(divmod, 1, 0)]
     key = {"Idempotency-Key": uuid.uuid4().hex}
     response = post_batch(stack, batch_body.encode(calls), {"wait": 30}, headers=key)
