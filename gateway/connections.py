@@ -21,7 +21,6 @@ such connections stopped the gateway answering anyone). Three guards, nginx's
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import json
 import logging
@@ -29,6 +28,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -44,6 +44,8 @@ from gateway.config import (
     SMALL_BODY,
     GatewayConfig,
 )
+from gateway.handshake import PendingHandshake
+from gateway.parking import Parked, Parking, ParkingLot
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
 RETRY_AFTER = 1  # seconds a refused client is told to wait
@@ -132,7 +134,10 @@ class JsonErrorRequest(HTTPRequest):
         length = self.inheaders.get(b"Content-Length", b"0")
         if self.chunked_read or not length.isdigit() or int(length) > SMALL_BODY:
             self.conn.socket.deadline = None
-        super().respond()
+        try:
+            super().respond()
+        except Parked as parked:  # the answer waits in the parking lot (gateway.parking)
+            self.conn.parking = Parking(self, parked)
 
 
 class DeadlineSocket:
@@ -180,6 +185,7 @@ class ConnectionCounters:
         self.by_address: collections.Counter[str] = collections.Counter()
         self.refused = 0  # connections refused at accept: their address had too many
         self.timed_out = 0  # requests answered 408 (or new connections closed silent)
+        self.parked: Callable[[], int] = lambda: 0  # answers waiting without a thread
 
     def admit(self, address: str, limit: int) -> bool:
         """Count a new connection of ``address`` unless it has ``limit`` open already
@@ -222,6 +228,7 @@ class GuardedConnection(HTTPConnection):
     RequestHandlerClass = JsonErrorRequest
     socket: DeadlineSocket
     address: str | None = None  # set once admitted: its address counts it
+    parking: Parking | None = None  # its answer waits (gateway.parking)
 
     def __init__(self, server: Any, sock: socket.socket, makefile: Any = MakeFile) -> None:
         super().__init__(server, DeadlineSocket(sock), makefile)
@@ -229,11 +236,19 @@ class GuardedConnection(HTTPConnection):
         self.served = False  # a request started on it
 
     def communicate(self) -> bool:
-        """Read and answer one request, its headers by the deadline."""
+        """Read and answer one request, its headers by the deadline; or go on with an
+        answer that waited. True: keep the connection (parked, or for the next request)."""
+        if self.parking is not None:
+            parking, self.parking = self.parking, None
+            outcome = parking.resume()
+            if isinstance(outcome, Parking):
+                self.parking = outcome
+                return True
+            return outcome
         self.served = True
         self.socket.deadline = time.monotonic() + self.server.limits.header_timeout
         try:
-            return super().communicate()
+            return super().communicate() or self.parking is not None
         finally:
             self.socket.deadline = None
 
@@ -243,66 +258,6 @@ class GuardedConnection(HTTPConnection):
         if address is not None:
             self.server.counters.release(address)
         super().close()
-
-
-class _NotReading:
-    closed = False
-
-
-class PendingHandshake:
-    """An accepted HTTPS connection before its TLS handshake. It waits in the selector
-    like any silent connection; once the client's first bytes arrive, a worker thread
-    shakes hands within the header timeout and serves it as a :class:`GuardedConnection`.
-    (cheroot shakes hands in its accept loop: one silent client there stopped every
-    other HTTPS client from connecting for the idle timeout.)"""
-
-    served = False
-
-    def __init__(self, server: Any, sock: socket.socket, addr: Any, address: str) -> None:
-        self.server = server
-        self.socket = sock
-        self.addr = addr
-        self.address: str | None = address  # counted for it until handed on
-        self.accepted = time.monotonic()
-        self.last_used = time.time()
-        self.connection: GuardedConnection | None = None
-
-    @property
-    def rfile(self) -> Any:
-        """What a stopping thread pool looks at (see gateway.server.StoppableThreadPool)."""
-        return self.connection.rfile if self.connection is not None else _NotReading
-
-    def communicate(self) -> bool:
-        """Shake hands, then serve requests as cheroot would; False: nothing is left for
-        the worker thread to keep (the connection went back to the selector, or closed)."""
-        self.socket.settimeout(self.server.limits.header_timeout)
-        try:
-            tls_socket, tls_environ = self.server.ssl_adapter.wrap(self.socket)
-        except (cheroot_errors.FatalSSLAlert, cheroot_errors.NoSSLError, OSError):
-            return False  # dropped, timed out, or plain HTTP (answered by a TLS alert)
-        tls_socket.settimeout(self.server.timeout)
-        makefile = self.server.ssl_adapter.makefile
-        conn = self.server.ConnectionClass(self.server, tls_socket, makefile)
-        conn.remote_addr, conn.remote_port = self.addr[0], self.addr[1]
-        conn.ssl_env = tls_environ
-        conn.address, self.address = self.address, None
-        self.connection = conn
-        if conn.communicate():
-            self.server.put_conn(conn)
-        else:
-            conn.close()
-        return False
-
-    def close(self) -> None:
-        """Close the socket unless a connection took it over; its address's count goes
-        down (once)."""
-        if self.connection is not None:
-            return
-        address, self.address = self.address, None
-        if address is not None:
-            self.server.counters.release(address)
-        with contextlib.suppress(OSError):
-            self.socket.close()
 
 
 class _Accepted:
@@ -320,6 +275,30 @@ class GuardedConnections(ConnectionManager):
     """cheroot's connection manager, with new connections waiting in the selector and a
     cap per client address (see the module). Its server has ``limits``
     (:class:`ConnectionLimits`) and ``counters`` (:class:`ConnectionCounters`)."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        self.lot = ParkingLot(self._wake)
+        self.counters.parked = self.lot.__len__
+
+    def _wake(self, conn: GuardedConnection) -> None:
+        """A parked answer's wait is over: queue it for a thread (close it if stopping)."""
+        if self.server.ready:
+            self.server.process_conn(conn)
+        else:
+            conn.close()
+
+    def put(self, conn: Any) -> None:
+        """Keep ``conn`` for its next request, or park it while its answer waits."""
+        if getattr(conn, "parking", None) is not None:
+            self.lot.park(conn)
+        else:
+            super().put(conn)
+
+    def close(self) -> None:
+        """Close every connection, parked ones too."""
+        self.lot.close()
+        super().close()
 
     @property
     def limits(self) -> ConnectionLimits:

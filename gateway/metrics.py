@@ -175,6 +175,11 @@ class _HttpServerCollector:
             "Connections refused at accept (503) because their address had too many open",
             value=counts.refused,
         )
+        yield GaugeMetricFamily(
+            "computethis_http_answers_waiting",
+            "Long-polls and outcome streams waiting for jobs (parked: no thread each)",
+            value=counts.parked(),
+        )
         yield CounterMetricFamily(
             "computethis_http_requests_timed_out",
             "Requests whose headers did not arrive within --header-timeout (408), and new "

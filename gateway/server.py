@@ -28,6 +28,7 @@ from gateway.connections import (
     GuardedConnection,
     GuardedConnections,
 )
+from gateway.parking import ParkingGateway
 from gateway.services import EXTENSION, Services
 
 log = logging.getLogger("computethis")
@@ -86,6 +87,7 @@ class GatewayServer(Server):
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.gateway = ParkingGateway  # long-polls and streams wait without a thread
         self.limits = limits
         self.counters = ConnectionCounters()
 

@@ -10,7 +10,7 @@ the wait is already in the mailbox, so it is never missed. The dispatcher calls
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -20,19 +20,26 @@ class Mailbox:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._ids: list[str] = []
+        self._listener: Callable[[], None] | None = None
         self.closed = False  # the gateway is stopping: stop waiting
 
     def put(self, job_id: str) -> None:
-        """Leave ``job_id`` for :meth:`take`, waking a waiting take."""
+        """Leave ``job_id`` for :meth:`take`, waking a waiting take (or the listener)."""
         with self._condition:
             self._ids.append(job_id)
             self._condition.notify()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener()
 
     def close(self) -> None:
         """Wake a waiting take now, and make every later take return at once."""
         with self._condition:
             self.closed = True
             self._condition.notify_all()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener()
 
     def take(self, timeout: float) -> list[str]:
         """The ids notified since the last call, in the order they were notified,
@@ -42,6 +49,30 @@ class Mailbox:
                 self._condition.wait(timeout)
             ids, self._ids = self._ids, []
         return ids
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for an id (taking none); whether one is here or the
+        mailbox closed."""
+        with self._condition:
+            if not self._ids and not self.closed:
+                self._condition.wait(timeout)
+            return bool(self._ids) or self.closed
+
+    def has_mail(self) -> bool:
+        """Whether an id is waiting to be taken, or the mailbox closed."""
+        with self._condition:
+            return bool(self._ids) or self.closed
+
+    def on_mail(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` once, on whichever thread puts the next id or closes the
+        mailbox (now, on this one, if an id is already here): a wait with no thread
+        (gateway.parking). It replaces the listener set before, if that one has not
+        been called."""
+        with self._condition:
+            ready = bool(self._ids) or self.closed
+            self._listener = None if ready else listener
+        if ready:
+            listener()
 
 
 class Waiters:

@@ -16,6 +16,7 @@ from gateway.api.ownership import found, own_job, own_job_with_result, visible_t
 from gateway.api.submit import check_python_version, job_headers, job_spec, too_many_queued
 from gateway.services import services
 from gateway.store import ACTIVE, STATUSES, Job
+from gateway.waiting import Steps, Wait, answer_after
 
 DEFAULT_LIMIT = 50  # jobs per page of a listing
 MAX_LIMIT = 1000
@@ -52,9 +53,21 @@ class JobList(Resource):
         if not created:
             return job.to_json(), 200, headers
         shared.metrics.submitted.inc()
+        return answer_after(self._submitted(job, staged.data, upload, wait, headers))
+
+    @staticmethod
+    def _submitted(
+        job: Job, data: bytes | None, upload: Any, wait: float, headers: dict[str, str]
+    ) -> Steps:
+        """Submit the stored job; with ``wait``, answer its outcome if it comes in time."""
+        shared = services()
+        config = shared.config
         with shared.waiters.watch([job.id]) as mailbox:
-            shared.dispatcher.submit(job, staged.data, upload=upload)
-            if not wait or not (mailbox.take(wait) or mailbox.closed):
+            shared.dispatcher.submit(job, data, upload=upload)
+            if not wait:
+                return job.to_json(), 201, headers
+            yield Wait.up_to(mailbox, wait)
+            if not mailbox.has_mail():  # not notified in time (mail, or the gateway stopping)
                 return job.to_json(), 201, headers
         # Notified within ?wait: answer the outcome at once (one round trip per call).
         job, result = own_job_with_result(job.id)

@@ -18,6 +18,7 @@ from gateway.api.ownership import check_own_jobs, own_job_with_result
 from gateway.services import services
 from gateway.store import JobStore
 from gateway.waiters import Waiters
+from gateway.waiting import Steps, Wait, answer_after, stream_body
 from wire import outcome_frames
 
 
@@ -26,12 +27,16 @@ class JobResult(Resource):
 
     def get(self, job_id: str) -> Response | tuple[dict[str, Any], int]:
         """Long-poll for the outcome: bytes when finished, error JSON when failed."""
+        wait = params.wait(request.args, services().config.max_wait)
+        return answer_after(self._steps(job_id, wait))
+
+    @staticmethod
+    def _steps(job_id: str, wait: float) -> Steps:
         shared = services()
-        wait = params.wait(request.args, shared.config.max_wait)
         with shared.waiters.watch([job_id]) as mailbox:
             job, result = own_job_with_result(job_id)
             if not job.done and wait:
-                mailbox.take(wait)
+                yield Wait.up_to(mailbox, wait)
                 job, result = own_job_with_result(job_id)
         return result_response(answer_for(shared.store, job, result, shared.config.result_ttl))
 
@@ -60,12 +65,12 @@ def outcomes_answer(
     shared = services()
     outcomes = outcome_stream(shared.store, shared.waiters, job_ids, wait, shared.config.result_ttl)
     frames = itertools.chain(head or [], outcomes)
-    return Response(frames, status=status, mimetype=outcome_frames.MEDIA_TYPE)
+    return Response(stream_body(frames), status=status, mimetype=outcome_frames.MEDIA_TYPE)
 
 
 def outcome_stream(
     store: JobStore, waiters: Waiters, job_ids: list[str], wait: float, result_ttl: float
-) -> Iterator[bytes]:
+) -> Iterator[bytes | Wait]:
     """Each job's outcome frame as soon as the job is done, in the order they finish,
     until all are sent or ``wait`` seconds pass.
 
@@ -82,7 +87,7 @@ def outcome_stream(
                 if job.id in pending:
                     del pending[job.id]
                     yield from outcome_frame(answer_for(store, job, result, result_ttl))
-            remaining = deadline - time.monotonic()
-            if not pending or remaining <= 0 or mailbox.closed:
+            if not pending or time.monotonic() >= deadline or mailbox.closed:
                 return
-            check = mailbox.take(remaining)
+            yield Wait(mailbox, deadline)
+            check = mailbox.take(0)

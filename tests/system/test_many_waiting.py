@@ -1,8 +1,9 @@
 """More callers waiting at once than the gateway's and the SDK's first threads.
 
-Each waiting long-poll holds a thread of the gateway's HTTP server, and each batch of
-``compute`` calls whose outcomes stream holds a thread of the SDK's senders. Neither
-may run out: a hundred callers waiting on queued jobs must not stall anyone else.
+A waiting long-poll holds no thread of the gateway's HTTP server (it is parked), and
+each batch of ``compute`` calls whose outcomes stream holds a thread of the SDK's
+senders. Neither may run out: a hundred callers waiting on queued jobs must not stall
+anyone else.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import psutil
 import requests
 
 from client_sdk import compute_this
-from gateway.server import DEFAULT_THREADS, SPARE_THREADS
+from gateway.server import DEFAULT_THREADS
 from tests.stack import Stack, scrape_metrics, wait_until
 from tests.system.test_coalesce import job_count
 
@@ -46,7 +47,7 @@ def in_threads(count: int, call: Callable[[int], Any]) -> tuple[ThreadPoolExecut
 
 
 def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_path: Path):
-    """The gateway's HTTP server grows its threads while callers wait, then shrinks back."""
+    """Callers waiting hold no threads of the gateway's HTTP server: they are parked."""
     sdk.wait_for_workers(2)  # not one restarting after an earlier test's cancel: /health 200
     gateway = psutil.Process(sdk.process.pid)
     threads_before = gateway.num_threads()
@@ -65,8 +66,8 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
         assert answered < 5, f"the gateway took {answered:.1f} s to answer while callers waited"
         gauges = scrape_metrics(sdk)
         assert gauges["computethis_http_requests_in_progress"] >= WAITERS
-        # Free threads kept while they wait (less the scrape's own and a caller's retry).
-        assert gauges["computethis_http_threads_idle"] >= SPARE_THREADS - 2
+        assert gauges["computethis_http_answers_waiting"] >= WAITERS - 2  # a caller's retry
+        assert gauges["computethis_http_threads_idle"] >= DEFAULT_THREADS - 4
         assert gauges["computethis_http_connections_queued"] == 0
     finally:
         release.touch()
@@ -74,13 +75,8 @@ def test_a_hundred_callers_waiting_leave_the_gateway_responsive(sdk: Stack, tmp_
         pool.shutdown()
     assert results == list(range(WAITERS))
     assert other.result(timeout=60) == -1
-    assert threads_waiting >= threads_before + WAITERS - DEFAULT_THREADS
-    wait_until(
-        lambda: gateway.num_threads() <= threads_before + 4,
-        lambda: f"threads {threads_before} -> {threads_waiting} -> {gateway.num_threads()}",
-        timeout=10,
-        every=0.2,
-    )
+    assert threads_waiting <= threads_before + 4, (threads_before, threads_waiting)
+    assert scrape_metrics(sdk)["computethis_http_answers_waiting"] == 0
     # Every answer, streamed or not, is counted out once it ends (the scrape's own is in):
     # just after its client has the last byte, as the server's thread closes it.
     wait_until(
