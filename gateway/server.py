@@ -33,8 +33,8 @@ from gateway.services import EXTENSION, Services
 
 log = logging.getLogger("computethis")
 
-# A request holds a thread from its first byte to its answer's last (long-polls and
-# streams while they wait: ~16 KiB of memory each, blocked on a lock). Idle and silent
+# A request holds a thread from its first byte to its answer's last, except while it
+# waits for jobs (long-polls and streams are parked: gateway.parking). Idle and silent
 # connections hold none (gateway.connections). The pool starts with DEFAULT_THREADS and
 # grows to keep SPARE_THREADS free, up to MAX_THREADS (see SpareThreads); one client
 # address can hold at most --max-connections-per-address of them.
@@ -188,7 +188,7 @@ def run_gateway(
     finally:
         started = time.monotonic()
         log.info("stopping gateway")
-        state.waiters.close()  # long-polls answer now, so the HTTP server's threads end
+        state.waiters.close()  # every waiting (parked) answer is sent now
         try:
             server.stop()
             serving.join(timeout=5)
@@ -230,11 +230,10 @@ class SpareThreads:
     when fewer are, and shrinks it back once more than three times that many, and more
     than its first size, are idle (a pool at rest is left alone).
 
-    A long-poll (a result, an outcome stream, a batch) holds a thread for as long as it
-    waits, up to 300 s, and cheroot's pool does not grow by itself: once every thread
-    waits, any other request (a submission, ``/health``) would queue until a wait ends.
-    Growing covers the requests already queued too. ``pool.max`` caps it, and shrinking
-    never goes below the pool's first size (``pool.min``).
+    cheroot's pool does not grow by itself: once every thread is busy (many large
+    uploads or downloads at once), any other request (a submission, ``/health``) would
+    queue until one ends. Growing covers the requests already queued too. ``pool.max``
+    caps it, and shrinking never goes below the pool's first size (``pool.min``).
     """
 
     def __init__(self, pool: ThreadPool, spare: int = SPARE_THREADS) -> None:

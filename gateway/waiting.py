@@ -64,10 +64,11 @@ def parking() -> bool:
 def stream_body(chunks: Iterable[bytes | Wait]) -> Iterable[bytes | Wait]:
     """A streamed body for the current request's server: as it is where the server
     parks at its Waits; else with each Wait blocking its thread."""
-    return chunks if parking() else _blocking(chunks)
+    return chunks if parking() else blocking_body(chunks)
 
 
-def _blocking(chunks: Iterable[bytes | Wait]) -> Iterator[bytes]:
+def blocking_body(chunks: Iterable[bytes | Wait]) -> Iterator[bytes]:
+    """``chunks`` with each Wait blocking this thread until it is over."""
     for chunk in chunks:
         if isinstance(chunk, Wait):
             chunk.block()
@@ -104,7 +105,7 @@ class Later(Response):
         it is known). Where the server parks, it parks at the Waits; elsewhere they
         block this thread."""
         body = self._body(environ, start_response)
-        return body if environ.get(PARKING) else _blocking(body)
+        return body if environ.get(PARKING) else blocking_body(body)
 
     def _body(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
