@@ -46,8 +46,8 @@ from gateway.config import (
 )
 from gateway.handshake import PendingHandshake
 from gateway.parking import Parked, Parking, ParkingLot
+from gateway.sockets import MAX_HEADER_BYTES, DeadlineSocket
 
-MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is answered 431 (414 for the URL)
 RETRY_AFTER = 1  # seconds a refused client is told to wait
 
 log = logging.getLogger("computethis")
@@ -84,6 +84,14 @@ def json_error(
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+def headers_too_late(header_timeout: float) -> str:
+    """The 408's message."""
+    return (
+        f"the request's headers did not all arrive within {header_timeout:g} s; "
+        "send each request at once"
+    )
+
+
 class JsonErrorRequest(HTTPRequest):
     """A cheroot request whose own errors (bad request line, headers too large or too
     slow, a plain HTTP request on the HTTPS port...) use the API's JSON shape
@@ -101,10 +109,7 @@ class JsonErrorRequest(HTTPRequest):
         elif code == 414:
             msg = f"the request line exceeds {MAX_HEADER_BYTES} bytes; shorten the URL"
         elif code == 408:
-            msg = (
-                f"the request's headers did not all arrive within "
-                f"{self.server.limits.header_timeout:g} s; send each request at once"
-            )
+            msg = headers_too_late(self.server.limits.header_timeout)
             with self.server.counters.lock:
                 self.server.counters.timed_out += 1
         if code in (408, 413, 414, 431):
@@ -138,43 +143,6 @@ class JsonErrorRequest(HTTPRequest):
             super().respond()
         except Parked as parked:  # the answer waits in the parking lot (gateway.parking)
             self.conn.parking = Parking(self, parked)
-
-
-class DeadlineSocket:
-    """A socket whose reads end by ``deadline`` (a ``time.monotonic()`` value) when one is
-    set, however the bytes trickle: a read past it raises ``socket.timeout``, which
-    cheroot answers 408. Without a deadline, reads time out as the socket does. Every
-    other attribute is the socket's."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._timeout = sock.gettimeout()  # the per-read idle timeout
-        self._current = self._timeout
-        self.deadline: float | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-    def _arm(self) -> None:
-        if self.deadline is None:
-            timeout = self._timeout
-        else:
-            timeout = self.deadline - time.monotonic()
-            if timeout <= 0:
-                raise TimeoutError("timed out")
-        if timeout != self._current:
-            self._sock.settimeout(timeout)
-            self._current = timeout
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """``socket.recv_into``, by the deadline."""
-        self._arm()
-        return self._sock.recv_into(buffer, nbytes, flags)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """``socket.recv``, by the deadline."""
-        self._arm()
-        return self._sock.recv(bufsize, flags)
 
 
 class ConnectionCounters:
@@ -246,11 +214,11 @@ class GuardedConnection(HTTPConnection):
                 return True
             return outcome
         self.served = True
-        self.socket.deadline = time.monotonic() + self.server.limits.header_timeout
+        self.socket.start_request(self.server.limits.header_timeout)
         try:
             return super().communicate() or self.parking is not None
         finally:
-            self.socket.deadline = None
+            self.socket.end_request()
 
     def close(self) -> None:
         """Close the socket; its address's count goes down (once)."""
@@ -292,8 +260,30 @@ class GuardedConnections(ConnectionManager):
         """Keep ``conn`` for its next request, or park it while its answer waits."""
         if getattr(conn, "parking", None) is not None:
             self.lot.park(conn)
+        elif getattr(conn.socket, "gathered", None):  # a pipelined request, read ahead
+            self.server.process_conn(conn)
         else:
             super().put(conn)
+
+    def still_gathering(self, conn: Any) -> bool:
+        """Read what ``conn``'s client sent, without waiting; True if its request's
+        headers are not all here yet (it waits in the selector again, or it closed).
+        False: a thread may take it. TLS connections are read by their thread."""
+        if (
+            self.server.ssl_adapter is not None
+            or not isinstance(conn, GuardedConnection)
+            or conn.parking is not None
+            or conn.rfile.has_data()
+        ):
+            return False
+        arrived = conn.socket.gather()
+        if arrived:
+            return False
+        if arrived is None:  # the client went away
+            conn.close()
+        else:
+            super().put(conn)
+        return True
 
     def close(self) -> None:
         """Close every connection, parked ones too."""
@@ -343,26 +333,41 @@ class GuardedConnections(ConnectionManager):
             "close some (or reuse them) and retry"
         )
         retry = (f"Retry-After: {RETRY_AFTER}",)
+        self._answer_and_close(sock, json_error(self.server.protocol, 503, message, True, retry))
+        sock.close()
+
+    @staticmethod
+    def _answer_and_close(sock: Any, response: bytes) -> None:
+        """Send ``response`` if the socket takes it at once, and end the sending side."""
         try:
             sock.setblocking(False)
-            sock.send(json_error(self.server.protocol, 503, message, True, retry))
+            sock.send(response)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        sock.close()
 
     def _expire(self, threshold: float) -> None:
-        """Close idle keep-alive connections (cheroot's idle timeout) and new ones that
-        sent nothing within the header timeout."""
+        """Close idle keep-alive connections (cheroot's idle timeout), new ones that sent
+        nothing within the header timeout, and answer 408 to those whose request's
+        headers did not all arrive within it."""
         super()._expire(threshold)
-        silent_since = time.monotonic() - self.limits.header_timeout
-        silent = [
-            (fd, conn)
-            for fd, conn in self._selector.connections
-            if conn is not self.server and not conn.served and conn.accepted < silent_since
-        ]
-        for fd, conn in silent:
+        since = time.monotonic() - self.limits.header_timeout
+        late = []
+        for fd, conn in self._selector.connections:
+            if conn is self.server:
+                continue
+            first_byte = getattr(conn.socket, "first_byte", None)
+            if first_byte is not None and first_byte < since:
+                late.append((fd, conn, True))
+            elif first_byte is None and not conn.served and conn.accepted < since:
+                late.append((fd, conn, False))
+        for fd, conn, started in late:
             self._selector.unregister(fd)
             with self.counters.lock:
                 self.counters.timed_out += 1
+            if started:
+                message = headers_too_late(self.limits.header_timeout)
+                self._answer_and_close(
+                    conn.socket, json_error(self.server.protocol, 408, message, True)
+                )
             conn.close()

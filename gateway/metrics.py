@@ -144,6 +144,11 @@ class _HttpServerCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
+            "computethis_http_threads",
+            "HTTP server threads, busy or idle",
+            value=len(self.pool._threads),
+        )
+        yield GaugeMetricFamily(
             "computethis_http_threads_idle",
             "HTTP server threads waiting for a request (the pool grows to keep 16 free)",
             value=self.pool.idle,

@@ -91,6 +91,12 @@ class GatewayServer(Server):
         self.limits = limits
         self.counters = ConnectionCounters()
 
+    def process_conn(self, conn: Any) -> None:
+        """Hand ``conn`` to a worker thread once its request's line and headers have all
+        arrived; until then it waits in the selector (:mod:`gateway.sockets`)."""
+        if not self._connections.still_gathering(conn):
+            super().process_conn(conn)
+
     def prepare(self) -> None:
         """Bind and listen, with :class:`GuardedConnections` taking the connections."""
         super().prepare()

@@ -171,6 +171,43 @@ def test_connections_that_send_nothing_yet_hold_no_thread(guarded: Stack):
             sock.close()
 
 
+def test_requests_whose_headers_trickle_hold_no_thread(guarded: Stack):
+    """A slowloris costs a socket, not a thread: checked within the header timeout."""
+    threads_before = scrape_metrics(guarded)["computethis_http_threads"]
+    sockets = []
+    try:
+        for address in range(40, 60):  # 20 addresses x 8 = 160 half-sent requests
+            for _ in range(PER_ADDRESS):
+                sock = connect(guarded, f"127.0.0.{address}")
+                sock.sendall(f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: x\r\n".encode())
+                sockets.append(sock)
+        for sock in sockets:
+            sock.sendall(b"X-Trickle: a\r\n")
+        samples = scrape_metrics(guarded)
+        assert samples["computethis_http_connections_open"] >= 160
+        # Each would have held a thread: the pool keeps 16 free, growing to do so.
+        assert samples["computethis_http_threads"] <= threads_before + 2
+        assert health(guarded) == 200
+        sockets[0].sendall(b"\r\n")  # its headers end: it is answered
+        sockets[0].settimeout(10)
+        assert read_answer(sockets[0])[0] == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_two_requests_sent_at_once_are_both_answered(guarded: Stack):
+    one = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with contextlib.closing(connect(guarded, "127.0.0.6")) as sock:
+        sock.sendall((one + one).encode())
+        sock.settimeout(10)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200 ") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+
+
 def test_one_address_gets_its_share_and_a_clear_503_beyond_it(guarded: Stack):
     held = [connect(guarded, "127.0.0.5") for _ in range(PER_ADDRESS)]
     for sock in held:  # kept-alive connections: they stay open, idle, past the timeout
