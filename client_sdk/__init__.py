@@ -6,7 +6,8 @@ by ``tests/unit/test_layout.py``):
 - ``decorator``: ``@compute_this``, :class:`RemoteFunction`, :class:`DeferredCall`.
 - ``mapping`` (``map``: items in chunk jobs), ``collect`` (:func:`as_completed`,
   :func:`gather`).
-- ``job``: :class:`Job`, one job on a gateway.
+- ``job``: :class:`Job`, one job on a gateway; ``folder``: :func:`run_folder` and
+  :class:`FolderJob` (a command run in an uploaded folder).
 - ``client``: :class:`Client` (one gateway: settings, connections, coalescer) and the
   default client (:func:`configure`, :func:`default_client`, :func:`set_default_client`).
 - ``coalesce``: concurrent ``compute`` calls posted together, in groups.
@@ -25,6 +26,7 @@ from client_sdk.collect import as_completed, gather
 from client_sdk.decorator import DeferredCall, RemoteFunction, compute_this
 from client_sdk.errors import (
     ApiError,
+    CommandFailed,
     ComputeThisError,
     DeserializationError,
     GatewayUnreachable,
@@ -33,17 +35,21 @@ from client_sdk.errors import (
     RemoteError,
     ResultTimeout,
     SerializationError,
+    SizeLimitExceeded,
     UntrustedCertificate,
     WorkerDied,
 )
+from client_sdk.folder import FolderJob, RunResult, run_folder
 from client_sdk.job import Job
 
 __all__ = [
     "ApiError",
     "Client",
+    "CommandFailed",
     "ComputeThisError",
     "DeferredCall",
     "DeserializationError",
+    "FolderJob",
     "GatewayUnreachable",
     "Job",
     "JobCancelled",
@@ -51,7 +57,9 @@ __all__ = [
     "RemoteError",
     "RemoteFunction",
     "ResultTimeout",
+    "RunResult",
     "SerializationError",
+    "SizeLimitExceeded",
     "UntrustedCertificate",
     "WorkerDied",
     "as_completed",
@@ -59,5 +67,6 @@ __all__ = [
     "configure",
     "default_client",
     "gather",
+    "run_folder",
     "set_default_client",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -12,11 +13,14 @@ class ComputeThisError(Exception):
 class ApiError(ComputeThisError):
     """The gateway refused a request (4xx) or failed (5xx)."""
 
-    def __init__(self, status: int, error: str, message: str) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {error}: {message}")
         self.status = status
         self.error = error
         self.message = message
+        self.headers = dict(headers or {})  # the answer's headers (Retry-After...)
 
 
 class GatewayUnreachable(ComputeThisError):
@@ -68,7 +72,25 @@ class JobTimeout(RemoteError, TimeoutError):
     """The job ran longer than its ``timeout`` and was stopped."""
 
 
+class CommandFailed(RemoteError):
+    """A folder job's command exited with a non-zero status (or was killed by a signal:
+    a negative ``returncode``). Its output files are kept and can still be downloaded."""
+
+    returncode: int | None = None
+    stdout: str = ""  # the last MiB the command printed on each stream
+    stderr: str = ""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error)
+        self.returncode = error.get("returncode")
+
+
+class SizeLimitExceeded(ComputeThisError, ValueError):
+    """Something to upload is over the gateway's limit; nothing was sent."""
+
+
 GATEWAY_ERRORS: dict[str, type[RemoteError]] = {
+    "CommandFailed": CommandFailed,
     "DeserializationError": DeserializationError,
     "SerializationError": SerializationError,
     "WorkerDied": WorkerDied,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Iterator
 from typing import Any
 
 from client_sdk import outcomes
 from client_sdk.client import Client, default_client
+
+FOLLOW_READ = 24 * 3600.0  # seconds a followed job may print nothing
+FOLLOW_BLOCK = 64 * 1024
 
 
 class Job:
@@ -62,6 +67,29 @@ class Job:
         """What the job printed (stdout and stderr, the last 1 MiB); empty until it is done."""
         response = self.client.transport.request("GET", f"/jobs/{self.id}/logs")
         return response.content.decode("utf-8", "replace")
+
+    def follow_logs(self) -> Iterator[str]:
+        """The job's output lines (with their line ends) as it prints them; ends when the
+        job ends. A job followed once done gives its stored logs."""
+        reply = self.client.transport.request(
+            "GET", f"/jobs/{self.id}/logs", params={"follow": 1}, stream=True, timeout=FOLLOW_READ
+        )
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = ""
+        finished = False
+        try:
+            assert reply.stream is not None
+            for chunk in reply.stream.stream(FOLLOW_BLOCK, decode_content=True):
+                pending += decoder.decode(chunk)
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    yield line + "\n"
+            pending += decoder.decode(b"", final=True)
+            if pending:
+                yield pending
+            finished = True
+        finally:
+            reply.close(finished)
 
     def cancel(self, *, timeout: float = 30.0, retry_for: float | None = None) -> str:
         """Cancel the job if it is queued or running; returns its status afterwards.

@@ -337,7 +337,8 @@ def _retry_after(reply: Reply) -> float:
 def _api_error(reply: Reply) -> ApiError:
     try:
         body = reply.json()
-        return ApiError(reply.status, body.get("error", "error"), body.get("message", ""))
+        error, message = body.get("error", "error"), body.get("message", "")
+        return ApiError(reply.status, error, message, reply.headers)
     except (ValueError, AttributeError):
         text = reply.content[:500].decode("utf-8", "replace")
         return ApiError(reply.status, "http_error", text)

@@ -11,7 +11,9 @@ from pathlib import Path
 from gateway.config import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_BUNDLE,
     DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_OUTPUTS,
     DEFAULT_MAX_QUEUED,
     DEFAULT_RESULT_TTL,
     GatewayConfig,
@@ -117,6 +119,19 @@ def _gateway_options(parser: argparse.ArgumentParser) -> None:
         help="largest request body in bytes (default 64 MiB)",
     )
     parser.add_argument(
+        "--max-bundle",
+        type=_positive,
+        default=DEFAULT_MAX_BUNDLE,
+        help="largest uploaded folder (its tar) in bytes (default 1 GiB)",
+    )
+    parser.add_argument(
+        "--max-outputs",
+        type=_positive,
+        default=DEFAULT_MAX_OUTPUTS,
+        help="most bytes of output files one folder job may keep; more fail the job "
+        "(default 1 GiB)",
+    )
+    parser.add_argument(
         "--result-ttl",
         type=_seconds,
         default=DEFAULT_RESULT_TTL,
@@ -177,6 +192,8 @@ def gateway_config(args: argparse.Namespace) -> tuple[GatewayConfig, bool]:
         save_dir=Path(args.save_dir),
         token=token,
         max_body=args.max_body,
+        max_bundle=args.max_bundle,
+        max_outputs=args.max_outputs,
         result_ttl=args.result_ttl,
         max_queued=args.max_queued,
         header_timeout=args.header_timeout,

@@ -1,4 +1,5 @@
-"""Retention: expire done jobs whose results are older than the configured TTL."""
+"""Retention: expire done jobs whose results are older than the configured TTL, and
+uploaded folders (bundles) not used for as long."""
 
 from __future__ import annotations
 
@@ -30,9 +31,13 @@ class Janitor:
 
     def sweep(self) -> list[str]:
         """Expire every done job that finished more than ``ttl`` seconds ago."""
-        expired = self.store.expire(finished_before=time.time() - self.ttl)
+        cutoff = time.time() - self.ttl
+        expired = self.store.expire(finished_before=cutoff)
         if expired:
             log.info("expired %d jobs older than %g s", len(expired), self.ttl)
+        bundles = self.store.bundles.expire(unused_since=cutoff)
+        if bundles:
+            log.info("removed %d bundles unused for %g s", bundles, self.ttl)
         return expired
 
     def _run(self) -> None:

@@ -35,6 +35,11 @@ class GatewayMetrics:
         self.submitted = Counter(
             "computethis_jobs_submitted", "Jobs accepted (201)", registry=self.registry
         )
+        self.bundle_bytes = Counter(
+            "computethis_bundle_bytes_received",
+            "Bytes of folders (bundles) uploaded and kept",
+            registry=self.registry,
+        )
         self.completed = Counter(
             "computethis_jobs_completed",
             "Jobs that reached an outcome, by status",

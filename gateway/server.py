@@ -194,7 +194,7 @@ def run_gateway(
     finally:
         started = time.monotonic()
         log.info("stopping gateway")
-        state.waiters.close()  # every waiting (parked) answer is sent now
+        state.stop_waiting()  # every waiting (parked) answer is sent now
         try:
             server.stop()
             serving.join(timeout=5)

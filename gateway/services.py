@@ -11,10 +11,12 @@ from flask import current_app
 from gateway.config import GatewayConfig
 from gateway.dask import Dispatcher
 from gateway.janitor import Janitor
+from gateway.live_logs import LiveLogs
 from gateway.metrics import GatewayMetrics
-from gateway.store import JobStore
+from gateway.store import JobStore, Outcome
 from gateway.tokens import TokenStore
 from gateway.waiters import Waiters
+from wire.envelope import LOGS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Services:
     janitor: Janitor
     tokens: TokenStore
     metrics: GatewayMetrics
+    live_logs: LiveLogs
 
     @classmethod
     def create(cls, config: GatewayConfig, scheduler: Any) -> Services:
@@ -41,10 +44,17 @@ class Services:
         waiters = Waiters()
         dispatcher = Dispatcher(store, waiters, scheduler)
         metrics = GatewayMetrics(store, lambda: dispatcher.cluster)
-        dispatcher.on_recorded = metrics.job_outcomes
+        live_logs = LiveLogs()
+        dispatcher.link.listen(LOGS_TOPIC, live_logs.on_event)
+
+        def recorded(outcomes: list[Outcome]) -> None:
+            metrics.job_outcomes(outcomes)
+            live_logs.jobs_ended([outcome.job_id for outcome in outcomes])
+
+        dispatcher.on_recorded = recorded
         janitor = Janitor(store, config.result_ttl)
         tokens = TokenStore(store.db_path)
-        return cls(config, store, waiters, dispatcher, janitor, tokens, metrics)
+        return cls(config, store, waiters, dispatcher, janitor, tokens, metrics, live_logs)
 
     def start(self) -> None:
         """Repair the store after a crash, then start submitting and expiring jobs."""
@@ -53,6 +63,11 @@ class Services:
             log.warning("store repaired at start-up: %s", repaired)
         self.dispatcher.start()
         self.janitor.start()
+
+    def stop_waiting(self) -> None:
+        """Answer every request that waits (long-polls, streams, log followers) now."""
+        self.waiters.close()
+        self.live_logs.close()
 
     def close(self) -> None:
         """Stop expiring and submitting jobs, then close the store."""

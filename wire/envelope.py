@@ -4,7 +4,9 @@ The gateway reads the header (plain JSON) and stores the rest as it is, so it ne
 has to unpickle anything a worker produced. After the header line come the job's
 captured output (``logs`` bytes of UTF-8 text, its length in the header), then the
 body: for a finished job the dill bytes of the return value; for a failed one the
-dill bytes of the exception (possibly empty when it could not be pickled).
+dill bytes of the exception (possibly empty when it could not be pickled). A folder
+job's body is a zip of its outputs, kept whether the command succeeded or not
+(``result_body``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ STARTED_TOPIC = "computethis.started"
 # the outcome itself when small (no fetch from the worker afterwards), else a request to
 # fetch it; from the scheduler, a job that failed for good (scheduler.plugin).
 RESULT_TOPIC = "computethis.result"
+# Event topic on which a running folder job's output reaches the gateway as it is
+# printed: ``{"job", "offset", "text"}`` (``offset``: characters sent before this text).
+LOGS_TOPIC = "computethis.logs"
 _SEPARATOR = b"\n"
 _HEADER_SEARCH = 1 << 16  # where a header line (a JSON object) almost always ends
 # Envelopes larger than this are packed into memory allocated as Dask allocates the
@@ -41,6 +46,9 @@ class Envelope:
     error: dict[str, Any] | None = None
     body: bytes | memoryview | Iterable[bytes | memoryview] = field(default=b"", repr=False)
     logs: bytes | memoryview = field(default=b"", repr=False)
+    # The body is the job's result even when it failed (a command's outputs, which are
+    # kept whatever its exit status); else a failed job's body is its pickled exception.
+    result_body: bool = False
 
     def header(self) -> dict[str, Any]:
         return {
@@ -51,6 +59,7 @@ class Envelope:
             "finished": self.finished,
             "error": self.error,
             "logs": len(self.logs),
+            **({"result_body": True} if self.result_body else {}),
         }
 
 
@@ -91,4 +100,5 @@ def unpack(data: bytes | bytearray | memoryview) -> Envelope:
         error=header.get("error"),
         logs=view[end + 1 : end + 1 + logs],
         body=view[end + 1 + logs :],
+        result_body=bool(header.get("result_body")),
     )

@@ -15,3 +15,15 @@ DILL_HEADER = "X-Computethis-Dill"
 
 # A call payload or a result: dill bytes, never unpickled by the gateway.
 PAYLOAD_MEDIA_TYPE = "application/octet-stream"
+
+# Folder jobs: an uploaded folder (a bundle: an uncompressed tar, see wire.bundle) is
+# named by its SHA-256; a run of a command in one is a job like any other.
+BUNDLES_PATH = f"{API_PREFIX}/bundles"
+RUNS_PATH = f"{API_PREFIX}/runs"
+BUNDLE_MEDIA_TYPE = "application/x-tar"
+# The gateway's bundle limit, on every answer about a bundle (checked before uploading).
+MAX_BUNDLE_HEADER = "X-Computethis-Max-Bundle"
+# A folder job's result is a zip: this member (JSON: return code, output tails, files),
+# then each output file under OUTPUTS_DIR.
+RUN_MEMBER = "computethis-run.json"
+OUTPUTS_DIR = "outputs/"

@@ -48,9 +48,9 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     It is returned as a memoryview because Dask hands a memoryview result to the
     gateway as a view of the bytes it received, where bytes would be copied once more.
     """
-    worker = _worker_address()
+    worker = worker_address()
     started = time.time()
-    announced_done = _announce_start(job_id, worker, started)
+    announced_done = announce_start(job_id, worker, started)
 
     output = OutputTail(MAX_LOGS)
 
@@ -63,7 +63,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     try:
         func, args, kwargs = load_call(payload)
     except Exception as exc:
-        return _deliver(job_id, worker, finish(False, deserialization_error(exc)))
+        return deliver(job_id, worker, finish(False, deserialization_error(exc)))
 
     failure: bytes | memoryview | None = None
     try:
@@ -85,13 +85,13 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
             f"({type(exc).__name__}: {exc}); return plain data instead",
             traceback.format_exc(),
         )
-        return _deliver(job_id, worker, finish(False, error))
+        return deliver(job_id, worker, finish(False, error))
     outcome = finish(True, body=body)
     del body, value
-    return _deliver(job_id, worker, outcome)
+    return deliver(job_id, worker, outcome)
 
 
-def _deliver(job_id: str, worker: str | None, outcome: bytes | memoryview) -> memoryview:
+def deliver(job_id: str, worker: str | None, outcome: bytes | memoryview) -> memoryview:
     """Tell the gateway that the job's outcome is ready, and return it as the task's result.
 
     The gateway learns of outcomes only from these messages (it holds no Dask futures):
@@ -191,7 +191,7 @@ def _pickle_exception(exc: BaseException) -> bytes:
     return data if len(data) <= MAX_PICKLED_EXCEPTION else b""
 
 
-def _worker_address() -> str | None:
+def worker_address() -> str | None:
     try:
         from distributed import get_worker
 
@@ -200,7 +200,7 @@ def _worker_address() -> str | None:
         return None
 
 
-def _announce_start(job_id: str, worker: str | None, started: float) -> Callable[[], None]:
+def announce_start(job_id: str, worker: str | None, started: float) -> Callable[[], None]:
     """Tell the gateway the job runs, if it is still running after ANNOUNCE_AFTER seconds.
 
     Quick jobs send nothing: their start time travels in the envelope, and a start

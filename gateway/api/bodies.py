@@ -64,7 +64,7 @@ def stage_call(store: JobStore, max_body: int) -> StagedPayload:
         raise too_large(max_body)
     try:
         with arriving():
-            staged = store.stage_payload(_body_stream(length), max_body, length)
+            staged = store.stage_payload(body_stream(length), max_body, length)
     except PayloadTooLarge:
         raise too_large(max_body) from None
     except IncompleteBody as exc:
@@ -131,7 +131,7 @@ def requested_job_ids() -> list[str]:
     return job_ids
 
 
-def _body_stream(length: int | None) -> IO[bytes]:
+def body_stream(length: int | None) -> IO[bytes]:
     """The request body: the server's own input when the Content-Length is known.
 
     Readers take no more than ``length`` from it. werkzeug's ``request.stream``
@@ -146,7 +146,7 @@ def _read_body(limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise too_large(limit)
-    stream = _body_stream(length)
+    stream = body_stream(length)
     parts = []
     size = 0
     while length is None or size < length:

@@ -1,4 +1,4 @@
-"""One job at a time: submit a call, list jobs, read, cancel or delete a job, its logs."""
+"""One job at a time: submit a call, list jobs, read, cancel or delete a job."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gateway.api.answers import AnswerKind, answer_for, result_response
 from gateway.api.auth import tenant
 from gateway.api.bodies import require_payload_type, stage_call
 from gateway.api.errors import ApiError
-from gateway.api.ownership import found, own_job, own_job_with_result, visible_tenant
+from gateway.api.ownership import own_job, own_job_with_result, visible_tenant
 from gateway.api.submit import check_python_version, job_headers, job_spec, too_many_queued
 from gateway.services import services
 from gateway.store import ACTIVE, STATUSES, Job
@@ -126,15 +126,6 @@ class JobCancel(Resource):
         """Cancel a queued or running job; a job already done is left as it is."""
         cancel(own_job(job_id))
         return own_job(job_id).to_json()
-
-
-class JobLogs(Resource):
-    """``/jobs/<id>/logs``."""
-
-    def get(self, job_id: str) -> Response:
-        """The job's captured stdout and stderr (the last 1 MiB), as plain text."""
-        logs = found(job_id, services().store.logs(job_id, tenant=visible_tenant()))
-        return Response(logs, mimetype="text/plain")
 
 
 def cancel(job: Job) -> bool:

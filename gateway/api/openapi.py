@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from flask_restful import Resource
 
-from gateway.api import jobs, params, submit
+from gateway.api import folders, jobs, params, submit
 from gateway.config import GatewayConfig
 from gateway.services import services
 from gateway.store import STATUSES
@@ -53,6 +53,8 @@ def named_values(config: GatewayConfig | None = None) -> dict[str, Any]:
         "max_limit": jobs.MAX_LIMIT,
         "max_cursor_digits": jobs.MAX_CURSOR_DIGITS,
         "job_statuses": list(STATUSES),
+        "max_bundle": config.max_bundle,
+        "max_run_body": folders.MAX_RUN_BODY,
     }
 
 

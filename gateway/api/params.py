@@ -85,3 +85,16 @@ def idempotency_key(args: dict) -> str | None:
 def wait(args: dict, max_wait: float) -> float:
     """The ``wait`` parameter: seconds to wait for jobs, 0 (the default) to ``max_wait``."""
     return number(args, "wait", default=0.0, low=0.0, high=max_wait) or 0.0
+
+
+def flag(args: dict, key: str) -> bool:
+    """A yes/no parameter: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (absent: no)."""
+    raw = args.get(key)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", ""):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{key} must be 1 or 0 (true or false), not {raw!r}")

@@ -10,10 +10,13 @@ from flask_restful import Api
 from gateway.api.batches import JobBatch
 from gateway.api.cluster import Health, WorkerList
 from gateway.api.errors import error_response
-from gateway.api.jobs import JobCancel, JobItem, JobList, JobLogs
+from gateway.api.folders import BundleItem, RunList
+from gateway.api.jobs import JobCancel, JobItem, JobList
+from gateway.api.logs import JobLogs
 from gateway.api.openapi import OpenApiDocument
+from gateway.api.outputs import JobOutputFile, JobOutputs, JobOutputsZip
 from gateway.api.results import JobResult, JobResults
-from wire.http import API_PREFIX, BATCH_PATH, JOBS_PATH, RESULTS_PATH
+from wire.http import API_PREFIX, BATCH_PATH, BUNDLES_PATH, JOBS_PATH, RESULTS_PATH, RUNS_PATH
 
 BLUEPRINT = "api"
 # Endpoints that answer without a token.
@@ -40,6 +43,12 @@ def create_blueprint() -> Blueprint:
     api.add_resource(JobCancel, f"{job}/cancel", endpoint="cancel")
     api.add_resource(JobResult, f"{job}/result", endpoint="result")
     api.add_resource(JobLogs, f"{job}/logs", endpoint="logs")
+    api.add_resource(JobOutputs, f"{job}/outputs", endpoint="outputs")
+    api.add_resource(JobOutputsZip, f"{job}/outputs.zip", endpoint="outputs_zip")
+    api.add_resource(JobOutputFile, f"{job}/outputs/<path:path>", endpoint="output_file")
+    bundle = f"{_below_prefix(BUNDLES_PATH)}/<string:digest>"
+    api.add_resource(BundleItem, bundle, endpoint="bundle")
+    api.add_resource(RunList, _below_prefix(RUNS_PATH), endpoint="runs")
     api.add_resource(WorkerList, "/workers", endpoint="workers")
     api.add_resource(Health, "/health", endpoint="health")
     api.add_resource(OpenApiDocument, "/openapi.json", endpoint="openapi")

@@ -45,6 +45,7 @@ def outcome_from_envelope(job_id: str, envelope: bytes | memoryview) -> Outcome:
         error=unpacked.error,
         body=unpacked.body,
         logs=unpacked.logs,
+        result_body=unpacked.result_body,
     )
 
 

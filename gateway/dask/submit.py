@@ -1,7 +1,9 @@
 """Sending stored jobs to Dask, and taking them back (cancel).
 
-A job's task runs :func:`worker.runner.run_job` on its payload under the job's Dask key;
-the futures Dask returns are dropped at once (the keep-alive plugin holds the tasks).
+A job's task runs its kind's worker function under the job's Dask key: a function
+job's :func:`worker.runner.run_job` on its payload, a folder job's
+:func:`worker.folder.run_folder` on its run (JSON) and its folder's bundle. The futures
+Dask returns are dropped at once (the keep-alive plugin holds the tasks).
 Sends and cancels take one lock (the send lock), so a cancel never slips between a
 job's check and its sending: a job cancelled meanwhile is either left out, or found
 tracked and cancelled in Dask.
@@ -9,6 +11,7 @@ tracked and cancelled in Dask.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import deque
@@ -19,7 +22,9 @@ from distributed import Future
 
 from gateway.dask.link import DaskLink, dask_key
 from gateway.dask.tracker import JobTracker
-from gateway.store import ACTIVE, RUNNING, Job, JobStore
+from gateway.store import ACTIVE, FOLDER, RUNNING, Job, JobStore
+from gateway.store.blobs import map_file
+from worker.folder import run_folder
 from worker.runner import run_job
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,9 @@ RESTART_TIMEOUT = 60  # seconds a cancelled job's worker has to restart
 
 # A task's payload argument: the payload's bytes, or a large one already on a worker.
 TaskArgument = bytes | Future
+# Each kind's worker function, and the arguments of its task after the job id.
+TASKS = {FOLDER: run_folder}
+TaskArguments = tuple[TaskArgument | None, ...]
 
 
 def active_job(store: JobStore, job_id: str) -> Job | None:
@@ -53,7 +61,7 @@ class Submitter:
         self._tracker = tracker
         self._reconcile_needed = reconcile_needed
         self._send_lock = threading.Lock()
-        self._outbox: deque[tuple[Job, TaskArgument]] = deque()  # jobs to send to Dask
+        self._outbox: deque[tuple[Job, TaskArguments]] = deque()  # jobs to send to Dask
         self._uploaders = ThreadPoolExecutor(
             UPLOAD_THREADS, thread_name_prefix="computethis-upload"
         )
@@ -81,12 +89,11 @@ class Submitter:
         if not self._link.cluster.connected or self._tracker.is_tracked(job.id):
             return
         if upload is not None:
-            argument = upload.result()
+            arguments: TaskArguments = (upload.result(),)
         else:
-            argument = self._task_argument(
-                payload if payload is not None else self._store.read_payload(job.id)
-            )
-        self._outbox.append((job, argument))
+            data = payload if payload is not None else self._store.read_payload(job.id)
+            arguments = self._task_arguments(job, data)
+        self._outbox.append((job, arguments))
         self._send_outbox()
 
     def submit_many(self, jobs: list[tuple[Job, bytes]]) -> None:
@@ -94,7 +101,7 @@ class Submitter:
         or leave them queued until the scheduler is reachable."""
         if not self._link.cluster.connected:
             return
-        self._outbox.extend(jobs)
+        self._outbox.extend((job, (payload,)) for job, payload in jobs)
         self._send_outbox()
 
     def resubmit(self, jobs: list[Job]) -> list[Job]:
@@ -104,10 +111,10 @@ class Submitter:
         threads keep submitting meanwhile; a job cancelled, done or tracked in between
         is left out.
         """
-        prepared: list[tuple[Job, TaskArgument]] = []
+        prepared: list[tuple[Job, TaskArguments]] = []
         for job in jobs:
             try:
-                prepared.append((job, self._task_argument(self._store.read_payload(job.id))))
+                prepared.append((job, self._task_arguments(job, self._store.read_payload(job.id))))
             except FileNotFoundError:
                 log.error("payload of job %s is missing; it cannot run", job.id)
         with self._send_lock:
@@ -146,36 +153,49 @@ class Submitter:
             elif waiting:  # they stay queued in the store until the next reconciliation
                 self._reconcile_needed.set()
 
-    def _send_locked(self, jobs: list[tuple[Job, TaskArgument]]) -> list[str]:
-        """Track and send the jobs not tracked yet, one ``Client.map`` per retry count;
-        returns the ids sent. A job that cannot be sent is untracked and stays queued in
-        the store: the next reconciliation submits it."""
+    def _send_locked(self, jobs: list[tuple[Job, TaskArguments]]) -> list[str]:
+        """Track and send the jobs not tracked yet, one ``Client.map`` per kind and retry
+        count; returns the ids sent. A job that cannot be sent is untracked and stays
+        queued in the store: the next reconciliation submits it."""
         client = self._link.client
         assert client is not None
         newly = set(self._tracker.track(job.id for job, _ in jobs))
-        by_retries: dict[int, dict[str, tuple[Job, TaskArgument]]] = {}
-        for job, argument in jobs:
+        groups: dict[tuple[str, int], dict[str, TaskArguments]] = {}
+        for job, arguments in jobs:
             if job.id in newly:  # each job once, and only if this call tracked it
-                by_retries.setdefault(job.retries, {}).setdefault(job.id, (job, argument))
+                groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
         sent: list[str] = []
-        for retries, group in by_retries.items():
+        for (kind, retries), group in groups.items():
             ids = list(group)
+            task = TASKS.get(kind, run_job)
             try:
-                arguments = [argument for _, argument in group.values()]
                 keys = [dask_key(job_id) for job_id in ids]
                 options = {"pure": False, "retries": retries or None}
                 # Under load nearly every call sends one job: Client.submit builds that
                 # graph with ~50 us less CPU (of the request thread) than Client.map.
                 if len(group) == 1:
-                    client.submit(run_job, ids[0], arguments[0], key=keys[0], **options)
+                    client.submit(task, ids[0], *group[ids[0]], key=keys[0], **options)
                 else:
-                    client.map(run_job, ids, arguments, key=keys, **options)
+                    columns = zip(*group.values(), strict=True)
+                    client.map(task, ids, *columns, key=keys, **options)
                 sent += ids
             except Exception:
                 log.exception("could not submit %d jobs; will retry", len(group))
                 self._tracker.untrack(ids)
                 self._reconcile_needed.set()
         return sent
+
+    def _task_arguments(self, job: Job, payload: bytes | memoryview) -> TaskArguments:
+        """A job's task arguments after its id: its payload; for a folder job also its
+        bundle's bytes (None if the bundle is gone: the worker says so)."""
+        if job.kind != FOLDER:
+            return (self._task_argument(payload),)
+        run = json.loads(bytes(payload))
+        try:
+            bundle = map_file(self._store.bundles.path(job.tenant, run["bundle"]))
+        except FileNotFoundError:
+            return bytes(payload), None
+        return bytes(payload), self._task_argument(bundle)
 
     def _task_argument(self, data: bytes | memoryview) -> TaskArgument:
         """The payload as a task argument: bytes, or for a large one a scattered future.

@@ -8,6 +8,7 @@ Callers hold one :class:`JobStore`; what lives where:
   tenant's jobs; a name: only that tenant's, and another's job reads as a missing one).
 - ``blobs``: payload and result bytes: in the job's row up to ``INLINE_LIMIT``, else
   in files; request bodies staged on their way in.
+- ``bundles``: uploaded folders (tar files by SHA-256), per tenant.
 - ``db``: the schema, a SQLite connection per thread, write transactions.
 - ``writelock``: the lock write transactions take turns on (the recorder first).
 - ``repair``: crash repair at start-up (records and files made to agree).
@@ -22,7 +23,10 @@ from gateway.store.models import (
     EXPIRED,
     FAILED,
     FINISHED,
+    FOLDER,
+    FUNCTION,
     JOB_ID,
+    KINDS,
     QUEUED,
     RUNNING,
     STATUSES,
@@ -40,7 +44,10 @@ __all__ = [
     "EXPIRED",
     "FAILED",
     "FINISHED",
+    "FOLDER",
+    "FUNCTION",
     "JOB_ID",
+    "KINDS",
     "QUEUED",
     "RUNNING",
     "STATUSES",

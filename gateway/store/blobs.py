@@ -156,7 +156,11 @@ class Blobs:
     def stage_result(self, outcome: Outcome) -> None:
         """Write a large result body to a fsynced temporary file (``result_file``) and
         let go of the body's memory; a small one stays in ``body``, for the row."""
-        if outcome.result_file is None and outcome.ok and len(outcome.body) > INLINE_LIMIT:
+        if (
+            outcome.result_file is None
+            and (outcome.ok or outcome.result_body)
+            and len(outcome.body) > INLINE_LIMIT
+        ):
             tmp = self.tmp_dir / f"{outcome.job_id}.{uuid.uuid4().hex[:8]}.result"
             with open(tmp, "wb") as out:
                 out.write(outcome.body)

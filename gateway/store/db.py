@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     logs           BLOB,
     payload        BLOB,
-    result         BLOB
+    result         BLOB,
+    kind           TEXT NOT NULL DEFAULT 'function'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -43,7 +44,13 @@ CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, status);
 """
 
 # Columns that databases made by earlier versions lack, with their types.
-_ADDED_COLUMNS = {"idempotency_key": "TEXT", "logs": "BLOB", "payload": "BLOB", "result": "BLOB"}
+_ADDED_COLUMNS = {
+    "idempotency_key": "TEXT",
+    "logs": "BLOB",
+    "payload": "BLOB",
+    "result": "BLOB",
+    "kind": "TEXT NOT NULL DEFAULT 'function'",
+}
 
 
 class Database:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from gateway.store.blobs import Blobs, StagedPayload, require_in_rows
+from gateway.store.bundles import Bundles
 from gateway.store.db import Database
 from gateway.store.models import (
     ACTIVE,
@@ -52,6 +53,7 @@ class JobStore(JobReads):
         self.payload_dir = blobs.payload_dir
         self.result_dir = blobs.result_dir
         self.tmp_dir = blobs.tmp_dir
+        self.bundles = Bundles(self.save_dir, blobs.tmp_dir, durable=durable)
         self.db_path = self.save_dir / "jobs.sqlite3"
         super().__init__(Database(self.db_path, durable=durable), blobs)
 
@@ -242,8 +244,8 @@ def _insert(
     """Insert one queued job's row (in the caller's transaction); returns its ``seq``."""
     cursor = db.execute(
         "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
-        " python_version, dill_version, payload_size, idempotency_key, payload)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " python_version, dill_version, payload_size, idempotency_key, payload, kind)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             job_id,
             spec.tenant,
@@ -257,6 +259,7 @@ def _insert(
             size,
             spec.idempotency_key,
             inline,
+            spec.kind,
         ),
     )
     assert cursor.lastrowid is not None
@@ -266,13 +269,14 @@ def _insert(
 def _update(db: sqlite3.Connection, outcome: Outcome) -> None:
     """Write an outcome into its job's row (in the caller's transaction)."""
     result: bytes | None = None
-    if outcome.ok:
-        status, error, exception = FINISHED, None, None
-        size: int | None = outcome.size
+    size: int | None = None
+    exception: bytes | None = None
+    status, error = (FINISHED, None) if outcome.ok else (FAILED, json.dumps(outcome.error))
+    if outcome.ok or outcome.result_body:
+        size = outcome.size
         if outcome.result_file is None:
             result = bytes(outcome.body)
     else:
-        status, error, size = FAILED, json.dumps(outcome.error), None
         exception = bytes(outcome.body) or None
     db.execute(
         "UPDATE jobs SET status = ?, worker = COALESCE(?, worker),"

@@ -24,6 +24,10 @@ DONE = (*TERMINAL, EXPIRED)
 
 JOB_ID = re.compile(r"[0-9a-f]{32}\Z")
 
+# Kinds of job: what a job's payload is and which worker function runs it.
+FUNCTION, FOLDER = "function", "folder"
+KINDS = (FUNCTION, FOLDER)
+
 
 @dataclass
 class JobSpec:
@@ -36,6 +40,7 @@ class JobSpec:
     python_version: str | None = None
     dill_version: str | None = None
     idempotency_key: str | None = None
+    kind: str = FUNCTION
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Job:
     error: dict[str, Any] | None
     exception: bytes | None = field(default=None, repr=False)
     idempotency_key: str | None = field(default=None, repr=False)
+    kind: str = FUNCTION
 
     @classmethod
     def queued(cls, spec: JobSpec, job_id: str, seq: int, created_at: float, size: int) -> Job:
@@ -84,6 +90,7 @@ class Job:
             result_size=None,
             error=None,
             idempotency_key=spec.idempotency_key,
+            kind=spec.kind,
         )
 
     @property
@@ -95,6 +102,7 @@ class Job:
         """The public JSON view of the job (no tenant, payload, key or pickled exception)."""
         data: dict[str, Any] = {
             "id": self.id,
+            "kind": self.kind,
             "name": self.name,
             "status": self.status,
             "created_at": _iso(self.created_at),
@@ -131,6 +139,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     body: bytes | memoryview = b""
     logs: bytes | memoryview = b""
+    result_body: bool = False  # the body is the result even if not ok (see wire.envelope)
     # Set by JobStore.stage_result: the body, already in a fsynced temporary file.
     result_file: Path | None = None
     result_size: int = 0

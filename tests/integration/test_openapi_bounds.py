@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from gateway.api import jobs, params, submit
+from gateway.api import folders, jobs, params, submit
 from gateway.api.openapi import declaration, named_values, openapi_document
 from gateway.app import create_app
-from gateway.config import DEFAULT_MAX_BODY, GatewayConfig
+from gateway.config import DEFAULT_MAX_BODY, DEFAULT_MAX_BUNDLE, GatewayConfig
 from gateway.connections import MAX_HEADER_BYTES
 from gateway.store import JOB_ID, STATUSES
 from wire import batch_body, limits
@@ -35,6 +35,7 @@ UPPER = ("maximum", "maxLength", "maxItems", "exclusiveMaximum")
 LOWER = ("minimum", "minLength", "minItems", "exclusiveMinimum", "default")
 NAME = re.compile(r"\$\{(\w+)\}")
 JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+DIGEST_PATTERN = "^[0-9a-f]{64}$"  # a bundle's SHA-256
 UNKNOWN_JOB = "0" * 32
 TOKEN = "t"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,7 +73,7 @@ def test_upper_bounds_are_named_and_lower_ones_are_zero_or_one() -> None:
             assert isinstance(value, str) and NAME.fullmatch(value), (where, key, value)
         elif key in LOWER and not (isinstance(value, str) and NAME.fullmatch(value)):
             assert value in (0, 1), (where, key, value)
-        elif key == "pattern" and value != JOB_ID_PATTERN:
+        elif key == "pattern" and value not in (JOB_ID_PATTERN, DIGEST_PATTERN):
             counts = re.findall(r"\{([^}]*)\}", NAME.sub("N", value))
             assert all(part in ("0", "1", "N") for c in counts for part in c.split(",")), value
 
@@ -101,6 +102,8 @@ def test_the_names_stand_for_the_codes_limits() -> None:
         "max_limit": jobs.MAX_LIMIT,
         "max_cursor_digits": jobs.MAX_CURSOR_DIGITS,
         "job_statuses": list(STATUSES),
+        "max_bundle": DEFAULT_MAX_BUNDLE,
+        "max_run_body": folders.MAX_RUN_BODY,
     }
     defaults = named_values()
     assert defaults["max_wait"] == GatewayConfig(save_dir=Path("save"), token="").max_wait
@@ -150,6 +153,8 @@ ACCEPTED: dict[tuple[str, str], tuple[dict[str, Any], int, str | None]] = {
     ("post", "/batches"): ({"data": b"", "content_type": OCTET}, 400, "invalid_batch"),
     ("post", "/results"): ({"json": {"jobs": [UNKNOWN_JOB]}}, 404, "job_not_found"),
     ("get", "/jobs/{job_id}/result"): ({}, 404, "job_not_found"),
+    ("get", "/jobs/{job_id}/outputs"): ({}, 404, "job_not_found"),
+    ("post", "/runs"): ({"json": {"bundle": "0" * 64}}, 404, "bundle_not_found"),
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 import client_sdk.serialization as serialization
 from client_sdk.errors import (
     GATEWAY_ERRORS,
+    CommandFailed,
     ComputeThisError,
     DeserializationError,
     JobTimeout,
@@ -340,6 +341,7 @@ def test_gateway_error_types_map_to_sdk_errors(error_type: str, expected: type):
 
 def test_gateway_error_map_is_complete():
     expected = {
+        "CommandFailed": CommandFailed,
         "DeserializationError": DeserializationError,
         "SerializationError": SerializationError,
         "WorkerDied": WorkerDied,

@@ -153,6 +153,7 @@ def test_create_get_round_trip(store: JobStore):
     data = job.to_json()
     assert set(data) == {
         "id",
+        "kind",
         "name",
         "status",
         "created_at",

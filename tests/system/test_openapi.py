@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import string
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +53,25 @@ from tests.stack import Stack
 from wire.http import API_PREFIX
 
 OCTET = "application/octet-stream"
+
+
+def _tar_of(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member = tarfile.TarInfo(name)
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+# Folder uploads: small tars (safe and not) and arbitrary bytes.
+schemathesis.openapi.media_type(
+    "application/x-tar",
+    st.one_of(
+        st.builds(_tar_of, st.sampled_from(["main.py", "../up.py", "/abs.py"]), st.binary()),
+        st.binary(max_size=2048),
+    ),
+)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -110,8 +131,8 @@ def _served_operations(tmp_path: Path) -> set[tuple[str, str]]:
             if not rule.rule.startswith(f"{API_PREFIX}/"):
                 continue
             # Only string converters: anything else would need its own schema.
-            assert re.fullmatch(r"[^<>]*(<(string:)?\w+>[^<>]*)*", rule.rule), rule.rule
-            path = re.sub(r"<(?:string:)?(\w+)>", r"{\1}", rule.rule)
+            assert re.fullmatch(r"[^<>]*(<(string:|path:)?\w+>[^<>]*)*", rule.rule), rule.rule
+            path = re.sub(r"<(?:string:|path:)?(\w+)>", r"{\1}", rule.rule)
             for method in (rule.methods or set()) - AUTOMATIC_METHODS:
                 served.add((method, path))
         return served

@@ -77,7 +77,7 @@ def run_failing(data: bytes) -> tuple[JobFailed, Envelope]:
 
 
 def test_worker_address_is_none_outside_a_dask_worker():
-    assert runner._worker_address() is None
+    assert runner.worker_address() is None
 
 
 def test_run_job_returns_the_pickled_value():

@@ -1,0 +1,136 @@
+"""Uploaded folders (bundles): tar files named by their SHA-256, kept per tenant.
+
+A bundle is stored once per tenant however many folder jobs run it: the SDK asks
+whether the tenant has it (``HEAD``) before uploading. Each tenant has a directory of
+its own, so one tenant can neither use nor learn of another's bundles. A bundle is
+checked entry by entry (:func:`wire.bundle.check_bundle`) before it is kept; the
+gateway never extracts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import IO
+
+from wire.bundle import check_bundle
+
+DIGEST = re.compile(r"[0-9a-f]{64}\Z")
+_CHUNK = 1 << 20
+
+
+class BundleTooLarge(Exception):
+    """The upload is over the gateway's bundle limit."""
+
+
+class BundleMismatch(Exception):
+    """The uploaded bytes do not have the SHA-256 they were sent under."""
+
+
+class IncompleteBundle(Exception):
+    """The upload ended before its Content-Length."""
+
+
+class Bundles:
+    """Bundle files under ``save_dir/bundles/<tenant's directory>/<sha256>.tar``."""
+
+    def __init__(self, save_dir: Path, tmp_dir: Path, *, durable: bool = True) -> None:
+        self.root = save_dir / "bundles"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = tmp_dir
+        self.durable = durable
+
+    def path(self, tenant: str, digest: str) -> Path:
+        """Where ``tenant``'s bundle ``digest`` is (ValueError if not a SHA-256 in hex)."""
+        if not DIGEST.match(digest):
+            raise ValueError(f"{digest!r} is not a SHA-256 in lower-case hex")
+        return self._tenant_dir(tenant) / f"{digest}.tar"
+
+    def exists(self, tenant: str, digest: str) -> bool:
+        """Whether ``tenant`` has the bundle; a use keeps it from expiring."""
+        path = self.path(tenant, digest)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def receive(
+        self, tenant: str, digest: str, stream: IO[bytes], length: int | None, max_bytes: int
+    ) -> int:
+        """Read an uploaded bundle from ``stream``, check it, and keep it for ``tenant``;
+        returns its size. Raises :class:`BundleTooLarge`, :class:`IncompleteBundle`,
+        :class:`BundleMismatch` or :class:`wire.bundle.BundleError`; nothing is kept then.
+        """
+        target = self.path(tenant, digest)
+        tmp = self.tmp_dir / f"bundle.{uuid.uuid4().hex}.tar"
+        try:
+            size, actual = self._write(stream, tmp, length, max_bytes)
+            if actual != digest:
+                raise BundleMismatch(
+                    f"the body's SHA-256 is {actual}, not {digest}: upload the bundle's "
+                    "exact bytes under its own digest"
+                )
+            check_bundle(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            self._sync_dir(target.parent)
+            return size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, tenant: str, digest: str) -> bool:
+        """Delete ``tenant``'s bundle; False if there was none."""
+        try:
+            self.path(tenant, digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def expire(self, unused_since: float) -> int:
+        """Delete bundles not uploaded or used since ``unused_since`` (a time); how many."""
+        removed = 0
+        for path in self.root.glob("*/*.tar"):
+            try:
+                if path.stat().st_mtime < unused_since:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def _tenant_dir(self, tenant: str) -> Path:
+        return self.root / hashlib.sha256(tenant.encode()).hexdigest()[:32]
+
+    def _write(
+        self, stream: IO[bytes], path: Path, length: int | None, max_bytes: int
+    ) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "wb") as out:
+            while length is None or size < length:
+                chunk = stream.read(_CHUNK if length is None else min(_CHUNK, length - size))
+                if not chunk:
+                    if length is not None:
+                        raise IncompleteBundle(f"the body ended after {size} of {length} bytes")
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BundleTooLarge(max_bytes)
+                digest.update(chunk)
+                out.write(chunk)
+            if self.durable:
+                out.flush()
+                os.fsync(out.fileno())
+        return size, digest.hexdigest()
+
+    def _sync_dir(self, directory: Path) -> None:
+        if self.durable:
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
