@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_restful import Resource
 
-from gateway.api.auth import is_admin
+from gateway.api.ownership import visible_tenant
 from gateway.services import services
 
 
@@ -14,12 +14,11 @@ class WorkerList(Resource):
     """``/workers``."""
 
     def get(self) -> dict[str, Any]:
-        """Worker count for everyone; each worker's details for the admin token only."""
+        """Each worker's load (CPU, memory, busy or idle): the job it runs is named only
+        to the admin and to the job's own tenant."""
         dispatcher = services().dispatcher
-        body: dict[str, Any] = {"count": len(dispatcher.cluster.workers)}
-        if is_admin():
-            body["workers"] = dispatcher.workers()
-        return body
+        workers = dispatcher.workers(tenant=visible_tenant())
+        return {"count": len(workers), "workers": workers}
 
 
 class Health(Resource):

@@ -98,13 +98,16 @@ class Dispatcher:
     def on_recorded(self, callback: Callable[[list[Outcome]], None] | None) -> None:
         self.recorder.on_recorded = callback
 
-    def workers(self) -> list[dict[str, Any]]:
-        """Each worker's address, name, threads, memory and job counts."""
+    def workers(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Each worker's address, name, threads, memory, CPU, whether it runs a job, and
+        job counts; with ``tenant``, the job it runs is named only if it is theirs."""
         stats = self.store.worker_stats()
         rows = []
         for address, info in sorted(self.cluster.workers.items()):
             metrics = info.get("metrics", {})
             own = stats.get(address, {})
+            current = own.get("current_job")
+            cpu = metrics.get("cpu")
             rows.append(
                 {
                     "address": address,
@@ -112,7 +115,9 @@ class Dispatcher:
                     "threads": info.get("nthreads"),
                     "memory_limit": info.get("memory_limit"),
                     "memory": metrics.get("memory"),
-                    "current_job": own.get("current_job"),
+                    "cpu": round(float(cpu), 1) if cpu is not None else None,
+                    "busy": current is not None,
+                    "current_job": current if tenant in (None, own.get("tenant")) else None,
                     "jobs_completed": own.get("completed", 0),
                 }
             )

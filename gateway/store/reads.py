@@ -174,7 +174,8 @@ class JobReads:
         return {status: count for status, count in rows}
 
     def worker_stats(self) -> dict[str, dict[str, Any]]:
-        """Per worker address: jobs finished and the job it is running, if any."""
+        """Per worker address: jobs finished, and the job it is running (``current_job``,
+        with its ``tenant``), if any."""
         stats: dict[str, dict[str, Any]] = {}
         db = self.db.connection()
         for row in db.execute(
@@ -184,9 +185,11 @@ class JobReads:
         ):
             stats.setdefault(row[0], {"completed": 0, "current_job": None})["completed"] = row[1]
         for row in db.execute(
-            "SELECT worker, id FROM jobs WHERE status = ? AND worker IS NOT NULL", (RUNNING,)
+            "SELECT worker, id, tenant FROM jobs WHERE status = ? AND worker IS NOT NULL",
+            (RUNNING,),
         ):
-            stats.setdefault(row[0], {"completed": 0, "current_job": None})["current_job"] = row[1]
+            entry = stats.setdefault(row[0], {"completed": 0, "current_job": None})
+            entry["current_job"], entry["tenant"] = row[1], row[2]
         return stats
 
     # -- helpers ------------------------------------------------------------------------

@@ -8,14 +8,25 @@ import os
 import tarfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from client_sdk import CommandFailed, FolderJob, JobTimeout, RunResult, run_folder
-from tests.stack import Stack, scrape_metrics
+from client_sdk import (
+    Client,
+    CommandFailed,
+    FolderJob,
+    JobCancelled,
+    JobTimeout,
+    RemoteError,
+    RunResult,
+    SizeLimitExceeded,
+    run_folder,
+)
+from tests.stack import Stack, scrape_metrics, start_stack
 from tests.system.test_security import new_tenant
 
 pytestmark = pytest.mark.usefixtures("sdk")
@@ -270,3 +281,73 @@ def test_logs_follow_a_running_job_line_by_line(project: Path):
     assert arrivals[2][0] - arrivals[0][0] > 1.5
     assert job.status() == "finished"
     assert "".join(job.logs(follow=True)) == "tick 0\ntick 1\ntick 2\n"  # done: stored
+
+
+def test_cancel_stops_the_whole_process_tree(project: Path, tmp_path: Path):
+    pid_file = tmp_path / "grandchild.pid"
+    job = run_folder(project, command=f"sleep 300 & echo $! > {pid_file}; echo up; wait")
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, job.info()
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    assert psutil.pid_exists(pid)
+    assert job.cancel() == "cancelled"
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"process {pid} outlived its cancelled job"
+        time.sleep(0.1)
+    with pytest.raises(JobCancelled):
+        job.result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway that takes folders up to 20 kB and keeps 1 kB of outputs per job."""
+    extra = ["--max-bundle", "20000", "--max-outputs", "1000"]
+    stack = start_stack(tmp_path_factory.mktemp("limited") / "save", workers=1, extra=extra)
+    yield stack
+    stack.stop()
+
+
+def test_limits_say_what_is_too_large_and_what_to_do(limited: Stack, project: Path):
+    client = Client(limited.url, limited.token)
+    (project / "weights.bin").write_bytes(os.urandom(50_000))
+    with pytest.raises(SizeLimitExceeded) as refused:
+        run_folder(project, client=client)
+    message = str(refused.value)
+    assert "20000" in message and "weights.bin (50000 bytes)" in message
+    assert "exclude" in message
+    job = run_folder(
+        project,
+        command=["python", "-c", "open('big.out','wb').write(b'x' * 5000)"],
+        exclude=["weights.bin"],
+        client=client,
+    )
+    with pytest.raises(RemoteError) as failed:
+        job.result(timeout=120)
+    assert failed.value.type == "OutputsTooLarge"
+    assert "1,000 bytes" in str(failed.value) and "big.out" in str(failed.value)
+
+
+def test_outputs_survive_a_gateway_restart(tmp_path: Path, project: Path):
+    save_dir = tmp_path / "save"
+    stack = start_stack(save_dir, workers=1)
+    try:
+        job = run_folder(project, client=Client(stack.url, stack.token))
+        job.result(timeout=120)
+    finally:
+        stack.stop()
+    again = start_stack(save_dir, workers=1)
+    try:
+        client = Client(again.url, again.token)
+        reattached = FolderJob.from_id(job.id, client=client)
+        assert reattached.result(timeout=60).outputs == ["out/squares.csv"]
+        written = reattached.download(tmp_path / "after")
+        assert written[0].read_bytes() == b"1,1\r\n2,4\r\n3,9\r\n4,16\r\n"
+        # The bundle is still there: a second run uploads nothing.
+        before = scrape_metrics(again)["computethis_bundle_bytes_received_total"]
+        run_folder(project, client=client).result(timeout=120)
+        assert scrape_metrics(again)["computethis_bundle_bytes_received_total"] == before
+    finally:
+        again.stop()

@@ -129,12 +129,27 @@ def test_revoked_token_is_refused_and_only_hashes_are_stored(secured: Stack):
     assert token_command(secured, "create", "admin").returncode == 1
 
 
-def test_workers_details_are_for_the_admin_only(secured: Stack):
-    tenant = new_tenant(secured, "dave")
-    seen = requests.get(secured.api("/workers"), headers=tenant, timeout=10).json()
-    assert seen == {"count": 1}
-    admin = requests.get(secured.api("/workers"), headers=secured.headers(), timeout=10).json()
-    assert admin["count"] == 1 and admin["workers"][0]["address"].startswith("tcp://")
+def test_every_tenant_sees_the_workers_load_but_not_others_jobs(secured: Stack):
+    dave, erin = new_tenant(secured, "dave"), new_tenant(secured, "dave-peer")
+    submitted = submit(secured, dave, (time.sleep, (3,), {}))
+    job_id = submitted.json()["id"]
+
+    def workers(headers: dict[str, str]) -> list[dict]:
+        body = requests.get(secured.api("/workers"), headers=headers, timeout=10).json()
+        assert body["count"] == len(body["workers"]) == 1
+        return body["workers"]
+
+    deadline = time.monotonic() + 30
+    while not workers(secured.headers())[0]["busy"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    admin, own, other = workers(secured.headers()), workers(dave), workers(erin)
+    assert admin[0]["address"].startswith("tcp://") and admin[0]["current_job"] == job_id
+    assert own[0]["current_job"] == job_id  # its own job
+    assert other[0]["busy"] and other[0]["current_job"] is None  # another tenant's: hidden
+    for seen in (admin, own, other):
+        assert seen[0]["cpu"] is not None and seen[0]["memory"] > 0
+    done = requests.get(secured.api(f"/jobs/{job_id}/result?wait=30"), headers=dave, timeout=60)
+    assert done.status_code == 200
 
 
 def test_queued_jobs_per_tenant_are_limited_and_the_sdk_waits(secured: Stack):
