@@ -9,7 +9,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bigdata, concurrency, latency, many_small, plots, report, scaling
+from benchmarks import (
+    bigdata,
+    concurrency,
+    folders,
+    latency,
+    many_small,
+    plots,
+    report,
+    scaling,
+)
 from benchmarks.config import FULL, QUICK, Sizes
 from benchmarks.harness import Runner
 from benchmarks.results import BenchResult
@@ -20,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Runner, Sizes], BenchResult]] = {
     many_small.NAME: many_small.run,
     concurrency.NAME: concurrency.run,
     bigdata.NAME: bigdata.run,
+    folders.NAME: folders.run,
     scaling.NAME: scaling.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

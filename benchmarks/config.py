@@ -23,6 +23,8 @@ class Sizes:
     cpu_seconds: float = 1.0  # CPU time of one CPU-bound job
     cpu_repeats: int = 7  # one-at-a-time / all-at-once pairs; the speed-up is their median
     big_megabytes: int = 256
+    folder_runs: int = 20  # trivial folder jobs (and function jobs, interpreter starts)
+    folder_megabytes: int = 200  # the folder uploaded
     max_body: int = 1 << 30  # --max-body of the benchmark gateway
 
 
@@ -38,4 +40,6 @@ QUICK = Sizes(
     cpu_seconds=0.15,
     cpu_repeats=1,
     big_megabytes=8,
+    folder_runs=2,
+    folder_megabytes=8,
 )

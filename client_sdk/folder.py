@@ -24,7 +24,7 @@ from client_sdk.client import Client, default_client
 from client_sdk.errors import ApiError, JobCancelled, ResultTimeout, SizeLimitExceeded
 from client_sdk.job import Job
 from client_sdk.serialization import rebuild_exception
-from wire.bundle import folder_size, pack_folder
+from wire.bundle import PackedFolder, folder_size, pack_folder
 from wire.http import BUNDLE_MEDIA_TYPE, MAX_BUNDLE_HEADER
 
 POLL_WAIT = 30.0  # seconds per long-poll of a run's outputs
@@ -86,26 +86,37 @@ def _upload(client: Client, root: Path, exclude: list[str]) -> str:
         raise NotADirectoryError(f"{root} is not a folder")
     with tempfile.TemporaryDirectory(prefix="computethis-bundle-") as scratch:
         packed = pack_folder(root, Path(scratch) / "bundle.tar", exclude)
-        path = f"/bundles/{packed.sha256}"
-        try:
-            reply = client.transport.request("GET", path)
-            return packed.sha256  # already there: nothing to upload
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            limit = int(exc.headers.get(MAX_BUNDLE_HEADER, 0) or 0)
-        if limit and packed.size > limit:
-            raise SizeLimitExceeded(_too_large(root, packed.size, limit, exclude))
-        with open(packed.path, "rb") as file, _mapped(file) as data:
-            reply = client.transport.request(
-                "PUT",
-                path,
-                data=data,
-                headers={"Content-Type": BUNDLE_MEDIA_TYPE},
-                timeout=max(60.0, packed.size / 10e6),
-            )
-        assert reply.json()["bundle"] == packed.sha256
+        upload_bundle(client, packed, root, exclude)
         return packed.sha256
+
+
+def upload_bundle(
+    client: Client, packed: PackedFolder, root: Path | None = None, exclude: Sequence[str] = ()
+) -> int:
+    """Upload a packed folder unless the gateway has it already; the bytes sent (0 if it
+    had it). Over the gateway's limit, nothing is sent: :class:`SizeLimitExceeded`
+    names the folder's largest files (of ``root``, when given)."""
+    path = f"/bundles/{packed.sha256}"
+    try:
+        client.transport.request("GET", path)
+        return 0  # already there: nothing to upload
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        limit = int(exc.headers.get(MAX_BUNDLE_HEADER, 0) or 0)
+    if limit and packed.size > limit:
+        raise SizeLimitExceeded(_too_large(root, packed, limit, list(exclude)))
+    with open(packed.path, "rb") as file, _mapped(file) as data:
+        reply = client.transport.request(
+            "PUT",
+            path,
+            data=data,
+            headers={"Content-Type": BUNDLE_MEDIA_TYPE},
+            timeout=max(60.0, packed.size / 10e6),
+        )
+    if reply.json()["bundle"] != packed.sha256:
+        raise ApiError(reply.status, "bundle_mismatch", "the gateway kept another bundle")
+    return packed.size
 
 
 @contextlib.contextmanager
@@ -122,13 +133,13 @@ def _mapped(file: Any) -> Iterator[memoryview | bytes]:
             view.release()
 
 
-def _too_large(root: Path, size: int, limit: int, exclude: list[str]) -> str:
-    _, largest = folder_size(root, exclude)
-    files = ", ".join(f"{path} ({size_of} bytes)" for path, size_of in largest)
+def _too_large(root: Path | None, packed: PackedFolder, limit: int, exclude: list[str]) -> str:
+    largest = folder_size(root, exclude)[1] if root is not None else packed.largest
+    files = ", ".join(f"{path} ({size} bytes)" for path, size in largest)
     return (
-        f"{root} packs to {size} bytes and the gateway takes at most {limit} "
-        f"(--max-bundle); its largest files: {files}. Exclude some (exclude=[...]) or ask "
-        "the operator to raise --max-bundle"
+        f"{root or 'the folder'} packs to {packed.size} bytes and the gateway takes at most "
+        f"{limit} (--max-bundle); its largest files: {files}. Exclude some (exclude=[...]) "
+        "or ask the operator to raise --max-bundle"
     )
 
 

@@ -23,8 +23,9 @@ from wire.bundle import BundleError, extract_bundle
 from wire.envelope import LOGS_TOPIC, Envelope, pack
 from wire.errors import error_info
 from wire.http import RUN_MEMBER
+from worker.outputs import OutputsTooLarge, collect_outputs, snapshot
 from worker.runner import MAX_LOGS, OutputTail, announce_start, deliver, worker_address
-from worker.sandbox import Finished, OutputsTooLarge, collect_outputs, run_command, snapshot
+from worker.sandbox import Finished, run_command
 
 JOB_ID_VARIABLE = "COMPUTETHIS_JOB_ID"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)

@@ -1,38 +1,29 @@
 """Run one command for a job in a directory of its own and collect what it wrote.
 
-``run_command`` starts the command through a tiny guard (``GUARD_CODE``) that leads a
-new session and process group, captures stdout and stderr (the last ``keep`` bytes of
-each, also offered live) and leaves no process behind: the group is killed at the end;
-on timeout it gets SIGTERM, ``TERM_GRACE`` seconds, SIGKILL; if the worker dies, even by
-SIGKILL, the kernel sends the guard SIGTERM and the guard kills the group; ``cancel_all``
-kills every group. (A process that leaves the group with ``setsid`` is killed by the
-guard when the command ends by itself, not when the guard is killed.)
+``run_command`` starts the command as the leader of a new session and process group,
+captures stdout and stderr (the last ``keep`` bytes of each, also offered live) and
+leaves no process behind: the group is killed when the command ends; on timeout it gets
+SIGTERM, ``TERM_GRACE`` seconds, SIGKILL; ``cancel_all`` kills every group. If the worker
+process dies, even by SIGKILL, its *reaper* kills the groups it was running: a small
+process started once per worker (``REAPER_CODE``) that is told each group as it starts
+and ends, and kills those left when its pipe from the worker closes. (A process that
+leaves the group with ``setsid`` is not killed.)
 
-Return codes are those of ``subprocess``: -N means killed by signal N. The guard exits
-with 128 + N for a command killed by signal N, as a shell does, and ``run_command`` maps
-that back to -N (so a command that itself exits with 129..128+NSIG reads as killed). A
-killed guard (``cancel_all``, SIGTERM ignored past the grace) gives its own signal: -9.
-
-``collect_outputs`` zips the outputs uncompressed: ``member_span`` lets a server answer
-HTTP Range requests from the zip with plain file reads.
+Return codes are those of ``subprocess``: -N means killed by signal N; a program that
+cannot be started gives 127 (126 if it is not executable).
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import fnmatch
 import os
 import select
-import shutil
 import signal
-import stat
-import struct
 import sys
 import threading
 import time
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from subprocess import DEVNULL, PIPE, Popen, TimeoutExpired
 from typing import IO
@@ -40,48 +31,61 @@ from typing import IO
 TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL on timeout
 DRAIN_GRACE = 2.0  # seconds to read what is left in the pipes once the group is dead
 CUT_NOTE = "[earlier output cut]\n"
-PARENT_ENV = "COMPUTETHIS_SANDBOX_PARENT"  # the pid the guard must stay the child of
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-OUTPUTS_PREFIX = "outputs/"
 
-# `python -I -S -c GUARD_CODE argv...`, the group leader: asks for SIGTERM when its parent
-# dies and to be the subreaper of the command's orphans, runs the command, kills what is
-# left and exits with the command's code (128 + N: killed by signal N). On SIGTERM it
-# kills all only if its parent is gone: the SIGTERM of a timeout reached the command too,
-# the grace is left to it; the parent *thread* ending sends it too, getppid() unchanged.
-GUARD_CODE = r"""
-import ctypes, os, signal, sys
-PARENT = int(os.environ.pop("COMPUTETHIS_SANDBOX_PARENT"))
-def sweep():  # kill the children, whose orphans become ours, until there are none
-    for _ in range(1000):
-        try:
-            kids = open("/proc/self/task/%d/children" % os.getpid()).read().split()
-        except OSError:
-            return
-        for kid in map(int, kids):
-            try: os.kill(kid, 9); os.waitpid(kid, 0)
-            except OSError: pass
-        if not kids: return
-def on_term(signum, frame):
-    if os.getppid() != PARENT: sweep(); os.killpg(0, signal.SIGKILL)
-signal.signal(signal.SIGTERM, on_term)
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-if os.getppid() != PARENT: os._exit(137)
-try:
-    pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ,
-                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM))
-except OSError as e:
-    os.write(2, ("computethis: cannot run %r: %s\n" % (sys.argv[1], e.strerror)).encode())
-    os._exit(127 if isinstance(e, FileNotFoundError) else 126)
-while True:
-    got, status = os.waitpid(-1, 0)
-    if got == pid: break
-code = os.waitstatus_to_exitcode(status); sweep()
-os._exit(code if code >= 0 else 128 - code)
+# `python -I -S -c REAPER_CODE`, one per worker process, in a session of its own: reads
+# "+PGID" / "-PGID" lines (a group started / ended) from the worker; at the end of that
+# pipe (the worker exited or died, however) it kills the groups still running. Its
+# parent's death is not signalled (PR_SET_PDEATHSIG follows the thread that started it,
+# not the process): the pipe is what ends with the process.
+REAPER_CODE = r"""
+import os, sys
+groups = set()
+for line in sys.stdin:
+    pgid = int(line[1:])
+    if line[0] == "+": groups.add(pgid)
+    else: groups.discard(pgid)
+for pgid in groups:
+    try: os.killpg(pgid, 9)
+    except OSError: pass
 """
 
+
+class Reaper:
+    """This worker process's reaper (see ``REAPER_CODE``), started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: Popen | None = None
+        self._pid = 0  # the process that started it (a fork must start its own)
+
+    def started(self, pgid: int) -> None:
+        """Group ``pgid`` runs: kill it if this process dies."""
+        self._tell(f"+{pgid}\n")
+
+    def ended(self, pgid: int) -> None:
+        """Group ``pgid`` is gone."""
+        self._tell(f"-{pgid}\n")
+
+    def _tell(self, line: str) -> None:
+        with self._lock:
+            process = self._process
+            if process is None or process.poll() is not None or self._pid != os.getpid():
+                process = self._process = Popen(
+                    [sys.executable, "-I", "-S", "-c", REAPER_CODE],
+                    stdin=PIPE,
+                    stdout=DEVNULL,
+                    stderr=DEVNULL,
+                    start_new_session=True,
+                    text=True,
+                    bufsize=1,
+                )
+                self._pid = os.getpid()
+            assert process.stdin is not None
+            with contextlib.suppress(OSError):
+                process.stdin.write(line)
+
+
+_reaper = Reaper()
 OnOutput = Callable[[str], None] | None
 _lock = threading.Lock()
 _running: set[int] = set()  # process groups started here and not yet reaped
@@ -226,15 +230,26 @@ def run_command(
     argv = _argv(command)
     if keep < 0:
         raise ValueError(f"keep must be >= 0, not {keep}")
-    env = {**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())}
     started = time.monotonic()
-    guard = [sys.executable, "-I", "-S", "-c", GUARD_CODE, *argv]
-    proc = Popen(
-        guard, cwd=cwd, env=env, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
-    )
+    try:
+        proc = Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=DEVNULL,
+            stdout=PIPE,
+            stderr=PIPE,
+            start_new_session=True,
+            restore_signals=True,
+        )
+    except OSError as exc:
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        message = f"computethis: cannot run {argv[0]!r}: {exc.strerror or exc}\n"
+        return Finished(code, "", message, False, time.monotonic() - started)
     pgid = proc.pid
     with _lock:
         _running.add(pgid)
+    _reaper.started(pgid)
     assert proc.stdout is not None and proc.stderr is not None
     reader = _Reader([proc.stdout, proc.stderr], keep, on_output, flush_every)
     reader.start()
@@ -249,145 +264,6 @@ def run_command(
         with _lock:
             _running.discard(pgid)
         proc.wait()
+        _reaper.ended(pgid)
         stdout, stderr = reader.finish()
-    code = proc.returncode
-    if 128 < code <= 128 + signal.NSIG:  # the guard's report of a signal
-        code = 128 - code
-    return Finished(code, stdout, stderr, timed_out, time.monotonic() - started)
-
-
-def _walk(root: str) -> list[tuple[str, os.stat_result]]:
-    """(relative posix path, stat) of every regular file under ``root``; symlinks to
-    files or directories are skipped, never followed."""
-    found, todo = [], [""]
-    while todo:
-        rel = todo.pop()
-        with os.scandir(os.path.join(root, rel) if rel else root) as entries:
-            for entry in entries:
-                path = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    todo.append(path)
-                elif entry.is_file(follow_symlinks=False):
-                    found.append((path, entry.stat(follow_symlinks=False)))
-    return found
-
-
-def snapshot(root: str | os.PathLike) -> dict[str, tuple[int, int]]:
-    """relative posix path -> (size, mtime_ns) of every regular file under root."""
-    return {path: (st.st_size, st.st_mtime_ns) for path, st in _walk(os.fspath(root))}
-
-
-def _glob_match(parts: list[str], pattern: list[str]) -> bool:
-    """Whether path ``parts`` match glob ``pattern`` parts (``**`` is any number)."""
-    if not pattern:
-        return not parts
-    if pattern[0] == "**":
-        return any(_glob_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
-    head = bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0])
-    return head and _glob_match(parts[1:], pattern[1:])
-
-
-def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """Whether a path, or a directory it is in, matches one of ``patterns``."""
-    split = []
-    for pattern in patterns:
-        parts = [p for p in pattern.strip().split("/") if p not in ("", ".")]
-        if not parts or pattern.startswith("/") or ".." in parts:
-            raise ValueError(f"output pattern {pattern!r}: use a glob relative to the job dir")
-        split.append([p for i, p in enumerate(parts) if p != "**" or parts[i - 1 : i] != [p]])
-
-    def matches(path: str) -> bool:
-        parts = path.split("/")
-        return any(_glob_match(parts[:n], p) for p in split for n in range(1, len(parts) + 1))
-
-    return matches
-
-
-class OutputsTooLarge(Exception):
-    """The outputs of a job are over the size limit."""
-
-    def __init__(self, limit: int, total: int, largest: list[tuple[str, int]]) -> None:
-        self.limit, self.total, self.largest = limit, total, largest
-        files = ", ".join(f"{path} ({size:,} bytes)" for path, size in largest)
-        super().__init__(
-            f"the outputs are {total:,} bytes, over the limit of {limit:,} bytes; the largest: "
-            f"{files}; write less or raise --max-outputs"
-        )
-
-
-def collect_outputs(
-    root: str | os.PathLike,
-    dest_zip: str | os.PathLike,
-    *,
-    patterns: Sequence[str] = (),
-    before: Mapping[str, tuple[int, int]] | None = None,
-    max_bytes: int | None = None,
-    extra: Mapping[str, bytes] = {},  # noqa: B006 - read only
-) -> list[tuple[str, int]]:
-    """Write the outputs into a zip at dest_zip and return [(path, size)] of the output
-    files (not the extra members), sorted by path.
-
-    Outputs: the regular files under ``root`` matching a pattern of ``patterns`` (globs
-    relative to root, matched name by name by ``fnmatch``; a ``**`` name is any number of
-    directories: ``out/**``, ``**/*.csv``; a directory matched means all under it) or,
-    without patterns, those new or changed (size, mtime) since the snapshot ``before``.
-    Symlinks are skipped. Members are STORED, dated 1980: ``extra`` first at top level,
-    then ``outputs/<path>``. Raises ``OutputsTooLarge`` before writing if the outputs
-    total more than ``max_bytes``. The zip is written aside and renamed into place.
-    """
-    root, dest = os.fspath(root), os.path.abspath(dest_zip)
-    matches = _matcher(patterns) if patterns else None
-    old = before or {}
-    chosen = [
-        (path, st)
-        for path, st in sorted(_walk(root))
-        if os.path.abspath(os.path.join(root, path)) != dest  # not the zip itself
-        and (matches(path) if matches else old.get(path) != (st.st_size, st.st_mtime_ns))
-    ]
-    total = sum(st.st_size for _, st in chosen)
-    if max_bytes is not None and total > max_bytes:
-        largest = sorted(((p, st.st_size) for p, st in chosen), key=lambda x: (-x[1], x[0]))
-        raise OutputsTooLarge(max_bytes, total, largest[:5])
-    written = []
-    tmp = f"{dest}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, data in extra.items():  # a ZipInfo is ZIP_STORED unless told
-                info = zipfile.ZipInfo(name, ZIP_DATE)
-                info.external_attr = 0o100644 << 16
-                zf.writestr(info, data)
-            for path, st in chosen:
-                info = zipfile.ZipInfo(OUTPUTS_PREFIX + path, ZIP_DATE)
-                info.external_attr, info.file_size = (
-                    (stat.S_IFREG | st.st_mode & 0o7777) << 16,
-                    st.st_size,
-                )
-                fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW)
-                with os.fdopen(fd, "rb") as src, zf.open(info, "w") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                written.append((path, info.file_size))
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return written
-
-
-def member_span(zip_path: str | os.PathLike, name: str) -> tuple[int, int] | None:
-    """(offset of the member's data in the zip file, its size) for a STORED member,
-    else None: lets a server answer Range requests with plain file reads."""
-    with zipfile.ZipFile(zip_path) as zf:
-        try:
-            info = zf.getinfo(name)
-        except KeyError:
-            return None
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            return None
-        assert zf.fp is not None
-        zf.fp.seek(info.header_offset)
-        header = zf.fp.read(30)
-    if len(header) != 30 or header[:4] != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"{name!r}: no local file header at {info.header_offset}")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    return info.header_offset + 30 + name_len + extra_len, info.file_size
+    return Finished(proc.returncode, stdout, stderr, timed_out, time.monotonic() - started)

@@ -22,6 +22,9 @@ MAY_IMPORT = {
     "scheduler": {"wire"},
     "gateway": {"wire", "worker", "scheduler"},
 }
+# Single modules allowed more: the `computethis` command line (``gateway.cli``) also
+# carries the SDK's client commands, which it loads only to run one of them.
+MAY_ALSO_IMPORT = {"gateway.cli": {"client_sdk.commands"}}
 
 
 def _modules() -> dict[str, Path]:
@@ -107,6 +110,7 @@ def test_packages_depend_on_one_another_one_way() -> None:
         for other in others
         if (mine := module.split(".")[0]) != (theirs := other.split(".")[0])
         and theirs not in MAY_IMPORT[mine]
+        and other not in MAY_ALSO_IMPORT.get(module, set())
     )
     assert wrong == []
 
