@@ -82,3 +82,24 @@ def test_demo_is_documented_and_guarded(path: Path):
     assert docstring and "make up" in docstring and f"demos/{path.name}" in docstring
     assert "COMPUTETHIS_TOKEN" in docstring
     assert 'if __name__ == "__main__":' in source
+
+
+def test_folder_job_demo_runs_downloads_and_its_chart_is_a_png(stack: Stack, tmp_path: Path):
+    env = {**os.environ, "COMPUTETHIS_URL": stack.url, "COMPUTETHIS_TOKEN": stack.token}
+    done = subprocess.run(
+        [sys.executable, str(DEMOS / "folder_job" / "run.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    job_id = lines[0].removeprefix("job ")
+    assert "Singapore  mean  27.8 C over 120 days" in lines
+    assert lines[-1].startswith("exit 0; downloaded ")
+    out = tmp_path / "outputs" / job_id / "out"
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0] == "city,readings,mean_c,min_c,max_c" and len(rows) == 6
