@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from client_sdk.commands import add_commands, run_client_command
 from gateway.config import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY,
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument(
             "--save-dir", default=DEFAULT_SAVE_DIR, help="the gateway's save dir (default ./save)"
         )
+    add_commands(commands)
     return parser
 
 
@@ -235,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command in the foreground; its exit code."""
+    code = run_client_command(args)
+    if code is not None:
+        return code
     if args.command == "up":
         from gateway.embedded import run_embedded
 

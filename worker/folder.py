@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from wire.bundle import BundleError, extract_bundle
-from wire.envelope import LOGS_TOPIC, Envelope, pack
+from wire.envelope import Envelope, pack
 from wire.errors import error_info
 from wire.http import RUN_MEMBER
+from worker.live_output import LiveOutput
 from worker.outputs import OutputsTooLarge, collect_outputs, snapshot
-from worker.runner import MAX_LOGS, OutputTail, announce_start, deliver, worker_address
+from worker.runner import announce_start, current_worker, deliver, worker_address
 from worker.sandbox import Finished, run_command
 
 JOB_ID_VARIABLE = "COMPUTETHIS_JOB_ID"
@@ -43,7 +44,7 @@ def run_folder(job_id: str, run: bytes, bundle: bytes | memoryview | None) -> me
     started = time.time()
     announced_done = announce_start(job_id, worker, started)
     spec = json.loads(run)
-    logs = LiveLog(job_id)
+    logs = LiveOutput(job_id, current_worker())
     sandbox = Path(tempfile.mkdtemp(prefix=f"computethis-{job_id[:12]}-", dir=_scratch()))
     ok, error, body = False, None, b""
     try:
@@ -56,7 +57,7 @@ def run_folder(job_id: str, run: bytes, bundle: bytes | memoryview | None) -> me
             **spec.get("env", {}),
             JOB_ID_VARIABLE: job_id,
         }
-        finished = run_command(spec["command"], root, env=env, on_output=logs.send)
+        finished = run_command(spec["command"], root, env=env, on_output=logs.write)
         body = _outputs_zip(root, sandbox / "outputs.zip", spec, before, finished)
         ok = finished.returncode == 0
         if not ok:
@@ -76,7 +77,7 @@ def run_folder(job_id: str, run: bytes, bundle: bytes | memoryview | None) -> me
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
         logs.end()
-    output = logs.tail.encoded()
+    output = logs.encoded()
     announced_done()
     envelope = Envelope(
         ok, worker, started, time.time(), error, body, output, result_body=bool(body)
@@ -160,34 +161,3 @@ def _scratch() -> str | None:
         return get_worker().local_directory
     except ValueError:
         return None
-
-
-class LiveLog:
-    """Sends a running job's output to the gateway as it is printed (Dask events on
-    :data:`wire.envelope.LOGS_TOPIC`), for ``logs?follow``, and keeps its end (``tail``:
-    the job's stored logs, in the order it was printed)."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.sent = 0  # characters sent so far
-        self.tail = OutputTail(MAX_LOGS)
-        try:
-            from distributed import get_worker
-
-            self._worker: Any = get_worker()
-        except ValueError:
-            self._worker = None
-
-    def send(self, text: str) -> None:
-        """Forward one chunk of output (called by the sandbox's reader thread)."""
-        self.tail.write(text)
-        self._send({"job": self.job_id, "offset": self.sent, "text": text})
-        self.sent += len(text)
-
-    def end(self) -> None:
-        """The job printed all it will print."""
-        self._send({"job": self.job_id, "offset": self.sent, "text": "", "end": True})
-
-    def _send(self, message: dict[str, Any]) -> None:
-        if self._worker is not None:
-            self._worker.loop.add_callback(self._worker.log_event, LOGS_TOPIC, message)

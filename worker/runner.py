@@ -6,12 +6,10 @@ This is the only place in computethis where user bytes are unpickled.
 from __future__ import annotations
 
 import contextlib
-import io
 import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +19,10 @@ from client_sdk.pickling import Pickled, dump_buffers, load_buffers
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC, Envelope, pack
 from wire.errors import error_info, exception_info
 from wire.limits import PUSH_LIMIT
+from worker.live_output import LiveOutput
 
 ANNOUNCE_AFTER = 0.05  # seconds a job runs before the gateway is told it is running
 MAX_PICKLED_EXCEPTION = 1 << 20
-MAX_LOGS = 1 << 20  # bytes of a job's stdout + stderr kept (the last ones)
 
 
 class JobFailed(Exception):
@@ -52,12 +50,13 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     started = time.time()
     announced_done = announce_start(job_id, worker, started)
 
-    output = OutputTail(MAX_LOGS)
+    output = LiveOutput(job_id, current_worker())
 
     def finish(
         ok: bool, error: dict[str, Any] | None = None, body: bytes | Pickled = b""
     ) -> bytes | memoryview:
         announced_done()
+        output.end()
         return pack(Envelope(ok, worker, started, time.time(), error, body, output.encoded()))
 
     try:
@@ -111,42 +110,6 @@ def deliver(job_id: str, worker: str | None, outcome: bytes | memoryview) -> mem
     return memoryview(outcome)
 
 
-class OutputTail(io.TextIOBase):
-    """A text stream that keeps only the last ``limit`` bytes written to it."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._parts: deque[str] = deque()
-        self._size = 0
-        self._dropped = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._parts.append(text)
-        self._size += len(text)
-        while self._size > self.limit:
-            excess = self._size - self.limit
-            oldest = self._parts[0]
-            if len(oldest) <= excess:
-                self._parts.popleft()
-                self._size -= len(oldest)
-            else:
-                self._parts[0] = oldest[excess:]
-                self._size -= excess
-            self._dropped = True
-        return len(text)
-
-    def encoded(self) -> bytes:
-        data = "".join(self._parts).encode("utf-8", "replace")
-        if len(data) > self.limit:
-            data, self._dropped = data[-self.limit :], True
-        if self._dropped:
-            data = b"[earlier output cut]\n" + data
-        return data
-
-
 def load_call(payload: bytes | memoryview) -> tuple[Any, tuple, dict]:
     """Unpickle a call payload and check its shape.
 
@@ -191,13 +154,20 @@ def _pickle_exception(exc: BaseException) -> bytes:
     return data if len(data) <= MAX_PICKLED_EXCEPTION else b""
 
 
-def worker_address() -> str | None:
+def current_worker() -> Any | None:
+    """The Dask worker running this task; None outside one."""
     try:
         from distributed import get_worker
 
-        return get_worker().address
+        return get_worker()
     except ValueError:
         return None
+
+
+def worker_address() -> str | None:
+    """The address of the Dask worker running this task; None outside one."""
+    worker = current_worker()
+    return worker.address if worker is not None else None
 
 
 def announce_start(job_id: str, worker: str | None, started: float) -> Callable[[], None]:

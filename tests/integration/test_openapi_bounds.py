@@ -28,7 +28,7 @@ from gateway.connections import MAX_HEADER_BYTES
 from gateway.store import JOB_ID, STATUSES
 from wire import batch_body, limits
 from wire.http import API_PREFIX
-from worker.runner import MAX_LOGS
+from worker.live_output import MAX_LOGS
 
 OCTET = "application/octet-stream"
 UPPER = ("maximum", "maxLength", "maxItems", "exclusiveMaximum")

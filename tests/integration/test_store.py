@@ -408,9 +408,9 @@ def test_worker_stats(store: JobStore):
     store.record([Outcome(jobs[5].id, ok=False, error={"type": "E"})])
     # jobs[6] stays queued without a worker
     assert store.worker_stats() == {
-        "w1": {"completed": 2, "current_job": jobs[2].id},
+        "w1": {"completed": 2, "current_job": jobs[2].id, "tenant": jobs[2].tenant},
         "w2": {"completed": 1, "current_job": None},
-        "w3": {"completed": 0, "current_job": jobs[4].id},
+        "w3": {"completed": 0, "current_job": jobs[4].id, "tenant": jobs[4].tenant},
     }
 
 

@@ -351,3 +351,23 @@ def test_outputs_survive_a_gateway_restart(tmp_path: Path, project: Path):
         assert scrape_metrics(again)["computethis_bundle_bytes_received_total"] == before
     finally:
         again.stop()
+
+
+def test_a_function_job_s_output_is_followed_live_too():
+    from client_sdk import compute_this
+
+    @compute_this
+    def chatty(n):
+        import time
+
+        for i in range(n):
+            print("step", i, flush=True)
+            time.sleep(0.5)
+        return n
+
+    job = chatty.submit(4)
+    arrivals = [(time.monotonic(), line) for line in job.follow_logs()]
+    assert [line for _, line in arrivals] == [f"step {i}\n" for i in range(4)]
+    assert arrivals[-1][0] - arrivals[0][0] > 1.0  # as printed, not all at the end
+    assert job.result(timeout=30) == 4
+    assert job.logs() == "step 0\nstep 1\nstep 2\nstep 3\n"

@@ -23,7 +23,7 @@ MAY_IMPORT = {
     "gateway": {"wire", "worker", "scheduler"},
 }
 # Single modules allowed more: the `computethis` command line (``gateway.cli``) also
-# carries the SDK's client commands, which it loads only to run one of them.
+# carries the SDK's client commands (``computethis run``, ``jobs``, ``logs``...).
 MAY_ALSO_IMPORT = {"gateway.cli": {"client_sdk.commands"}}
 
 
