@@ -20,8 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
 from client_sdk.client import Client, default_client
-from client_sdk.errors import ApiError, JobCancelled, ResultTimeout, SizeLimitExceeded
+from client_sdk.errors import (
+    ApiError,
+    GatewayUnreachable,
+    JobCancelled,
+    ResultTimeout,
+    SizeLimitExceeded,
+)
 from client_sdk.job import Job
 from client_sdk.serialization import rebuild_exception
 from wire.bundle import PackedFolder, folder_size, pack_folder
@@ -29,6 +37,7 @@ from wire.http import BUNDLE_MEDIA_TYPE, MAX_BUNDLE_HEADER
 
 POLL_WAIT = 30.0  # seconds per long-poll of a run's outputs
 DOWNLOAD_BLOCK = 1 << 20
+DOWNLOAD_TRIES = 5  # requests for one file, each going on from where the last stopped
 
 
 @dataclass(frozen=True)
@@ -204,9 +213,32 @@ class FolderJob(Job):
                 raise ValueError(f"refusing to write output {item['path']!r} outside {target}")
             path = target.joinpath(*relative.parts)
             path.parent.mkdir(parents=True, exist_ok=True)
-            reply = self.client.transport.request(
-                "GET", f"/jobs/{self.id}/outputs/{item['path']}", timeout=300
-            )
-            path.write_bytes(reply.content)
+            self._fetch(item["path"], item["size"], path)
             written.append(path)
         return written
+
+    def _fetch(self, name: str, size: int, path: Path) -> None:
+        """Stream one output file to ``path``; a download cut short goes on from where it
+        stopped (``Range``), a few times."""
+        with open(path, "wb") as out:
+            for _ in range(DOWNLOAD_TRIES):
+                headers = {"Range": f"bytes={out.tell()}-"} if out.tell() else None
+                reply = self.client.transport.request(
+                    "GET", f"/jobs/{self.id}/outputs/{name}", headers=headers, stream=True
+                )
+                finished = False
+                try:
+                    assert reply.stream is not None
+                    for block in reply.stream.stream(DOWNLOAD_BLOCK, decode_content=False):
+                        out.write(block)
+                    finished = True
+                except (ProtocolError, ReadTimeoutError, OSError):
+                    pass  # cut short: ask for the rest
+                finally:
+                    reply.close(finished)
+                if out.tell() >= size:
+                    return
+        raise GatewayUnreachable(
+            f"the download of {name} of job {self.id} stopped at {path.stat().st_size} of "
+            f"{size} bytes {DOWNLOAD_TRIES} times; try again"
+        )

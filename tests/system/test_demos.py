@@ -103,3 +103,28 @@ def test_folder_job_demo_runs_downloads_and_its_chart_is_a_png(stack: Stack, tmp
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (out / "summary.csv").read_text().splitlines()
     assert rows[0] == "city,readings,mean_c,min_c,max_c" and len(rows) == 6
+
+
+def test_folder_job_demo_runs_from_the_command_line(stack: Stack, tmp_path: Path):
+    env = {**os.environ, "COMPUTETHIS_URL": stack.url, "COMPUTETHIS_TOKEN": stack.token}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "run",
+            str(DEMOS / "folder_job"),
+            "--output",
+            "out/**",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote out/summary.csv and out/chart.png" in done.stdout
+    job_id = done.stderr.splitlines()[0].removeprefix("job ")
+    out = tmp_path / "outputs" / job_id / "out"
+    assert sorted(path.name for path in out.iterdir()) == ["chart.png", "summary.csv"]

@@ -226,6 +226,8 @@ def test_bad_uploads_and_runs_get_clear_errors(sdk: Stack):
     good = _tar([tarfile.TarInfo("main.py")], {"main.py": b"print(1)\n"})
     wrong = _put(sdk, good, digest="0" * 64)
     assert wrong.status_code == 400 and wrong.json()["error"] == "bundle_digest_mismatch"
+    noise = _put(sdk, os.urandom(3000))
+    assert noise.status_code == 400 and noise.json()["error"] == "invalid_bundle"
     big = _tar([tarfile.TarInfo("data.txt")], {"data.txt": b"x" * 5000})
     cut = _put(sdk, big[:3000])  # ends inside data.txt
     assert cut.status_code == 400 and cut.json()["error"] == "invalid_bundle"
