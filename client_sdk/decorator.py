@@ -37,11 +37,15 @@ class RemoteFunction:
         retries: int = 0,
         name: str | None = None,
         client: Client | None = None,
+        ranks: int | None = None,
     ) -> None:
+        if ranks is not None and (not isinstance(ranks, int) or ranks < 1):
+            raise ValueError(f"ranks must be a positive int, not {ranks!r}")
         functools.update_wrapper(self, func)
         self.func = func
         self.timeout = timeout
         self.retries = retries
+        self.ranks = ranks  # an SPMD function: on this many workers at once
         self.name = name or getattr(func, "__qualname__", None)
         self.client = client
         self._signature = inspect.signature(func)
@@ -58,11 +62,17 @@ class RemoteFunction:
         """This function with the same options, its jobs sent to ``client``'s gateway
         (``None``: the default client's)."""
         return RemoteFunction(
-            self.func, timeout=self.timeout, retries=self.retries, name=self.name, client=client
+            self.func,
+            timeout=self.timeout,
+            retries=self.retries,
+            name=self.name,
+            client=client,
+            ranks=self.ranks,
         )
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in this process (no cluster, no network)."""
+        self._not_spmd("local")
         return self.func(*args, **kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Job:
@@ -83,6 +93,13 @@ class RemoteFunction:
         :mod:`client_sdk.coalesce`).
         """
         self._check_arguments(args, kwargs)
+        if self.ranks:  # one job on several workers: not coalesced with others
+            job = self.submit(*args, **kwargs)
+            try:
+                return job.result()
+            except KeyboardInterrupt:
+                job.cancel()
+                raise
         client = self.client or default_client()
         return client.coalescer.compute(self.options(), dumps_call(self.func, args, kwargs))
 
@@ -96,6 +113,7 @@ class RemoteFunction:
         its own. Unlike :meth:`map`, every item is its own job: use this for long calls
         whose jobs you want to follow, cancel or collect one by one.
         """
+        self._not_spmd("submit_many")
         client = self.client or default_client()
         infos = submit_many(
             client.transport,
@@ -115,6 +133,8 @@ class RemoteFunction:
             params["retries"] = self.retries
         if self.name:
             params["name"] = self.name[:200]
+        if self.ranks:
+            params["ranks"] = self.ranks
         if wait:
             params["wait"] = wait
         return params
@@ -147,6 +167,7 @@ class RemoteFunction:
         items done on stderr. Ctrl-C (``KeyboardInterrupt``) cancels the chunk jobs not
         yet collected.
         """
+        self._not_spmd("map")
         return run_map(
             self.client or default_client(),
             self.func,
@@ -161,10 +182,17 @@ class RemoteFunction:
         )
 
     def _check_arguments(self, args: tuple, kwargs: dict) -> None:
-        try:
-            self._signature.bind(*args, **kwargs)
+        try:  # an SPMD function's first parameter is the communicator, not the caller's
+            self._signature.bind(*((None,) if self.ranks else ()), *args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
+
+    def _not_spmd(self, what: str) -> None:
+        if self.ranks:
+            raise TypeError(
+                f"{self.name} runs on {self.ranks} workers at once (ranks={self.ranks}): "
+                f"use .compute() or .submit(), not .{what}()"
+            )
 
 
 class DeferredCall:
@@ -196,6 +224,7 @@ def compute_this(
     retries: int = 0,
     name: str | None = None,
     client: Client | None = None,
+    ranks: int | None = None,
 ) -> Any:
     """Decorate a function so it runs on the cluster.
 
@@ -204,9 +233,14 @@ def compute_this(
     longer (seconds); ``retries`` re-runs a job that raised; ``name`` labels its jobs
     (default: the function's qualified name); ``client`` sends them to that
     :class:`~client_sdk.client.Client`'s gateway (default: the default client's).
+    ``ranks=N`` runs each call on N workers at once (an SPMD job): the function's first
+    parameter is then a communicator (``comm.rank``, ``comm.size``, ``comm.send``,
+    ``comm.recv``, collectives) and the result is the list of every rank's return value.
     """
 
     def wrap(target: Callable[..., Any]) -> RemoteFunction:
-        return RemoteFunction(target, timeout=timeout, retries=retries, name=name, client=client)
+        return RemoteFunction(
+            target, timeout=timeout, retries=retries, name=name, client=client, ranks=ranks
+        )
 
     return wrap(func) if func is not None else wrap

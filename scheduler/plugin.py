@@ -18,6 +18,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC
 
 KEY_PREFIX = "computethis-"
+# An SPMD job's rank r > 0 runs under its job's key plus this and r; rank 0 under the
+# job's key. The ranks are held and released with rank 0; only rank 0 reports.
+RANK_SEPARATOR = "-rank"
 HOLDER = "computethis-job-store"
 PLUGIN_NAME = "computethis-keep-jobs"
 # Scheduler task states in which a task will still produce (or holds) an outcome.
@@ -32,6 +35,7 @@ class KeepJobsAlive(SchedulerPlugin):
     def __init__(self) -> None:
         self.scheduler: Any = None
         self.attempts: dict[str, int] = {}
+        self.other_ranks: dict[str, list[str]] = {}  # an SPMD job's key: its ranks' keys
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -43,6 +47,9 @@ class KeepJobsAlive(SchedulerPlugin):
         ours = [key for key in keys if isinstance(key, str) and key.startswith(KEY_PREFIX)]
         if ours:
             scheduler.client_desires_keys(keys=ours, client=HOLDER)
+        for key in ours:
+            if RANK_SEPARATOR in key:
+                self.other_ranks.setdefault(key.split(RANK_SEPARATOR)[0], []).append(key)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         """Count each job's attempts; announce re-runs (a worker died, or Dask retries)
@@ -53,8 +60,18 @@ class KeepJobsAlive(SchedulerPlugin):
         """
         if not (isinstance(key, str) and key.startswith(KEY_PREFIX)):
             return
-        if finish == "forgotten":
+        root = key.split(RANK_SEPARATOR)[0]
+        if finish == "no-worker" and root in self.other_ranks:
+            # A rank of an SPMD job can run only on the worker it was placed on: that
+            # worker is gone, and so is the job (the gateway records it failed).
+            rank = int(key.split(RANK_SEPARATOR)[1]) if root != key else 0
+            job = root[len(KEY_PREFIX) :]
+            self.scheduler.log_event(RESULT_TOPIC, {"job": job, "lost": True, "rank": rank})
+        elif root != key:  # another rank: rank 0 reports the job
+            return
+        elif finish == "forgotten":
             self.attempts.pop(key, None)
+            self.other_ranks.pop(key, None)
         elif finish == "erred":
             # Final (Dask's retries are spent): the gateway fetches the exception.
             self.scheduler.log_event(RESULT_TOPIC, {"job": key[len(KEY_PREFIX) :], "erred": True})
@@ -75,7 +92,9 @@ class KeepJobsAlive(SchedulerPlugin):
 
     def release(self, keys: list[str] | None = None) -> int:
         """Stop holding ``keys`` (their outcome is recorded, or the job was cancelled)."""
-        known = [key for key in keys or () if key in self.scheduler.tasks]
+        keys = [*(keys or ())]
+        keys += [rank for key in keys for rank in self.other_ranks.pop(key, ())]
+        known = [key for key in keys if key in self.scheduler.tasks]
         if known:
             self.scheduler.client_releases_keys(keys=known, client=HOLDER)
         return len(known)

@@ -69,7 +69,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             value = func(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
-        failure = finish(False, exception_info(exc, skip_frames=1), _pickle_exception(exc))
+        failure = finish(False, exception_info(exc, skip_frames=1), pickle_exception(exc))
     if failure is not None:
         # Raised outside the except block: no __context__ pointing at user objects
         # that Dask would then fail to pickle.
@@ -145,7 +145,7 @@ def deserialization_error(exc: BaseException) -> dict[str, Any]:
     )
 
 
-def _pickle_exception(exc: BaseException) -> bytes:
+def pickle_exception(exc: BaseException) -> bytes:
     try:
         exc.__traceback__ = None
         data = dill.dumps(exc)

@@ -13,7 +13,14 @@ from gateway.api.auth import tenant
 from gateway.api.bodies import require_payload_type, stage_call
 from gateway.api.errors import ApiError
 from gateway.api.ownership import own_job, own_job_with_result, visible_tenant
-from gateway.api.submit import check_python_version, job_headers, job_spec, too_many_queued
+from gateway.api.submit import (
+    check_enough_workers,
+    check_python_version,
+    job_headers,
+    job_spec,
+    spmd_ranks,
+    too_many_queued,
+)
 from gateway.services import services
 from gateway.store import ACTIVE, STATUSES, Job
 from gateway.waiting import Steps, Wait, answer_after
@@ -38,6 +45,7 @@ class JobList(Resource):
         config = shared.config
         require_payload_type()
         spec = job_spec()
+        spmd_ranks(spec)
         wait = params.wait(request.args, config.max_wait)
         existing, active = shared.store.admission(spec.tenant, spec.idempotency_key)
         if existing is not None:
@@ -46,6 +54,11 @@ class JobList(Resource):
         if active >= config.max_queued:
             raise too_many_queued(config.max_queued)
         staged = stage_call(shared.store, config.max_body)
+        try:
+            check_enough_workers(spec, len(shared.dispatcher.cluster.workers))
+        except ApiError:
+            shared.store.discard(staged)
+            raise
         # A large payload starts on its way to a worker while create() makes it durable.
         upload = shared.dispatcher.upload(staged.view()) if staged.data is None else None
         job, created = shared.store.create(spec, staged)

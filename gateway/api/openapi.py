@@ -47,6 +47,7 @@ def named_values(config: GatewayConfig | None = None) -> dict[str, Any]:
         "min_timeout": submit.MIN_TIMEOUT,
         "max_timeout": submit.MAX_TIMEOUT,
         "max_retries": submit.MAX_RETRIES,
+        "max_ranks": submit.MAX_RANKS,
         "max_name": params.MAX_NAME,
         "max_key": params.MAX_KEY,
         "default_limit": jobs.DEFAULT_LIMIT,

@@ -8,13 +8,14 @@ from flask import request
 from gateway.api import params
 from gateway.api.auth import tenant
 from gateway.api.errors import ApiError
-from gateway.store import Job, JobSpec
+from gateway.store import SPMD, Job, JobSpec
 from wire.http import DILL_HEADER, JOB_HEADER, JOBS_PATH, PYTHON_HEADER
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MIN_TIMEOUT = 0.001  # seconds a job may run, at the least
 MAX_TIMEOUT = 30 * 24 * 3600.0  # and at the most
 MAX_RETRIES = 100  # re-runs of a job whose function raised
+MAX_RANKS = 256  # workers one SPMD job runs on at once
 
 
 def job_spec() -> JobSpec:
@@ -30,6 +31,33 @@ def job_spec() -> JobSpec:
         dill_version=request.headers.get(DILL_HEADER),
         idempotency_key=_idempotency_key(),
     )
+
+
+def spmd_ranks(spec: JobSpec) -> None:
+    """Make ``spec`` an SPMD job if the query asks for ``ranks`` (400 if invalid)."""
+    if "ranks" not in request.args:
+        return
+    ranks = params.integer(request.args, "ranks", default=1, low=1, high=MAX_RANKS)
+    if spec.retries:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            "retries are not supported with ranks yet: leave retries out of an SPMD job, "
+            "and submit it again if it fails",
+        )
+    spec.kind, spec.ranks = SPMD, ranks
+
+
+def check_enough_workers(spec: JobSpec, workers: int) -> None:
+    """409 when an SPMD job asks for more ranks than there are workers connected."""
+    if spec.ranks is not None and spec.ranks > workers:
+        raise ApiError(
+            409,
+            "not_enough_workers",
+            f"the job needs {spec.ranks} workers at once (ranks={spec.ranks}) and {workers} "
+            f"{'is' if workers == 1 else 'are'} connected: ask for at most {workers} ranks, "
+            "or add workers",
+        )
 
 
 def check_python_version(client: str | None, workers: frozenset[str]) -> None:

@@ -108,6 +108,8 @@ class Dispatcher:
             own = stats.get(address, {})
             current = own.get("current_job")
             cpu = metrics.get("cpu")
+            # Running a job, or a task of one (an SPMD job's rank other than rank 0).
+            executing = (metrics.get("task_counts") or {}).get("executing", 0)
             rows.append(
                 {
                     "address": address,
@@ -116,7 +118,7 @@ class Dispatcher:
                     "memory_limit": info.get("memory_limit"),
                     "memory": metrics.get("memory"),
                     "cpu": round(float(cpu), 1) if cpu is not None else None,
-                    "busy": current is not None,
+                    "busy": current is not None or executing > 0,
                     "current_job": current if tenant in (None, own.get("tenant")) else None,
                     "jobs_completed": own.get("completed", 0),
                 }

@@ -17,7 +17,7 @@ from typing import Any
 
 from distributed import Client
 
-from scheduler.plugin import KEY_PREFIX, KeepJobsAlive
+from scheduler.plugin import KEY_PREFIX, RANK_SEPARATOR, KeepJobsAlive
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ EventHandler = Callable[[tuple[float, dict[str, Any]]], None]
 def dask_key(job_id: str) -> str:
     """The Dask key of a job's task."""
     return f"{KEY_PREFIX}{job_id}"
+
+
+def rank_key(job_id: str, rank: int) -> str:
+    """The Dask key of rank ``rank`` of an SPMD job (rank 0's is the job's key)."""
+    return dask_key(job_id) if rank == 0 else f"{dask_key(job_id)}{RANK_SEPARATOR}{rank}"
 
 
 def job_id_of(key: Any) -> str:

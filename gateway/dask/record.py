@@ -28,8 +28,9 @@ from gateway.dask.link import DaskLink
 from gateway.dask.release import Releases
 from gateway.dask.submit import active_job
 from gateway.dask.tracker import JobTracker
-from gateway.store import Job, JobStore, Outcome
+from gateway.store import QUEUED, SPMD, Job, JobStore, Outcome
 from gateway.waiters import Waiters
+from wire.errors import error_info
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,18 @@ class Recorder:
         job_id = event.get("job")
         if not isinstance(job_id, str) or not self._is_ours(job_id):
             return  # another gateway's job, or one already recorded or cancelled
+        if event.get("lost"):  # an SPMD job's rank lost the only worker it may run on
+            job = self._store.get(job_id)
+            if job is not None and job.status == QUEUED:  # its ranks never met: again
+                self._cancel(job)  # stopped and untracked; a reconciliation sends it again
+                return
+            error = error_info(
+                "WorkerDied",
+                f"the worker of rank {event.get('rank', 0)} died; the other ranks were "
+                "stopped. Run the job again",
+            )
+            outcomes.append(Outcome(job_id, ok=False, error=error))
+            return
         if "envelope" in event:
             try:
                 outcome = outcome_from_envelope(job_id, event["envelope"])
@@ -190,13 +203,23 @@ class Recorder:
 
     def _record(self, outcomes: list[Outcome]) -> list[str]:
         """Store outcomes (each once), wake their waiters and count them; returns the
-        ids recorded (a job already done or cancelled is not recorded again)."""
+        ids recorded (a job already done or cancelled is not recorded again) whose keys
+        the scheduler may forget now. A failed SPMD job's other ranks may still be
+        running: they are stopped (see :func:`gateway.dask.gangs.stop_gang`), which
+        ends with their keys forgotten."""
         recorded = self._store.record(outcomes)
         self._waiters.notify(recorded)
+        failed = {outcome.job_id for outcome in outcomes if not outcome.ok}
+        stopping = set()
+        for job_id in failed.intersection(recorded):
+            job = self._store.get(job_id)
+            if job is not None and job.kind == SPMD and (job.ranks or 1) > 1:
+                self._cancel(job)
+                stopping.add(job_id)
         if self.on_recorded is not None:
             ids = set(recorded)
             self.on_recorded([outcome for outcome in outcomes if outcome.job_id in ids])
-        return recorded
+        return [job_id for job_id in recorded if job_id not in stopping]
 
     def _stop_overdue(self) -> None:
         """Record a timeout for each job past its deadline, and stop it in Dask."""

@@ -17,12 +17,14 @@ import threading
 from collections import deque
 from concurrent.futures import Future as UploadFuture
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from distributed import Future
 
+from gateway.dask.gangs import gang_workers, send_gang, stop_gang
 from gateway.dask.link import DaskLink, dask_key
 from gateway.dask.tracker import JobTracker
-from gateway.store import ACTIVE, FOLDER, RUNNING, Job, JobStore
+from gateway.store import ACTIVE, FOLDER, RUNNING, SPMD, Job, JobStore
 from gateway.store.blobs import map_file
 from worker.folder import run_folder
 from worker.runner import run_job
@@ -133,6 +135,10 @@ class Submitter:
         client = self._link.client
         if not tracked or client is None:
             return
+        if job.kind == SPMD and (job.ranks or 1) > 1:
+            # Then a reconciliation: a gang stopped before its ranks met is sent again.
+            stop_gang(client, job.id, job.ranks or 1, then=self._reconcile_needed.set)
+            return
         worker = self._processing_worker(job)
         try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
             client.cancel([Future(dask_key(job.id), client)], force=True)
@@ -166,6 +172,10 @@ class Submitter:
                 groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
         sent: list[str] = []
         for (kind, retries), group in groups.items():
+            if kind == SPMD:
+                gangs = {job.id: job for job, _ in jobs if job.id in group}
+                sent += self._send_gangs(client, list(gangs.values()), group)
+                continue
             ids = list(group)
             task = TASKS.get(kind, run_job)
             try:
@@ -182,6 +192,24 @@ class Submitter:
             except Exception:
                 log.exception("could not submit %d jobs; will retry", len(group))
                 self._tracker.untrack(ids)
+                self._reconcile_needed.set()
+        return sent
+
+    def _send_gangs(
+        self, client: Any, jobs: list[Job], arguments: dict[str, TaskArguments]
+    ) -> list[str]:
+        """Send each SPMD job's ranks together (see :mod:`gateway.dask.gangs`); one whose
+        ranks outnumber the workers now stays queued (untracked) for a reconciliation."""
+        sent = []
+        workers = list(self._link.cluster.workers)
+        for job in jobs:
+            try:
+                placed = gang_workers(client, workers, job.ranks or 1)
+                send_gang(client, job, arguments[job.id][0], placed)
+                sent.append(job.id)
+            except Exception as exc:
+                log.warning("could not start SPMD job %s (%s); will retry", job.id, exc)
+                self._tracker.untrack([job.id])
                 self._reconcile_needed.set()
         return sent
 

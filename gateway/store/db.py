@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     logs           BLOB,
     payload        BLOB,
     result         BLOB,
-    kind           TEXT NOT NULL DEFAULT 'function'
+    kind           TEXT NOT NULL DEFAULT 'function',
+    ranks          INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -50,6 +51,7 @@ _ADDED_COLUMNS = {
     "payload": "BLOB",
     "result": "BLOB",
     "kind": "TEXT NOT NULL DEFAULT 'function'",
+    "ranks": "INTEGER",
 }
 
 

@@ -244,8 +244,8 @@ def _insert(
     """Insert one queued job's row (in the caller's transaction); returns its ``seq``."""
     cursor = db.execute(
         "INSERT INTO jobs (id, tenant, name, status, created_at, timeout, retries,"
-        " python_version, dill_version, payload_size, idempotency_key, payload, kind)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " python_version, dill_version, payload_size, idempotency_key, payload, kind, ranks)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             job_id,
             spec.tenant,
@@ -260,6 +260,7 @@ def _insert(
             spec.idempotency_key,
             inline,
             spec.kind,
+            spec.ranks,
         ),
     )
     assert cursor.lastrowid is not None

@@ -25,8 +25,8 @@ DONE = (*TERMINAL, EXPIRED)
 JOB_ID = re.compile(r"[0-9a-f]{32}\Z")
 
 # Kinds of job: what a job's payload is and which worker function runs it.
-FUNCTION, FOLDER = "function", "folder"
-KINDS = (FUNCTION, FOLDER)
+FUNCTION, FOLDER, SPMD = "function", "folder", "spmd"
+KINDS = (FUNCTION, FOLDER, SPMD)
 
 
 @dataclass
@@ -41,6 +41,7 @@ class JobSpec:
     dill_version: str | None = None
     idempotency_key: str | None = None
     kind: str = FUNCTION
+    ranks: int | None = None  # SPMD: how many workers run it at once
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Job:
     exception: bytes | None = field(default=None, repr=False)
     idempotency_key: str | None = field(default=None, repr=False)
     kind: str = FUNCTION
+    ranks: int | None = None
 
     @classmethod
     def queued(cls, spec: JobSpec, job_id: str, seq: int, created_at: float, size: int) -> Job:
@@ -91,6 +93,7 @@ class Job:
             error=None,
             idempotency_key=spec.idempotency_key,
             kind=spec.kind,
+            ranks=spec.ranks,
         )
 
     @property
@@ -103,6 +106,7 @@ class Job:
         data: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
+            "ranks": self.ranks,
             "name": self.name,
             "status": self.status,
             "created_at": _iso(self.created_at),

@@ -29,7 +29,7 @@ from gateway.store.models import (
 JOB_COLUMNS = (
     "seq, id, tenant, name, status, created_at, started_at, finished_at, worker, attempts,"
     " timeout, retries, python_version, dill_version, payload_size, result_size, error,"
-    " exception, idempotency_key, kind"
+    " exception, idempotency_key, kind, ranks"
 )
 _IDS_PER_QUERY = 500  # ids in one IN (...) list
 

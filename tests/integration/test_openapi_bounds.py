@@ -96,6 +96,7 @@ def test_the_names_stand_for_the_codes_limits() -> None:
         "min_timeout": submit.MIN_TIMEOUT,
         "max_timeout": submit.MAX_TIMEOUT,
         "max_retries": submit.MAX_RETRIES,
+        "max_ranks": submit.MAX_RANKS,
         "max_name": params.MAX_NAME,
         "max_key": params.MAX_KEY,
         "default_limit": jobs.DEFAULT_LIMIT,
@@ -235,7 +236,7 @@ def test_every_parameter_bound_is_the_enforced_one(
                 assert body["error"] in ("invalid_parameter", "invalid_header"), where
                 assert parameter["name"] in body["message"], where
             checked.add((parameter["name"], accepted))
-    names = {"wait", "timeout", "retries", "name", "limit", "cursor", "idempotency_key"}
+    names = {"wait", "timeout", "retries", "name", "limit", "cursor", "idempotency_key", "ranks"}
     names.add("Idempotency-Key")
     assert checked == {(name, ok) for name in names for ok in (True, False)}
     wait = _resolved(served, served["components"]["parameters"]["Wait"])["schema"]

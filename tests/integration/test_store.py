@@ -154,6 +154,7 @@ def test_create_get_round_trip(store: JobStore):
     assert set(data) == {
         "id",
         "kind",
+        "ranks",
         "name",
         "status",
         "created_at",

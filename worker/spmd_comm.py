@@ -1,0 +1,361 @@
+"""How the ranks of an SPMD job (N ranks of one job on N Dask workers) connect, and the
+names to import: :func:`connect` returns the rank's :class:`Communicator` (messages and
+collectives with mpi4py's lower-case names, in :mod:`worker.spmd_collectives`), which
+raises :class:`RankFailed` once another rank failed.
+
+:func:`connect` builds a full mesh of TCP connections (``TCP_NODELAY``; TLS with the
+contexts given), one per pair of ranks: each rank listens on a free port and publishes its
+address through a :class:`Rendezvous`; rank ``j`` connects to every rank ``i < j``, which
+accepts. Each connection is authenticated with the job's secret, challenge-response: the
+accepting rank sends a nonce, the connecting one answers with the job id, its rank and
+``HMAC-SHA256(secret, f"{job_id}:{rank}:{nonce}")`` with its own nonce, which the accepting
+rank answers in turn. A connection that fails (another job, a wrong secret, a rank out of
+range or already connected) is closed without disturbing the others.
+
+A rank that fails calls :meth:`Communicator.abort`: each peer records a :class:`RankFailed`
+naming it (with its exception, or the exception's text when it does not travel) and every
+blocked or later ``recv`` or collective there raises it; so does a connection lost before
+the peer's clean CLOSE (``close()`` sends CLOSE, then waits 5 s at most for the peers').
+
+TLS goes through memory BIOs (one lock per connection), since a rank reads a connection in
+one thread while others write to it, which an ``ssl.SSLSocket`` does not allow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import itertools
+import os
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from worker.spmd_collectives import Channel, Communicator, Link, RankFailed, read_bytes
+
+__all__ = ["Communicator", "LocalRendezvous", "RankFailed", "Rendezvous", "connect"]
+
+_MAGIC = b"CTSPMD01"  # what the accepting rank sends first, then its nonce
+_NONCE = 32
+_HANDSHAKE_TIMEOUT = 30.0  # seconds to authenticate one connection
+_TLS_CHUNK = 1 << 20  # bytes encrypted at a time
+
+
+class Rendezvous(Protocol):
+    """Where the ranks of one job tell one another their listening addresses."""
+
+    def publish(self, rank: int, address: tuple[str, int]) -> None: ...
+
+    def lookup(self, rank: int, timeout: float) -> tuple[str, int]: ...  # else TimeoutError
+
+
+class LocalRendezvous:
+    """A :class:`Rendezvous` in memory, for ranks that are threads of one process."""
+
+    def __init__(self) -> None:
+        self._addresses: dict[int, tuple[str, int]] = {}
+        self._changed = threading.Condition()
+
+    def publish(self, rank: int, address: tuple[str, int]) -> None:
+        """Tell the other ranks where ``rank`` listens."""
+        with self._changed:
+            self._addresses[rank] = (str(address[0]), int(address[1]))
+            self._changed.notify_all()
+
+    def lookup(self, rank: int, timeout: float) -> tuple[str, int]:
+        """Where ``rank`` listens, once published (TimeoutError past ``timeout`` seconds)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: rank in self._addresses, timeout):
+                raise TimeoutError(f"rank {rank} did not publish its address in {timeout} s")
+            return self._addresses[rank]
+
+
+def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
+    """Send every byte of ``parts`` without joining them (gathered writes)."""
+    views = deque(memoryview(part).cast("B") for part in parts if len(part))
+    while views:
+        sent = sock.sendmsg(list(itertools.islice(views, 64)))
+        while sent:
+            if sent >= len(views[0]):
+                sent -= len(views.popleft())
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
+
+
+class _Plain:
+    """A TCP connection: gathered writes; buffered reads that fill large buffers directly."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._file = sock.makefile("rb", buffering=1 << 16)
+
+    def send(self, parts: list[Any]) -> None:
+        _sendmsg_all(self.sock, parts)
+
+    def read_into(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            count = self._file.readinto(view[got:])
+            if not count:
+                raise EOFError("the connection was closed")
+            got += count
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.shutdown()
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self.sock.close()
+
+
+class _Tls(_Plain):
+    """TLS over a TCP connection through memory BIOs: one thread may read while another
+    writes. ``host`` None: the server side."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, host: str | None) -> None:
+        self.sock = sock
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=host is None, server_hostname=host
+        )
+        self._lock = threading.Lock()
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self._outgoing.read())
+                self._fill()
+        self.sock.sendall(self._outgoing.read())
+
+    def _fill(self) -> None:
+        data = self.sock.recv(1 << 18)
+        if not data:
+            raise EOFError("the connection was closed")
+        with self._lock:
+            self._incoming.write(data)
+
+    def send(self, parts: list[Any]) -> None:
+        pending: list[bytes] = []
+        for part in parts:
+            view = memoryview(part).cast("B")
+            for start in range(0, len(view), _TLS_CHUNK):
+                with self._lock:
+                    self._tls.write(view[start : start + _TLS_CHUNK])
+                    pending.append(self._outgoing.read())
+                if len(pending[-1]) >= _TLS_CHUNK // 2:
+                    _sendmsg_all(self.sock, pending)
+                    pending.clear()
+        _sendmsg_all(self.sock, pending)
+
+    def read_into(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            try:
+                with self._lock:
+                    count = self._tls.read(len(view) - got, view[got:])
+            except ssl.SSLWantReadError:
+                self._fill()
+                continue
+            except ssl.SSLZeroReturnError:
+                count = 0
+            if not count:
+                raise EOFError("the connection was closed")
+            got += count
+
+    def close(self) -> None:
+        self.shutdown()
+        self.sock.close()
+
+
+def _open(sock: socket.socket, context: ssl.SSLContext | None, host: str | None) -> Channel:
+    """``sock`` as a channel, TLS when ``context`` is given (``host`` None: server side)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return _Plain(sock) if context is None else _Tls(sock, context, host)
+
+
+class _Auth:
+    """The challenge-response of one rank of one job."""
+
+    def __init__(self, secret: bytes, job_id: str, rank: int, size: int) -> None:
+        self.secret, self.job, self.rank, self.size = secret, job_id.encode(), rank, size
+
+    def mac(self, rank: int, nonce: bytes, role: str = "") -> bytes:
+        text = f"{self.job.decode()}:{rank}:{nonce.hex()}{role}".encode()
+        return hmac.new(self.secret, text, hashlib.sha256).digest()
+
+    def challenge(self, channel: Channel) -> tuple[int, bytes]:
+        """Accepting: (rank, its nonce) of the connecting rank, else PermissionError."""
+        nonce = os.urandom(_NONCE)
+        channel.send([_MAGIC + nonce])
+        (length,) = struct.unpack("!H", read_bytes(channel, 2))
+        if length != len(self.job):  # not waiting for bytes that would not match anyway
+            raise PermissionError("not a rank of this job")
+        job = bytes(read_bytes(channel, length))
+        (rank,) = struct.unpack("!I", read_bytes(channel, 4))
+        answer, theirs = bytes(read_bytes(channel, 32)), bytes(read_bytes(channel, _NONCE))
+        if not (
+            hmac.compare_digest(job, self.job)
+            and self.rank < rank < self.size
+            and hmac.compare_digest(answer, self.mac(rank, nonce))
+        ):
+            raise PermissionError("not a rank of this job")
+        return rank, theirs
+
+    def respond(self, channel: Channel, peer: int) -> None:
+        """Connecting to ``peer``: prove this rank, and check that it is ``peer``."""
+        mine = os.urandom(_NONCE)
+        try:
+            greeting = bytes(read_bytes(channel, len(_MAGIC) + _NONCE))
+            if not greeting.startswith(_MAGIC):
+                raise ConnectionError(f"rank {peer}'s address is not a rank of an SPMD job")
+            proof = self.mac(self.rank, greeting[len(_MAGIC) :])
+            rank = struct.pack("!I", self.rank)
+            channel.send([struct.pack("!H", len(self.job)) + self.job + rank + proof + mine])
+            answer = bytes(read_bytes(channel, 32))
+        except EOFError:
+            raise ConnectionError(f"rank {peer} refused rank {self.rank} (secret?)") from None
+        if not hmac.compare_digest(answer, self.mac(peer, mine, ":accept")):
+            raise ConnectionError(f"rank {peer}'s address answered with a wrong secret")
+
+
+def _own_address(host: str) -> str:
+    """The address the other ranks may reach ``host`` at (this machine's when it is any)."""
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))  # sends nothing: picks the outgoing interface
+        return probe.getsockname()[0]
+    with contextlib.suppress(OSError):
+        return socket.gethostbyname(socket.gethostname())
+    return "127.0.0.1"
+
+
+def _dial(address: tuple[str, int], deadline: float) -> socket.socket:
+    """A TCP connection to ``address``, tried again until ``deadline`` while refused."""
+    pause = 0.05
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            wait = max(0.1, min(_HANDSHAKE_TIMEOUT, left))
+            return socket.create_connection(address, timeout=wait)
+        except OSError:
+            if left <= pause:
+                raise
+        time.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
+def connect(
+    rank: int,
+    size: int,
+    secret: bytes,
+    job_id: str,
+    rendezvous: Rendezvous,
+    *,
+    host: str = "0.0.0.0",
+    advertise: str | None = None,
+    timeout: float = 60.0,
+    ssl_server: ssl.SSLContext | None = None,
+    ssl_client: ssl.SSLContext | None = None,
+) -> Communicator:
+    """Listen on a free port, publish (advertise or the host's address, port), look up every
+    other rank, and connect the full mesh (rank j connects to every rank i < j; i accepts),
+    each connection authenticated; return once every pair is connected.
+
+    A single rank (``size == 1``) uses no socket and no rendezvous. Raises TimeoutError
+    when the mesh is not complete after ``timeout`` seconds, ConnectionError when a lower
+    rank refuses this one (another secret) or does not prove itself."""
+    if not 0 <= rank < size:
+        raise ValueError(f"rank {rank} is not one of {size} ranks")
+    if size == 1:
+        return Communicator(0, 1)
+    if len(job_id.encode()) > 0xFFFF:
+        raise ValueError("the job id is too long")
+    deadline = time.monotonic() + timeout
+    auth = _Auth(bytes(secret), job_id, rank, size)
+    listener = socket.create_server((host, 0), backlog=max(64, size))
+    listener.settimeout(0.2)
+    accepted: dict[int, Channel] = {}
+    changed = threading.Condition()
+    complete = threading.Event()
+
+    def admit(sock: socket.socket) -> None:  # authenticate one connection of a higher rank
+        channel = None
+        try:
+            sock.settimeout(max(0.1, min(_HANDSHAKE_TIMEOUT, deadline - time.monotonic())))
+            channel = _open(sock, ssl_server, None)
+            peer, nonce = auth.challenge(channel)
+            with changed:
+                if peer in accepted or complete.is_set():
+                    raise PermissionError(f"rank {peer} is connected already")
+                accepted[peer] = channel
+            try:
+                channel.send([auth.mac(rank, nonce, ":accept")])
+                sock.settimeout(None)
+            except OSError:
+                with changed:
+                    accepted.pop(peer, None)
+                raise
+            with changed:
+                changed.notify_all()
+        except Exception:  # an outsider, or a rank that went away: the mesh goes on
+            (channel or sock).close()
+
+    def serve() -> None:
+        while not complete.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=admit, args=(sock,), daemon=True).start()
+
+    links: dict[int, Channel] = {}
+    server = threading.Thread(target=serve, name=f"spmd-{rank}-accept", daemon=True)
+    try:
+        rendezvous.publish(rank, (advertise or _own_address(host), listener.getsockname()[1]))
+        server.start()
+        for peer in range(rank):
+            address = rendezvous.lookup(peer, max(0.0, deadline - time.monotonic()))
+            sock = _dial(address, deadline)
+            try:
+                links[peer] = channel = _open(sock, ssl_client, address[0])
+                auth.respond(channel, peer)
+                sock.settimeout(None)
+            except BaseException:
+                sock.close()
+                raise
+        with changed:
+            expected = size - 1 - rank
+            left = max(0.0, deadline - time.monotonic())
+            if not changed.wait_for(lambda: len(accepted) >= expected, left):
+                missing = sorted(set(range(rank + 1, size)) - set(accepted))
+                raise TimeoutError(f"rank {rank}: ranks {missing} did not connect in {timeout} s")
+            complete.set()
+            links.update(accepted)
+    except BaseException:
+        with changed:
+            complete.set()
+            links.update(accepted)
+        for channel in links.values():
+            channel.close()
+        raise
+    finally:
+        complete.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes its accept()
+        if server.is_alive():
+            server.join(1.0)
+        listener.close()
+    return Communicator(rank, size, {peer: Link(peer, links[peer]) for peer in sorted(links)})
