@@ -128,3 +128,18 @@ def test_folder_job_demo_runs_from_the_command_line(stack: Stack, tmp_path: Path
     job_id = done.stderr.splitlines()[0].removeprefix("job ")
     out = tmp_path / "outputs" / job_id / "out"
     assert sorted(path.name for path in out.iterdir()) == ["chart.png", "summary.csv"]
+
+
+def test_spmd_ring(stack):
+    result = run_demo(stack, "spmd_ring.py", "--ranks", "2")
+    assert result.stdout.splitlines() == [
+        "rank 0 heard: hello: next to 1 is 0",
+        "rank 1 heard: hello: next to 0 is 1",
+    ]
+
+
+def test_spmd_pi(stack):
+    result = run_demo(stack, "spmd_pi.py", "--ranks", "2", "--steps", "100000")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2 ranks agree: True"
+    assert re.fullmatch(r"pi ~ 3\.14159265\d+ \(error \d\.\de-\d+\)", lines[1]), lines
