@@ -18,6 +18,7 @@ from benchmarks import (
     plots,
     report,
     scaling,
+    spmd,
 )
 from benchmarks.config import FULL, QUICK, Sizes
 from benchmarks.harness import Runner
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Runner, Sizes], BenchResult]] = {
     concurrency.NAME: concurrency.run,
     bigdata.NAME: bigdata.run,
     folders.NAME: folders.run,
+    spmd.NAME: spmd.run,
     scaling.NAME: scaling.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

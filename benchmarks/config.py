@@ -25,6 +25,7 @@ class Sizes:
     big_megabytes: int = 256
     folder_runs: int = 20  # trivial folder jobs (and function jobs, interpreter starts)
     folder_megabytes: int = 200  # the folder uploaded
+    spmd_workers: int = 8  # workers for the widest gang (and a 4-rank allreduce)
     max_body: int = 1 << 30  # --max-body of the benchmark gateway
 
 
@@ -42,4 +43,5 @@ QUICK = Sizes(
     big_megabytes=8,
     folder_runs=2,
     folder_megabytes=8,
+    spmd_workers=4,
 )

@@ -1,0 +1,167 @@
+"""SPMD jobs: messages between two ranks against two plain processes over a raw TCP
+socket (small-message round trip, 64 MiB numpy bandwidth), ``allreduce`` of 8 MB, and
+how long a gang takes to start against one plain job."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.config import Sizes
+from benchmarks.harness import Runner
+from benchmarks.results import BenchResult, Row, median, ratio
+from benchmarks.workloads import noop
+from client_sdk import compute_this
+
+NAME = "spmd"
+ROUND_TRIPS = 200
+BANDWIDTH_BYTES = 64 << 20
+
+
+def _pingpong(comm: Any, trips: int, nbytes: int) -> dict[str, float] | None:
+    """Rank 0 times ``trips`` round trips of one small message, then one array of
+    ``nbytes`` each way; rank 1 echoes."""
+    import time as clock
+
+    import numpy
+
+    array = numpy.ones(nbytes // 8)
+    if comm.rank == 0:
+        comm.send(b"x", dest=1)  # both connected and warm
+        comm.recv(source=1)
+        start = clock.perf_counter()
+        for _ in range(trips):
+            comm.send(b"x", dest=1)
+            comm.recv(source=1)
+        round_trip = (clock.perf_counter() - start) / trips
+        start = clock.perf_counter()
+        comm.send(array, dest=1)
+        comm.recv(source=1)
+        seconds = (clock.perf_counter() - start) / 2
+        return {"round_trip_s": round_trip, "bandwidth_Bps": nbytes / seconds}
+    for _ in range(trips + 1):
+        comm.send(comm.recv(source=0), dest=0)
+    comm.send(comm.recv(source=0), dest=0)
+    return None
+
+
+def _allreduce(comm: Any, nbytes: int) -> float:
+    import time as clock
+
+    import numpy
+
+    array = numpy.ones(nbytes // 8)
+    comm.barrier()
+    start = clock.perf_counter()
+    comm.allreduce(array)
+    return clock.perf_counter() - start
+
+
+def _raw_peer(port: int, trips: int, nbytes: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(trips + 1):
+            sock.sendall(_exactly(sock, 1))
+        buffer = bytearray(nbytes)
+        _into(sock, memoryview(buffer))
+        sock.sendall(buffer)
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += sock.recv(size - len(data))
+    return data
+
+
+def _into(sock: socket.socket, view: memoryview) -> None:
+    while view:
+        got = sock.recv_into(view)
+        view = view[got:]
+
+
+def _raw_socket(trips: int, nbytes: int) -> dict[str, float]:
+    """The same exchanges between two plain processes over one TCP socket."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        peer = multiprocessing.get_context("spawn").Process(
+            target=_raw_peer, args=(server.getsockname()[1], trips, nbytes)
+        )
+        peer.start()
+        try:
+            sock, _ = server.accept()
+            with sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(b"x")
+                _exactly(sock, 1)
+                start = time.perf_counter()
+                for _ in range(trips):
+                    sock.sendall(b"x")
+                    _exactly(sock, 1)
+                round_trip = (time.perf_counter() - start) / trips
+                data = np.ones(nbytes // 8)
+                back = bytearray(nbytes)
+                start = time.perf_counter()
+                sock.sendall(memoryview(data).cast("B"))
+                _into(sock, memoryview(back))
+                seconds = (time.perf_counter() - start) / 2
+        finally:
+            peer.join(timeout=30)
+            if peer.is_alive():
+                peer.kill()
+    return {"round_trip_s": round_trip, "bandwidth_Bps": nbytes / seconds}
+
+
+def run(runner: Runner, sizes: Sizes) -> BenchResult:
+    """Two ranks against two processes; then, on ``sizes.workers`` workers, allreduce and
+    gang starts."""
+    harness = runner.harness(sizes.workers)
+    assert harness.client is not None
+    result = BenchResult(NAME)
+    nbytes = min(BANDWIDTH_BYTES, sizes.big_megabytes << 20)
+    trips = ROUND_TRIPS if sizes.repeats > 1 else 20
+    ours = compute_this(_pingpong, ranks=2).compute(trips, nbytes)[0]
+    theirs = _raw_socket(trips, nbytes)
+    mine, raw = ours["round_trip_s"] * 1e6, theirs["round_trip_s"] * 1e6
+    result.rows.append(
+        Row("rank round trip (vs raw TCP)", ratio(mine, raw), "<=", 2.0, "us", mine, raw)
+    )
+    mine, raw = ours["bandwidth_Bps"] / 2**20, theirs["bandwidth_Bps"] / 2**20
+    result.rows.append(
+        Row("rank 64 MiB bandwidth (vs raw TCP)", ratio(mine, raw), ">=", 0.8, "MiB/s", mine, raw)
+    )
+    runner.harness(sizes.spmd_workers)  # more workers: wider gangs
+    ranks = min(4, sizes.spmd_workers)
+    reduce_seconds = compute_this(_allreduce, ranks=ranks).compute(8 << 20)
+    starts: dict[str, float] = {}
+    plain = compute_this(noop)
+    plain.compute(0)
+    for gang in sorted({1, 2, 4, sizes.spmd_workers}):
+        timings = []
+        for _ in range(max(1, sizes.repeats)):
+            start = time.perf_counter()
+            compute_this(_rank_of, ranks=gang).compute()
+            timings.append(time.perf_counter() - start)
+        starts[f"ranks={gang}"] = median(timings) * 1e3
+    plain_ms = median([_timed(plain.compute, 0) for _ in range(max(1, sizes.repeats))]) * 1e3
+    result.data = {
+        "ours": ours,
+        "raw_socket": theirs,
+        "allreduce_8MB_s": {f"ranks={ranks}": max(reduce_seconds)},
+        "gang_start_ms": starts,
+        "plain_job_ms": plain_ms,
+    }
+    return result
+
+
+def _rank_of(comm: Any) -> int:
+    return comm.rank
+
+
+def _timed(call: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start
