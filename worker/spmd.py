@@ -153,6 +153,7 @@ def _meet(job_id: str, rank: int, size: int, secret: bytes, worker: Any) -> Comm
     master = rendezvous.share("master", [host, _free_port()] if rank == 0 else None, MEET_TIMEOUT)
     comm.master_address = (str(master[0]), int(master[1]))  # type: ignore[attr-defined]
     comm.hosts = comm.allgather(host)  # type: ignore[attr-defined]
+    comm.encrypted = server is not None  # type: ignore[attr-defined]  # over Dask's TLS
     if rank == 0:
         rendezvous.forget()
     return comm

@@ -165,7 +165,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
         tls_address = f"tls://127.0.0.1:{port}"
         processes.append(
             start_process(
-                [*COMPUTETHIS, "worker", tls_address, "--nworkers", "1"],
+                [*COMPUTETHIS, "worker", tls_address, "--nworkers", "2"],
                 root / "worker.log",
                 env=env,
             )
@@ -222,10 +222,18 @@ def test_a_job_runs_through_the_sdk_over_tls(point_sdk: TlsCluster):
     assert workers and all(w["address"].startswith("tls://") for w in workers), workers
 
 
+def test_spmd_ranks_talk_over_tls_too(point_sdk: TlsCluster):
+    @compute_this(ranks=2)
+    def pair(comm):
+        return comm.allreduce(comm.rank + 1), comm.encrypted
+
+    assert pair.compute() == [(3, True), (3, True)]
+
+
 def test_a_client_with_a_certificate_of_the_cluster_ca_connects(cluster: TlsCluster):
     """The control for the refusals below: same address, right certificate."""
     workers = workers_seen(cluster.scheduler_address, client_security(cluster.certs))
-    assert len(workers) == 1 and workers[0].startswith("tls://"), workers
+    assert len(workers) == 2 and all(w.startswith("tls://") for w in workers), workers
 
 
 def test_a_plain_tcp_client_cannot_connect(cluster: TlsCluster):
