@@ -17,8 +17,8 @@ from gateway.api.bodies import arriving, body_stream, too_large
 from gateway.api.errors import ApiError
 from gateway.api.submit import check_python_version, job_headers, job_spec, too_many_queued
 from gateway.services import services
-from gateway.store import FOLDER, StagedPayload
-from gateway.store.bundles import DIGEST, BundleMismatch, BundleTooLarge, IncompleteBundle
+from gateway.store import FOLDER, IncompleteBody, PayloadTooLarge, StagedPayload
+from gateway.store.bundles import DIGEST, BundleMismatch
 from wire.bundle import BundleError
 from wire.http import BUNDLE_MEDIA_TYPE, BUNDLES_PATH, MAX_BUNDLE_HEADER
 
@@ -88,9 +88,9 @@ class BundleItem(Resource):
                 size = shared.store.bundles.receive(
                     tenant(), digest, body_stream(length), length, limit
                 )
-        except BundleTooLarge:
+        except PayloadTooLarge:
             raise _bundle_too_large(limit, None) from None
-        except IncompleteBundle as exc:
+        except IncompleteBody as exc:
             raise ApiError(400, "incomplete_body", f"{exc}; send the whole bundle") from None
         except BundleMismatch as exc:
             raise ApiError(400, "bundle_digest_mismatch", str(exc)) from None

@@ -13,7 +13,7 @@ import io
 import mmap
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -31,6 +31,23 @@ class PayloadTooLarge(Exception):
 
 class IncompleteBody(Exception):
     """The request body ended before its Content-Length (the client went away)."""
+
+
+def body_chunks(stream: IO[bytes], length: int | None, max_bytes: int) -> Iterator[bytes]:
+    """A request body's bytes as they arrive, ``_CHUNK`` at most at a time; no more than
+    ``length`` (the Content-Length) is read. Raises :class:`PayloadTooLarge` past
+    ``max_bytes`` and :class:`IncompleteBody` if it ends before ``length``."""
+    size = 0
+    while length is None or size < length:
+        chunk = stream.read(_CHUNK if length is None else min(_CHUNK, length - size))
+        if not chunk:
+            if length is not None:
+                raise IncompleteBody(f"the body ended after {size} of {length} bytes")
+            return
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(max_bytes)
+        yield chunk
 
 
 @dataclass
@@ -104,15 +121,8 @@ class Blobs:
         head: list[bytes] = []  # the body so far, while it is small enough to keep
         out: IO[bytes] | None = None
         try:
-            while length is None or size < length:
-                chunk = stream.read(_CHUNK if length is None else min(_CHUNK, length - size))
-                if not chunk:
-                    if length is not None:
-                        raise IncompleteBody(f"the body ended after {size} of {length} bytes")
-                    break
+            for chunk in body_chunks(stream, length, max_bytes):
                 size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(max_bytes)
                 if out is None and size > INLINE_LIMIT:
                     out = open(path, "wb")  # noqa: SIM115 - closed below
                     out.writelines(head)  # what came before this chunk

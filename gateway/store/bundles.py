@@ -16,22 +16,14 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from gateway.store.blobs import body_chunks
 from wire.bundle import check_bundle
 
 DIGEST = re.compile(r"[0-9a-f]{64}\Z")
-_CHUNK = 1 << 20
-
-
-class BundleTooLarge(Exception):
-    """The upload is over the gateway's bundle limit."""
 
 
 class BundleMismatch(Exception):
     """The uploaded bytes do not have the SHA-256 they were sent under."""
-
-
-class IncompleteBundle(Exception):
-    """The upload ended before its Content-Length."""
 
 
 class Bundles:
@@ -62,8 +54,9 @@ class Bundles:
         self, tenant: str, digest: str, stream: IO[bytes], length: int | None, max_bytes: int
     ) -> int:
         """Read an uploaded bundle from ``stream``, check it, and keep it for ``tenant``;
-        returns its size. Raises :class:`BundleTooLarge`, :class:`IncompleteBundle`,
-        :class:`BundleMismatch` or :class:`wire.bundle.BundleError`; nothing is kept then.
+        returns its size. Raises :class:`BundleMismatch`, :class:`wire.bundle.BundleError`,
+        and from :func:`~gateway.store.blobs.body_chunks` ``PayloadTooLarge`` past
+        ``max_bytes`` or ``IncompleteBody``; nothing is kept then.
         """
         target = self.path(tenant, digest)
         tmp = self.tmp_dir / f"bundle.{uuid.uuid4().hex}.tar"
@@ -111,15 +104,8 @@ class Bundles:
         digest = hashlib.sha256()
         size = 0
         with open(path, "wb") as out:
-            while length is None or size < length:
-                chunk = stream.read(_CHUNK if length is None else min(_CHUNK, length - size))
-                if not chunk:
-                    if length is not None:
-                        raise IncompleteBundle(f"the body ended after {size} of {length} bytes")
-                    break
+            for chunk in body_chunks(stream, length, max_bytes):
                 size += len(chunk)
-                if size > max_bytes:
-                    raise BundleTooLarge(max_bytes)
                 digest.update(chunk)
                 out.write(chunk)
             if self.durable:
