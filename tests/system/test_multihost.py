@@ -436,3 +436,22 @@ def test_no_job_lost_when_the_scheduler_host_is_killed(network: Cluster, tmp_pat
         assert all(process.poll() is None for process in host.processes), host
     health = network.health()
     assert health == {"status": "ok", "scheduler": network.scheduler_address, "workers": 4}
+
+
+def test_spmd_ranks_span_both_worker_hosts(network: Cluster):
+    @compute_this(ranks=4)
+    def spread(comm):
+        import os
+
+        from distributed import get_worker
+
+        local, master = os.environ["LOCAL_RANK"], os.environ["MASTER_ADDR"]
+        return get_worker().address, int(local), master, comm.allreduce(comm.rank)
+
+    seen = spread.compute()
+    hosts = [host_of(address) for address, *_ in seen]
+    assert set(hosts) == {host.ip for host in network.worker_hosts}  # across the hosts
+    for rank, (_, local, master, total) in enumerate(seen):
+        assert total == 0 + 1 + 2 + 3
+        assert master == hosts[0]  # rank 0's host
+        assert local == hosts[:rank].count(hosts[rank])  # its index among its host's ranks
