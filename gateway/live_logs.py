@@ -98,14 +98,6 @@ class LiveLogs:
             start = max(position, output.start)
             return output.text[start - output.start :], output.end, output.ended
 
-    def forget(self, job_ids: list[str]) -> None:
-        """Drop the output of jobs nobody needs to follow any more."""
-        with self._lock:
-            for job_id in job_ids:
-                output = self._outputs.pop(job_id, None)
-                if output is not None:
-                    self._total -= len(output.text)
-
     @contextmanager
     def watch(self, job_id: str) -> Iterator[Mailbox]:
         """A mailbox that gets ``job_id`` each time it prints (see :class:`Waiters`)."""

@@ -15,7 +15,7 @@ from flask_restful import Resource
 from gateway.api.auth import tenant
 from gateway.api.bodies import arriving, body_stream, too_large
 from gateway.api.errors import ApiError
-from gateway.api.submit import check_python_version, job_headers, job_spec, too_many_queued
+from gateway.api.submit import admit, job_headers, job_spec
 from gateway.services import services
 from gateway.store import FOLDER, IncompleteBody, PayloadTooLarge, StagedPayload
 from gateway.store.bundles import DIGEST, BundleMismatch
@@ -137,12 +137,9 @@ class RunList(Resource):
         digest = _digest(run["bundle"])
         if not shared.store.bundles.exists(spec.tenant, digest):
             raise bundle_not_found(digest)
-        existing, active = shared.store.admission(spec.tenant, spec.idempotency_key)
+        existing = admit(spec)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)
-        check_python_version(spec.python_version, shared.dispatcher.cluster.python_versions)
-        if active >= config.max_queued:
-            raise too_many_queued(config.max_queued)
         payload = json.dumps({**run, "max_outputs": config.max_outputs}).encode()
         staged = StagedPayload(uuid.uuid4().hex, None, len(payload), payload)
         job, created = shared.store.create(spec, staged)

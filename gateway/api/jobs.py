@@ -13,14 +13,7 @@ from gateway.api.auth import tenant
 from gateway.api.bodies import require_payload_type, stage_call
 from gateway.api.errors import ApiError
 from gateway.api.ownership import own_job, own_job_with_result, visible_tenant
-from gateway.api.submit import (
-    check_enough_workers,
-    check_python_version,
-    job_headers,
-    job_spec,
-    spmd_ranks,
-    too_many_queued,
-)
+from gateway.api.submit import admit, check_enough_workers, job_headers, job_spec, spmd_ranks
 from gateway.services import services
 from gateway.store import ACTIVE, STATUSES, Job
 from gateway.waiting import Steps, Wait, answer_after
@@ -47,12 +40,9 @@ class JobList(Resource):
         spec = job_spec()
         spmd_ranks(spec)
         wait = params.wait(request.args, config.max_wait)
-        existing, active = shared.store.admission(spec.tenant, spec.idempotency_key)
+        existing = admit(spec)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)
-        check_python_version(spec.python_version, shared.dispatcher.cluster.python_versions)
-        if active >= config.max_queued:
-            raise too_many_queued(config.max_queued)
         staged = stage_call(shared.store, config.max_body)
         try:
             check_enough_workers(spec, len(shared.dispatcher.cluster.workers))

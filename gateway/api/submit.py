@@ -8,6 +8,7 @@ from flask import request
 from gateway.api import params
 from gateway.api.auth import tenant
 from gateway.api.errors import ApiError
+from gateway.services import services
 from gateway.store import SPMD, Job, JobSpec
 from wire.http import DILL_HEADER, JOB_HEADER, JOBS_PATH, PYTHON_HEADER
 
@@ -58,6 +59,20 @@ def check_enough_workers(spec: JobSpec, workers: int) -> None:
             f"{'is' if workers == 1 else 'are'} connected: ask for at most {workers} ranks, "
             "or add workers",
         )
+
+
+def admit(spec: JobSpec) -> Job | None:
+    """The job the tenant already submitted with this ``Idempotency-Key``, if any;
+    else check that one more job may be queued (400 for a Python the workers do not
+    run, 429 for a full queue) and return None."""
+    shared = services()
+    existing, active = shared.store.admission(spec.tenant, spec.idempotency_key)
+    if existing is not None:
+        return existing
+    check_python_version(spec.python_version, shared.dispatcher.cluster.python_versions)
+    if active >= shared.config.max_queued:
+        raise too_many_queued(shared.config.max_queued)
+    return None
 
 
 def check_python_version(client: str | None, workers: frozenset[str]) -> None:

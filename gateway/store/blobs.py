@@ -211,11 +211,16 @@ class Blobs:
 
     def _sync_dir(self, directory: Path) -> None:
         if self.durable:
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            sync_dir(directory)
+
+
+def sync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` (files renamed into it) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def map_file(path: Path) -> bytes | memoryview:

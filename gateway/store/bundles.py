@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from gateway.store.blobs import body_chunks
+from gateway.store.blobs import body_chunks, sync_dir
 from wire.bundle import check_bundle
 
 DIGEST = re.compile(r"[0-9a-f]{64}\Z")
@@ -70,7 +70,8 @@ class Bundles:
             check_bundle(tmp)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
-            self._sync_dir(target.parent)
+            if self.durable:
+                sync_dir(target.parent)
             return size
         finally:
             tmp.unlink(missing_ok=True)
@@ -112,11 +113,3 @@ class Bundles:
                 out.flush()
                 os.fsync(out.fileno())
         return size, digest.hexdigest()
-
-    def _sync_dir(self, directory: Path) -> None:
-        if self.durable:
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
