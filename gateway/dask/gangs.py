@@ -32,8 +32,9 @@ from typing import Any
 from distributed import Client, Future
 
 from gateway.dask.link import rank_key
-from gateway.store import Job
+from gateway.store import FOLDER, Job
 from worker.spmd import run_rank
+from worker.spmd_program import run_program_rank
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ def gang_workers(client: Client, workers: list[str], ranks: int) -> list[str]:
     return chosen[:ranks]
 
 
-def send_gang(client: Client, job: Job, payload: Any, workers: list[str]) -> None:
-    """Send the ranks of ``job`` (an SPMD job), rank r to ``workers[r]``, with a secret
-    that authenticates their connections to each other."""
+def send_gang(client: Client, job: Job, arguments: tuple[Any, ...], workers: list[str]) -> None:
+    """Send the ranks of ``job`` (an SPMD job: a function's, or with its folder's
+    ``arguments`` a program's), rank r to ``workers[r]``, with a secret that
+    authenticates their connections to each other."""
     ranks = job.ranks or 1
+    task = run_program_rank if job.kind == FOLDER else run_rank
     secret = secrets.token_bytes(32)
     for rank in range(ranks):
         options: dict[str, Any] = {"key": rank_key(job.id, rank), "pure": False}
@@ -70,7 +73,7 @@ def send_gang(client: Client, job: Job, payload: Any, workers: list[str]) -> Non
                 allow_other_workers=False,
                 priority=GANG_PRIORITY - job.seq,
             )
-        client.submit(run_rank, job.id, payload, rank, ranks, secret, **options)
+        client.submit(task, job.id, *arguments, rank, ranks, secret, **options)
 
 
 def stop_gang(

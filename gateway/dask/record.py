@@ -28,7 +28,7 @@ from gateway.dask.link import DaskLink
 from gateway.dask.release import Releases
 from gateway.dask.submit import active_job
 from gateway.dask.tracker import JobTracker
-from gateway.store import QUEUED, SPMD, Job, JobStore, Outcome
+from gateway.store import QUEUED, Job, JobStore, Outcome
 from gateway.waiters import Waiters
 from wire.errors import error_info
 
@@ -213,7 +213,7 @@ class Recorder:
         stopping = set()
         for job_id in failed.intersection(recorded):
             job = self._store.get(job_id)
-            if job is not None and job.kind == SPMD and (job.ranks or 1) > 1:
+            if job is not None and job.gang:
                 self._cancel(job)
                 stopping.add(job_id)
         if self.on_recorded is not None:

@@ -24,7 +24,7 @@ from distributed import Future
 from gateway.dask.gangs import gang_workers, send_gang, stop_gang
 from gateway.dask.link import DaskLink, dask_key
 from gateway.dask.tracker import JobTracker
-from gateway.store import ACTIVE, FOLDER, RUNNING, SPMD, Job, JobStore
+from gateway.store import ACTIVE, FOLDER, RUNNING, Job, JobStore
 from gateway.store.blobs import map_file
 from worker.folder import run_folder
 from worker.runner import run_job
@@ -135,7 +135,7 @@ class Submitter:
         client = self._link.client
         if not tracked or client is None:
             return
-        if job.kind == SPMD and (job.ranks or 1) > 1:
+        if job.gang:
             # Then a reconciliation: a gang stopped before its ranks met is sent again.
             stop_gang(client, job.id, job.ranks or 1, then=self._reconcile_needed.set)
             return
@@ -167,15 +167,16 @@ class Submitter:
         assert client is not None
         newly = set(self._tracker.track(job.id for job, _ in jobs))
         groups: dict[tuple[str, int], dict[str, TaskArguments]] = {}
+        gangs: dict[str, tuple[Job, TaskArguments]] = {}
         for job, arguments in jobs:
-            if job.id in newly:  # each job once, and only if this call tracked it
-                groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
-        sent: list[str] = []
-        for (kind, retries), group in groups.items():
-            if kind == SPMD:
-                gangs = {job.id: job for job, _ in jobs if job.id in group}
-                sent += self._send_gangs(client, list(gangs.values()), group)
+            if job.id not in newly:  # each job once, and only if this call tracked it
                 continue
+            if job.ranks is not None:  # SPMD: its ranks go together
+                gangs.setdefault(job.id, (job, arguments))
+            else:
+                groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
+        sent: list[str] = self._send_gangs(client, list(gangs.values())) if gangs else []
+        for (kind, retries), group in groups.items():
             ids = list(group)
             task = TASKS.get(kind, run_job)
             try:
@@ -195,17 +196,15 @@ class Submitter:
                 self._reconcile_needed.set()
         return sent
 
-    def _send_gangs(
-        self, client: Any, jobs: list[Job], arguments: dict[str, TaskArguments]
-    ) -> list[str]:
+    def _send_gangs(self, client: Any, jobs: list[tuple[Job, TaskArguments]]) -> list[str]:
         """Send each SPMD job's ranks together (see :mod:`gateway.dask.gangs`); one whose
         ranks outnumber the workers now stays queued (untracked) for a reconciliation."""
         sent = []
         workers = list(self._link.cluster.workers)
-        for job in jobs:
+        for job, arguments in jobs:
             try:
                 placed = gang_workers(client, workers, job.ranks or 1)
-                send_gang(client, job, arguments[job.id][0], placed)
+                send_gang(client, job, arguments, placed)
                 sent.append(job.id)
             except Exception as exc:
                 log.warning("could not start SPMD job %s (%s); will retry", job.id, exc)

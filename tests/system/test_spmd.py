@@ -5,40 +5,17 @@ from __future__ import annotations
 import operator
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import requests
 
 import client_sdk
-from client_sdk import Client, JobCancelled, RemoteError, compute_this
-from tests.stack import Stack, start_stack
+from client_sdk import JobCancelled, RemoteError, compute_this
+from tests.stack import Stack
+from tests.system.conftest import GANG_WORKERS, idle_workers, wait_all_idle
 
-WORKERS = 4
-
-
-@pytest.fixture(scope="module")
-def gang_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("spmd") / "save", workers=WORKERS)
-    previous = client_sdk.set_default_client(Client(stack.url, stack.token))
-    yield stack
-    client_sdk.set_default_client(previous)
-    stack.stop()
-
-
-def idle_workers(stack: Stack) -> int:
-    body = requests.get(stack.api("/workers"), headers=stack.headers(), timeout=10).json()
-    return sum(1 for worker in body["workers"] if not worker["busy"])
-
-
-def wait_all_idle(stack: Stack, timeout: float = 60) -> None:
-    """Every worker idle (those restarted back, and connected for a while)."""
-    deadline = time.monotonic() + timeout
-    while idle_workers(stack) < WORKERS:
-        assert time.monotonic() < deadline, "workers still busy"
-        time.sleep(0.1)
-    stack.wait_for_workers(WORKERS, timeout=timeout, steady=2.0)
+WORKERS = GANG_WORKERS
 
 
 @compute_this(ranks=4)
