@@ -44,9 +44,10 @@ _world: Communicator | None = None
 
 def world(timeout: float = CONNECT_TIMEOUT) -> Communicator:
     """This program's communicator (``rank``, ``size``, ``send``/``recv`` and the
-    collectives of :class:`~client_sdk.spmd_collectives.Communicator`), connected to
-    every other rank on the first call, the same one afterwards. Every rank must call
-    it; past ``timeout`` seconds without all of them, TimeoutError."""
+    collectives of :class:`~client_sdk.spmd_collectives.Communicator`; ``encrypted``
+    when its connections use the cluster's TLS), connected to every other rank on the
+    first call, the same one afterwards. Every rank must call it; past ``timeout``
+    seconds without all of them, TimeoutError."""
     global _world
     with _lock:
         if _world is None:
@@ -71,7 +72,7 @@ def _connect(setting: str | None, timeout: float) -> Communicator:
             "program as an SPMD job (run_folder(..., ranks=N)), or unset it to run alone"
         ) from None
     server, client = _tls_contexts(config.get("tls"))
-    return connect(
+    comm = connect(
         rank,
         size,
         secret,
@@ -82,6 +83,8 @@ def _connect(setting: str | None, timeout: float) -> Communicator:
         ssl_client=client,
         listener=listener,
     )
+    comm.encrypted = server is not None  # type: ignore[attr-defined]  # over Dask's TLS
+    return comm
 
 
 def _tls_contexts(tls: dict[str, str] | None) -> tuple[Any, Any]:
