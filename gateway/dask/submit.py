@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future as UploadFuture
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -128,16 +129,23 @@ class Submitter:
             sent = set(self._send_locked(still_active))
         return [job for job, _ in still_active if job.id in sent]
 
-    def cancel(self, job: Job) -> None:
-        """Stop a job in Dask; the worker running it is restarted through its nanny."""
+    def cancel(self, job: Job, then: Callable[[], None] = lambda: None) -> None:
+        """Stop a job in Dask; the worker running it is restarted through its nanny.
+        ``then`` is called once it is stopped (for an SPMD job, every rank)."""
         with self._send_lock:
             tracked = bool(self._tracker.untrack([job.id]))
         client = self._link.client
-        if not tracked or client is None:
+        if client is None or not (tracked or job.gang):  # (a gang's ranks may outlive it)
+            then()
             return
         if job.gang:
-            # Then a reconciliation: a gang stopped before its ranks met is sent again.
-            stop_gang(client, job.id, job.ranks or 1, then=self._reconcile_needed.set)
+
+            def stopped() -> None:
+                then()
+                # A gang stopped before its ranks met, or to start again, is sent again.
+                self._reconcile_needed.set()
+
+            stop_gang(client, job.id, job.ranks or 1, then=stopped)
             return
         worker = self._processing_worker(job)
         try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
@@ -146,6 +154,7 @@ class Submitter:
             log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:
             threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
+        then()
 
     # -- sending ------------------------------------------------------------------
 
