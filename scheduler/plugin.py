@@ -122,5 +122,30 @@ class KeepJobsAlive(SchedulerPlugin):
         if client_id:
             for topic in topics or ():
                 self.scheduler.subscribe_topic(topic, client_id)
+            if RESULT_TOPIC in (topics or ()):
+                self._replay_results(keys or [], client_id)
         tasks = self.scheduler.tasks
         return {key: tasks[key].state for key in keys or () if key in tasks}
+
+    def _replay_results(self, keys: list[str], client_id: str) -> None:
+        """Send ``client_id`` the outcome events of ``keys`` whose task still runs that
+        were published before it subscribed (from the scheduler's event log).
+
+        A worker reports a job's outcome just before its task finishes: a client that
+        subscribes in between reads the task as running and would otherwise wait for
+        an event already gone. Events it hears twice are recorded once."""
+        tasks = self.scheduler.tasks
+        running = {
+            key[len(KEY_PREFIX) :]
+            for key in keys
+            if key in tasks and tasks[key].state not in ("memory", "erred")
+        }
+        if not running:
+            return
+        replay = [
+            {"op": "event", "topic": RESULT_TOPIC, "event": event}
+            for event in self.scheduler.get_events(RESULT_TOPIC)
+            if isinstance(event[1], dict) and event[1].get("job") in running
+        ]
+        if replay:
+            self.scheduler.send_all({client_id: replay}, worker_msgs={})
