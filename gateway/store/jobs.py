@@ -18,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
+from gateway.store.artifacts import Artifacts
 from gateway.store.blobs import Blobs, StagedPayload, require_in_rows
 from gateway.store.bundles import Bundles
 from gateway.store.db import Database
+from gateway.store.deployments import Deployments
 from gateway.store.models import (
     ACTIVE,
     CANCELLED,
@@ -56,6 +58,8 @@ class JobStore(JobReads):
         self.bundles = Bundles(self.save_dir, blobs.tmp_dir, durable=durable)
         self.db_path = self.save_dir / "jobs.sqlite3"
         super().__init__(Database(self.db_path, durable=durable), blobs)
+        self.artifacts = Artifacts(self.save_dir, blobs.tmp_dir, durable=durable)
+        self.deployments = Deployments(self.db)
 
     # -- connections (see Database) -------------------------------------------------------
 
