@@ -59,9 +59,10 @@ def run_model(
 ) -> memoryview:
     """Run one job of a deployment on its replica in this worker process.
 
-    ``payload`` is :data:`wire.http.CONSTRUCT_PAYLOAD` for the construct step, else dill bytes of ``(method name,
-    args, kwargs)``; ``constructor`` the deployment's constructor payload (None once
-    closed); ``artifacts`` the artifacts' bytes by SHA-256. Returns a packed envelope
+    ``payload`` is :data:`wire.http.CONSTRUCT_PAYLOAD` for the construct step, else
+    dill bytes of ``(method name, args, kwargs)``; ``constructor`` the deployment's
+    constructor payload (None once closed); ``artifacts`` the artifacts' bytes by SHA-256.
+    Returns a packed envelope
     like :func:`worker.runner.run_job`; raises :class:`JobFailed` if ``__init__`` or the
     method raised.
     """
