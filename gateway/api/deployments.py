@@ -173,6 +173,9 @@ class DeploymentCalls(Resource):
         as ``POST /jobs`` answers (``?wait=SECONDS`` included)."""
         shared = services()
         config = shared.config
+        spec = job_spec()
+        spec.kind = MODEL
+        wait = params.wait(request.args, config.max_wait)
         deployment = _own_deployment(deployment_id)
         if deployment.status == CLOSED:
             raise ApiError(
@@ -181,9 +184,6 @@ class DeploymentCalls(Resource):
                 f"deployment {deployment.id} was closed: deploy the class again",
             )
         require_payload_type()
-        spec = job_spec()
-        spec.kind = MODEL
-        wait = params.wait(request.args, config.max_wait)
         existing = admit(spec)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)
