@@ -93,6 +93,7 @@ class ArtifactItem(Resource):
             raise ApiError(400, "incomplete_body", f"{exc}; send the whole artifact") from None
         except BundleMismatch as exc:
             raise ApiError(400, "artifact_digest_mismatch", str(exc)) from None
+        shared.metrics.artifact_bytes.inc(size)
         return {"artifact": digest, "size": size}, 201, _limit_header()
 
     def delete(self, digest: str) -> dict[str, Any]:

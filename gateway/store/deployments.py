@@ -146,6 +146,13 @@ class Deployments:
         rows = self.db.connection().execute(query + " ORDER BY seq DESC", args).fetchall()
         return [_deployment(row) for row in rows]
 
+    def count_active(self) -> int:
+        """How many deployments are not closed (every tenant's)."""
+        row = self.db.connection().execute(
+            "SELECT COUNT(*) FROM deployments WHERE status = ?", (ACTIVE_DEPLOYMENT,)
+        ).fetchone()
+        return int(row[0])
+
     def close(self, deployment_id: str) -> bool:
         """Mark the deployment closed and drop its constructor; False if it was not active."""
         with self.db.transaction() as db:

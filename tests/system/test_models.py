@@ -17,7 +17,7 @@ import xgboost as xgb
 
 from client_sdk import ApiError, Client, Deployment, SerializationError, compute_this
 from distribute_challenge import NpuModel, SklearnModel, XgboostModel, artifacts
-from tests.stack import Stack
+from tests.stack import Stack, scrape_metrics
 from tests.system.test_security import new_tenant
 
 pytestmark = pytest.mark.usefixtures("sdk")
@@ -70,6 +70,8 @@ def test_a_deployed_class_keeps_its_state_and_builds_once(sdk: Stack):
         assert counter.id in [item["id"] for item in listed["deployments"]]
         jobs = requests.get(sdk.api("/jobs"), headers=sdk.headers(), timeout=30).json()["jobs"]
         assert {"model"} <= {job["kind"] for job in jobs}
+        metrics = scrape_metrics(sdk)
+        assert metrics["computethis_deployments"] >= 1
         with pytest.raises(AttributeError, match="no public method 'nope'"):
             counter.nope  # noqa: B018 - unknown methods fail here, before sending
     finally:
@@ -154,6 +156,7 @@ def test_the_xgboost_usage_file_runs_with_a_dmatrix_and_uploads_once(sdk: Stack)
     model = BoostedModel()
     model.artifacts({"model": booster})
     assert model.last_upload_bytes > 0
+    assert scrape_metrics(sdk)["computethis_artifact_bytes_received_total"] > 0
     try:
         out = model.run(x_test)  # a DMatrix crosses as its data and is rebuilt there
         np.testing.assert_allclose(out, booster.predict(x_test), rtol=1e-6)
