@@ -22,7 +22,7 @@ from gateway.api.ownership import visible_tenant
 from gateway.api.submit import admit, job_headers, job_spec
 from gateway.services import services
 from gateway.store import ACTIVE, FAILED, JOB_ID, MODEL, Job, StagedPayload
-from gateway.store.deployments import CLOSED, Deployment
+from gateway.store.deployments import CLOSED, Deployment, Deployments
 from gateway.waiting import answer_after
 from wire.http import CONSTRUCT_PAYLOAD
 
@@ -134,9 +134,12 @@ def _create_call(
     here; a call is submitted by its request, which may wait for it)."""
     shared = services()
     staged = StagedPayload(uuid.uuid4().hex, None, len(payload), payload)
-    job, created = shared.store.create(spec, staged)
+    job, created = shared.store.create(
+        spec,
+        staged,
+        also=lambda db: Deployments.add_call(db, staged.job_id, deployment_id, replica, construct),
+    )
     if created:
-        shared.store.deployments.add_call(job.id, deployment_id, replica, construct)
         shared.metrics.submitted.inc()
         if construct:
             shared.dispatcher.submit(job, payload)

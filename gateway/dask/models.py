@@ -2,12 +2,13 @@
 
 Each call is a task of :func:`worker.models.run_model` under its job's key, pinned to
 its replica's worker (``workers=[address]``, no stealing: two workers must not both
-build the same replica). The deployment's constructor payload and its artifacts go to
-Dask once, each as a held task that returns their bytes (keys ``ctmodel-<id>`` and
-``ctartifact-<sha256>``, held by this gateway's client): a call depends on them, so a
-worker fetches them the first time it serves the deployment and finds them in its
-memory afterwards; if a worker holding them dies, Dask computes them again from the
-task (the bytes are in the task itself). If a replica's worker dies, the keep-alive
+build the same replica). A small constructor payload (up to 64 KiB) rides in each
+task: the worker unpickles it only when it has no replica yet. A larger one, and every
+artifact, goes to Dask once as a held task that returns its bytes (keys
+``ctmodel-<id>`` and ``ctartifact-<sha256>``, held by this gateway's client): a call
+depends on them, so a worker fetches them the first time it serves the deployment and
+finds them in its memory afterwards; if a worker holding them dies, Dask computes them
+again from the task (the bytes are in the task itself). If a replica's worker dies, the keep-alive
 plugin lets its pinned calls run on any worker (:mod:`scheduler.plugin`), where the
 replica is rebuilt; later calls are pinned to the least busy worker alive.
 """
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CONSTRUCTOR_PREFIX = "ctmodel-"
 ARTIFACT_PREFIX = "ctartifact-"
+INLINE_CONSTRUCTOR = 64 * 1024  # bytes: a constructor up to this size rides in each task
 
 
 def hold(data: bytes) -> bytes:
@@ -47,6 +49,7 @@ class ModelSender:
         self._client_id: int | None = None
         self._held: dict[str, Future] = {}  # held keys of the current client
         self._placed: dict[tuple[str, int], str] = {}  # replica: the worker it went to
+        self._small: dict[str, bytes] = {}  # small constructors, sent inline with each call
 
     def send(
         self, client: Client, jobs: list[tuple[Job, tuple[Any, ...]]], retries: int
@@ -66,6 +69,7 @@ class ModelSender:
         every worker (in the background)."""
         with self._lock:
             self._held.pop(CONSTRUCTOR_PREFIX + deployment_id, None)
+            self._small.pop(deployment_id, None)
             for key in [key for key in self._placed if key[0] == deployment_id]:
                 del self._placed[key]
         client = self._link.client
@@ -129,14 +133,24 @@ class ModelSender:
             key=lambda w: (siblings.count(w), len(processing.get(w, ())), w),
         )
 
-    def _constructor(self, client: Client, deployment_id: str) -> Future | None:
+    def _constructor(self, client: Client, deployment_id: str) -> bytes | Future | None:
+        """The constructor as a task argument: its bytes if small (cheaper for Dask than a
+        dependency), else a held task; None once the deployment is closed."""
         key = CONSTRUCTOR_PREFIX + deployment_id
+        with self._lock:
+            small = self._small.get(deployment_id)
+        if small is not None:
+            return small
         future = self._held_future(client, key)
         if future is not None:
             return future
         data = self._store.deployments.constructor(deployment_id)
         if data is None:
             return None
+        if len(data) <= INLINE_CONSTRUCTOR:
+            with self._lock:
+                self._small[deployment_id] = data
+            return data
         return self._hold(client, key, data)
 
     def _artifact(self, client: Client, tenant: str, digest: str) -> Future:

@@ -11,6 +11,7 @@ replica's worker is the one that last recorded a call of it.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -162,14 +163,17 @@ class Deployments:
             )
         return cursor.rowcount > 0
 
-    def add_call(self, job_id: str, deployment_id: str, replica: int, construct: bool) -> None:
-        """Say which deployment and replica a (just created) model job belongs to."""
-        with self.db.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO model_calls (job_id, deployment, replica, construct)"
-                " VALUES (?, ?, ?, ?)",
-                (job_id, deployment_id, replica, int(construct)),
-            )
+    @staticmethod
+    def add_call(
+        db: sqlite3.Connection, job_id: str, deployment_id: str, replica: int, construct: bool
+    ) -> None:
+        """Say which deployment and replica a model job belongs to, in the transaction
+        that creates the job (see :meth:`gateway.store.JobStore.create`'s ``also``)."""
+        db.execute(
+            "INSERT INTO model_calls (job_id, deployment, replica, construct)"
+            " VALUES (?, ?, ?, ?)",
+            (job_id, deployment_id, replica, int(construct)),
+        )
 
     def call_of(self, job_id: str) -> tuple[str, int] | None:
         """``(deployment id, replica)`` of a model job, if it is one."""
