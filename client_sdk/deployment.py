@@ -93,7 +93,7 @@ class RemoteMethod:
         response = transport.post_call(
             self.deployment.calls_path,
             payload,
-            {"wait": POLL_WAIT, "name": self.deployment.method_label(self.name)},
+            {**self.deployment.call_options(self.name), "wait": POLL_WAIT},
             timeout=POLL_WAIT + 30,
             key=uuid.uuid4().hex,
         )
@@ -105,7 +105,7 @@ class RemoteMethod:
         """Queue the call and return its :class:`~client_sdk.job.Job` at once."""
         client = self.deployment.client
         payload = pickled(f"{self.name}()", (self.name, args, kwargs))
-        params = {"name": self.deployment.method_label(self.name)}
+        params = self.deployment.call_options(self.name)
         info = client.transport.post_call(self.deployment.calls_path, payload, params).json()
         return Job(info["id"], info, client=self.deployment.bound_client)
 
@@ -129,16 +129,27 @@ class Deployment:
         *,
         client: Client | None = None,
         methods: list[str] | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         self.id = deployment_id
         self.bound_client = client
+        self.timeout = timeout  # of each call (seconds), None: no limit
+        self.retries = retries  # re-runs of a call whose method raised
         self._info = info or {}
         self._methods = methods if methods is not None else self._info.get("methods")
 
     @classmethod
-    def from_id(cls, deployment_id: str, *, client: Client | None = None) -> Deployment:
+    def from_id(
+        cls,
+        deployment_id: str,
+        *,
+        client: Client | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+    ) -> Deployment:
         """Reattach to a deployment made earlier, possibly by another process."""
-        deployment = cls(deployment_id, client=client)
+        deployment = cls(deployment_id, client=client, timeout=timeout, retries=retries)
         deployment.info()
         return deployment
 
@@ -163,9 +174,17 @@ class Deployment:
         """Where its calls are posted."""
         return f"/deployments/{self.id}/calls"
 
-    def method_label(self, method: str) -> str:
-        """The name its calls' jobs get (``Class.method``)."""
-        return f"{self._info.get('name') or 'deployment'}.{method}"[:200]
+    def call_options(self, method: str) -> dict[str, Any]:
+        """The query parameters of a call: its job's name (``Class.method``), timeout
+        and retries."""
+        params: dict[str, Any] = {
+            "name": f"{self._info.get('name') or 'deployment'}.{method}"[:200]
+        }
+        if self.timeout is not None:
+            params["timeout"] = self.timeout
+        if self.retries:
+            params["retries"] = self.retries
+        return params
 
     def info(self) -> dict[str, Any]:
         """The deployment's record from the gateway (status, replicas, their workers)."""
@@ -211,10 +230,13 @@ def deploy(
     client: Client | None = None,
     artifacts: dict[str, dict[str, Any]] | None = None,
     wait: bool = True,
+    timeout: float | None = None,
+    retries: int = 0,
 ) -> Deployment:
     """Deploy ``cls(*args, **kwargs)`` on ``replicas`` workers (see :class:`Deployment`);
     ``artifacts``: name → ``{"format", "sha256", "skeleton"}`` of artifacts uploaded
-    before. With ``wait``, returns once every replica is built."""
+    before. With ``wait``, returns once every replica is built. ``timeout`` and
+    ``retries`` apply to each construct step and each method call."""
     if not isinstance(replicas, int) or replicas < 1:
         raise ValueError(f"replicas must be a positive int, not {replicas!r}")
     methods = public_methods(cls)
@@ -230,6 +252,10 @@ def deploy(
     digests = sorted({item["sha256"] for item in (artifacts or {}).values()})
     if digests:
         params["artifacts"] = ",".join(digests)
+    if timeout is not None:
+        params["timeout"] = timeout
+    if retries:
+        params["retries"] = retries
     transport = (client or default_client()).transport
     info = transport.request(
         "POST",
@@ -239,7 +265,9 @@ def deploy(
         headers={"Content-Type": "application/octet-stream"},
         timeout=120,
     ).json()
-    deployment = Deployment(info["id"], info, client=client, methods=methods)
+    deployment = Deployment(
+        info["id"], info, client=client, methods=methods, timeout=timeout, retries=retries
+    )
     return deployment.wait_ready() if wait else deployment
 
 
@@ -247,10 +275,20 @@ class RemoteClass:
     """A class decorated with ``@compute_this``: :meth:`deploy` builds it on workers.
     ``Cls.local(*a)`` builds it here; the class itself is :attr:`cls`."""
 
-    def __init__(self, cls: type, *, name: str | None = None, client: Client | None = None):
+    def __init__(
+        self,
+        cls: type,
+        *,
+        name: str | None = None,
+        client: Client | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+    ) -> None:
         self.cls = cls
         self.name = name or cls.__qualname__
         self.client = client
+        self.timeout = timeout
+        self.retries = retries
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
@@ -269,8 +307,15 @@ class RemoteClass:
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
         return deploy(
-            self.cls, args, kwargs, replicas=replicas, name=self.name, client=self.client,
+            self.cls,
+            args,
+            kwargs,
+            replicas=replicas,
+            name=self.name,
+            client=self.client,
             wait=wait,
+            timeout=self.timeout,
+            retries=self.retries,
         )
 
     def local(self, *args: Any, **kwargs: Any) -> Any:

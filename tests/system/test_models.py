@@ -15,7 +15,14 @@ import pytest
 import requests
 import xgboost as xgb
 
-from client_sdk import ApiError, Client, Deployment, SerializationError, compute_this
+from client_sdk import (
+    ApiError,
+    Client,
+    Deployment,
+    JobTimeout,
+    SerializationError,
+    compute_this,
+)
 from distribute_challenge import NpuModel, SklearnModel, XgboostModel, artifacts
 from tests.stack import Stack, scrape_metrics
 from tests.system.test_security import new_tenant
@@ -284,3 +291,27 @@ def test_other_tenants_cannot_call_list_or_reuse_deployments_and_artifacts(sdk: 
     finally:
         model.close()
 
+
+
+@compute_this(timeout=1.5)
+class Sleeper:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def nap(self, seconds: float) -> int:
+        time.sleep(seconds)
+        self.calls += 1
+        return self.calls
+
+
+def test_a_call_past_its_timeout_fails_and_the_replica_is_rebuilt(sdk: Stack):
+    sleeper = Sleeper.deploy()
+    try:
+        assert sleeper.nap.compute(0) == 1
+        job = sleeper.nap.submit(30)
+        with pytest.raises(JobTimeout):
+            job.result(timeout=60)
+        assert job.info()["kind"] == "model"
+        assert sleeper.nap.compute(0) == 1  # its worker was restarted: built again
+    finally:
+        sleeper.close()
