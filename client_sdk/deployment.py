@@ -32,16 +32,16 @@ POLL_WAIT = 30.0
 
 
 def public_methods(cls: type) -> list[str]:
-    """The names of ``cls``'s public methods (those a deployment can call)."""
+    """The names of ``cls``'s public methods (those a deployment can call); of an
+    ``@artifacts`` class, those it made remote."""
+    remote = getattr(cls, "__computethis_local_methods__", None)
+    if remote is not None:
+        return sorted(remote)
     return sorted(
         name
         for name, value in inspect.getmembers(cls)
-        if not name.startswith("_") and (inspect.isfunction(value) or _is_stub(value))
+        if not name.startswith("_") and inspect.isfunction(value)
     )
-
-
-def _is_stub(value: Any) -> bool:
-    return getattr(value, "__computethis_remote__", False)
 
 
 def pickled(what: str, value: tuple) -> Any:

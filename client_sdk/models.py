@@ -65,8 +65,6 @@ def SklearnModel(name: str) -> ArtifactSpec:  # noqa: N802
 class _Remote:
     """A public method of an ``@artifacts`` class, here: calling it runs it remotely."""
 
-    __computethis_remote__ = True
-
     def __init__(self, name: str, function: Any) -> None:
         self.name = name
         self.__doc__ = getattr(function, "__doc__", None)

@@ -44,6 +44,9 @@ class Counter:
         self.n += k
         return self.n
 
+    def shout(self) -> None:
+        print(f"n is {self.n}")
+
     def where(self, _: object = None) -> tuple[int, int, float]:
         """(worker process, this instance, when it was built)."""
         return os.getpid(), id(self), self.built_at
@@ -71,6 +74,8 @@ def test_a_deployed_class_keeps_its_state_and_builds_once(sdk: Stack):
         assert counter.add.map([1, 2, 3]) == [18, 20, 23]
         places = {counter.where.compute() for _ in range(3)}
         assert len(places) == 1  # the same instance, built once
+        shouted = counter.shout.submit()
+        assert shouted.result(timeout=60) is None and shouted.logs() == "n is 23\n"
         again = Deployment.from_id(counter.id)  # as another process would
         assert again.add.compute(100) == 123
         listed = requests.get(sdk.api("/deployments"), headers=sdk.headers(), timeout=30).json()
