@@ -151,7 +151,10 @@ def _artifact(item: dict[str, Any], artifacts: dict[str, bytes]) -> Any:
     digest = item["sha256"]
     data = artifacts.get(digest)
     if data is None:
-        raise LookupError(f"artifact {digest} did not reach this worker")
+        raise LookupError(
+            f"artifact {digest} is not on the gateway any more (deleted?): upload it again "
+            "and deploy the class again"
+        )
     return LOADED.get(digest, lambda: _checked(digest, data, item))
 
 

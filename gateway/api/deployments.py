@@ -19,7 +19,7 @@ from gateway.api.bodies import require_payload_type, stage_call
 from gateway.api.errors import ApiError
 from gateway.api.jobs import JobList, cancel
 from gateway.api.ownership import visible_tenant
-from gateway.api.submit import admit, job_headers, job_spec
+from gateway.api.submit import admit, check_python_version, job_headers, job_spec
 from gateway.services import services
 from gateway.store import ACTIVE, FAILED, JOB_ID, MODEL, Job, StagedPayload
 from gateway.store.deployments import CLOSED, Deployment, Deployments
@@ -62,8 +62,12 @@ def _describe(deployment: Deployment) -> dict[str, Any]:
             else "starting" if statuses & set(ACTIVE) else "ready"
         )
     replicas = [
-        {"replica": item["replica"], "construct_job": item["job"], "worker": workers.get(index)}
-        for index, item in enumerate(construct)
+        {
+            "replica": item["replica"],
+            "construct_job": item["job"],
+            "worker": workers.get(item["replica"]),
+        }
+        for item in construct
     ]
     return deployment.to_json({"status": status, "replica_info": replicas})
 
@@ -88,6 +92,7 @@ class DeploymentList(Resource):
         replicas = params.integer(request.args, "replicas", default=1, low=1, high=MAX_REPLICAS)
         digests = _artifacts()
         methods = _methods()
+        check_python_version(spec.python_version, shared.dispatcher.cluster.python_versions)
         for digest in digests:
             if not shared.store.artifacts.exists(spec.tenant, digest):
                 raise artifact_not_found(digest)

@@ -85,12 +85,13 @@ class ModelSender:
         deployment_id, replica = found
         deployment = self._store.deployments.get(deployment_id)
         constructor = self._constructor(client, deployment_id)
-        artifacts = {}
+        artifacts: dict[str, Future] = {}
         if deployment is not None and constructor is not None:
-            artifacts = {
-                digest: self._artifact(client, deployment.tenant, digest)
-                for digest in deployment.artifacts
-            }
+            for digest in deployment.artifacts:
+                try:
+                    artifacts[digest] = self._artifact(client, deployment.tenant, digest)
+                except FileNotFoundError:  # deleted: a replica still to build says so
+                    log.warning("artifact %s of deployment %s is gone", digest, deployment_id)
         worker = self._worker_for(client, deployment_id, replica)
         options: dict[str, Any] = {"key": dask_key(job.id), "pure": False}
         if retries:
