@@ -296,9 +296,7 @@ class RemoteClass:
     def __repr__(self) -> str:
         return f"<computethis class {self.name}>"
 
-    def deploy(
-        self, *args: Any, replicas: int = 1, wait: bool = True, **kwargs: Any
-    ) -> Deployment:
+    def deploy(self, *args: Any, replicas: int = 1, wait: bool = True, **kwargs: Any) -> Deployment:
         """Build ``replicas`` instances (``cls(*args, **kwargs)``) on workers; returns the
         :class:`Deployment` once they are built (raises ``__init__``'s exception if one
         failed: the deployment is closed then)."""

@@ -62,9 +62,8 @@ def run_model(
     ``payload`` is :data:`wire.http.CONSTRUCT_PAYLOAD` for the construct step, else
     dill bytes of ``(method name, args, kwargs)``; ``constructor`` the deployment's
     constructor payload (None once closed); ``artifacts`` the artifacts' bytes by SHA-256.
-    Returns a packed envelope
-    like :func:`worker.runner.run_job`; raises :class:`JobFailed` if ``__init__`` or the
-    method raised.
+    Returns a packed envelope like :func:`worker.runner.run_job`; raises
+    :class:`JobFailed` if ``__init__`` or the method raised.
     """
     worker = worker_address()
     started = time.time()
@@ -125,9 +124,7 @@ def replica_instance(
     if local:  # an NpuModel subclass: its own methods run here, not remotely again
         for name, function in local.items():
             setattr(cls, name, function)
-    loaded = {
-        name: _artifact(item, artifacts) for name, item in specs.items()
-    }
+    loaded = {name: _artifact(item, artifacts) for name, item in specs.items()}
     instance = cls.__new__(cls)
     for name, model in loaded.items():
         setattr(instance, name, model)

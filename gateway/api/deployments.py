@@ -59,7 +59,9 @@ def _describe(deployment: Deployment) -> dict[str, Any]:
         status = (
             "failed"
             if statuses & {FAILED, "cancelled"}
-            else "starting" if statuses & set(ACTIVE) else "ready"
+            else "starting"
+            if statuses & set(ACTIVE)
+            else "ready"
         )
     replicas = [
         {

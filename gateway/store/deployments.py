@@ -114,27 +114,30 @@ class Deployments:
 
     def get(self, deployment_id: str, tenant: str | None = None) -> Deployment | None:
         """The deployment; None if there is none (or, with ``tenant``, not theirs)."""
-        row = self.db.connection().execute(
-            f"SELECT {COLUMNS} FROM deployments"
-            " WHERE id = ?",
-            (deployment_id,),
-        ).fetchone()
+        row = (
+            self.db.connection()
+            .execute(
+                f"SELECT {COLUMNS} FROM deployments WHERE id = ?",
+                (deployment_id,),
+            )
+            .fetchone()
+        )
         if row is None or (tenant is not None and row["tenant"] != tenant):
             return None
         return _deployment(row)
 
     def constructor(self, deployment_id: str) -> bytes | None:
         """The stored constructor payload; None once closed."""
-        row = self.db.connection().execute(
-            "SELECT constructor FROM deployments WHERE id = ?", (deployment_id,)
-        ).fetchone()
+        row = (
+            self.db.connection()
+            .execute("SELECT constructor FROM deployments WHERE id = ?", (deployment_id,))
+            .fetchone()
+        )
         return None if row is None or row[0] is None else bytes(row[0])
 
     def list(self, tenant: str | None, include_closed: bool = False) -> list[Deployment]:
         """The tenant's deployments (None: everyone's), newest first."""
-        query = (
-            f"SELECT {COLUMNS} FROM deployments"
-        )
+        query = f"SELECT {COLUMNS} FROM deployments"
         where, args = [], []
         if tenant is not None:
             where.append("tenant = ?")
@@ -149,9 +152,11 @@ class Deployments:
 
     def count_active(self) -> int:
         """How many deployments are not closed (every tenant's)."""
-        row = self.db.connection().execute(
-            "SELECT COUNT(*) FROM deployments WHERE status = ?", (ACTIVE_DEPLOYMENT,)
-        ).fetchone()
+        row = (
+            self.db.connection()
+            .execute("SELECT COUNT(*) FROM deployments WHERE status = ?", (ACTIVE_DEPLOYMENT,))
+            .fetchone()
+        )
         return int(row[0])
 
     def close(self, deployment_id: str) -> bool:
@@ -170,58 +175,75 @@ class Deployments:
         """Say which deployment and replica a model job belongs to, in the transaction
         that creates the job (see :meth:`gateway.store.JobStore.create`'s ``also``)."""
         db.execute(
-            "INSERT INTO model_calls (job_id, deployment, replica, construct)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO model_calls (job_id, deployment, replica, construct) VALUES (?, ?, ?, ?)",
             (job_id, deployment_id, replica, int(construct)),
         )
 
     def call_of(self, job_id: str) -> tuple[str, int] | None:
         """``(deployment id, replica)`` of a model job, if it is one."""
-        row = self.db.connection().execute(
-            "SELECT deployment, replica FROM model_calls WHERE job_id = ?", (job_id,)
-        ).fetchone()
+        row = (
+            self.db.connection()
+            .execute("SELECT deployment, replica FROM model_calls WHERE job_id = ?", (job_id,))
+            .fetchone()
+        )
         return None if row is None else (row[0], int(row[1]))
 
     def busy(self, deployment_id: str) -> dict[int, int]:
         """Queued or running calls per replica of the deployment."""
         marks = ",".join("?" * len(ACTIVE))
-        rows = self.db.connection().execute(
-            "SELECT m.replica, COUNT(*) FROM model_calls m JOIN jobs j ON j.id = m.job_id"
-            f" WHERE m.deployment = ? AND j.status IN ({marks}) GROUP BY m.replica",
-            (deployment_id, *ACTIVE),
-        ).fetchall()
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT m.replica, COUNT(*) FROM model_calls m JOIN jobs j ON j.id = m.job_id"
+                f" WHERE m.deployment = ? AND j.status IN ({marks}) GROUP BY m.replica",
+                (deployment_id, *ACTIVE),
+            )
+            .fetchall()
+        )
         return {int(row[0]): int(row[1]) for row in rows}
 
     def active_calls(self, deployment_id: str) -> list[str]:
         """Ids of the deployment's queued or running jobs."""
         marks = ",".join("?" * len(ACTIVE))
-        rows = self.db.connection().execute(
-            "SELECT j.id FROM model_calls m JOIN jobs j ON j.id = m.job_id"
-            f" WHERE m.deployment = ? AND j.status IN ({marks})",
-            (deployment_id, *ACTIVE),
-        ).fetchall()
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT j.id FROM model_calls m JOIN jobs j ON j.id = m.job_id"
+                f" WHERE m.deployment = ? AND j.status IN ({marks})",
+                (deployment_id, *ACTIVE),
+            )
+            .fetchall()
+        )
         return [row[0] for row in rows]
 
     def construct_jobs(self, deployment_id: str) -> list[dict[str, Any]]:
         """Each replica's construct job: its id, replica, status and worker."""
-        rows = self.db.connection().execute(
-            "SELECT m.job_id, m.replica, j.status, j.worker FROM model_calls m"
-            " LEFT JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND m.construct = 1"
-            " ORDER BY m.replica",
-            (deployment_id,),
-        ).fetchall()
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT m.job_id, m.replica, j.status, j.worker FROM model_calls m"
+                " LEFT JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND m.construct = 1"
+                " ORDER BY m.replica",
+                (deployment_id,),
+            )
+            .fetchall()
+        )
         return [
             {"job": row[0], "replica": row[1], "status": row[2], "worker": row[3]} for row in rows
         ]
 
     def replica_workers(self, deployment_id: str) -> dict[int, str]:
         """Each replica's worker: the worker that last recorded a call of it."""
-        rows = self.db.connection().execute(
-            "SELECT m.replica, j.worker, MAX(j.seq) FROM model_calls m"
-            " JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND j.worker IS NOT NULL"
-            " GROUP BY m.replica",
-            (deployment_id,),
-        ).fetchall()
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT m.replica, j.worker, MAX(j.seq) FROM model_calls m"
+                " JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND j.worker IS NOT NULL"
+                " GROUP BY m.replica",
+                (deployment_id,),
+            )
+            .fetchall()
+        )
         return {int(row[0]): row[1] for row in rows}
 
 

@@ -224,9 +224,11 @@ def test_tampered_truncated_and_oversized_artifacts_are_refused(sdk: Stack):
         assert refused.status_code == 400
         assert refused.json()["error"] == "artifact_digest_mismatch"
     assert requests.get(sdk.api(f"/artifacts/{digest}"), headers=sdk.headers()).status_code == 404
-    limit = int(requests.get(sdk.api(f"/artifacts/{digest}"), headers=sdk.headers()).headers[
-        "X-Computethis-Max-Bundle"
-    ])
+    limit = int(
+        requests.get(sdk.api(f"/artifacts/{digest}"), headers=sdk.headers()).headers[
+            "X-Computethis-Max-Bundle"
+        ]
+    )
     url = urllib.parse.urlsplit(sdk.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     connection.putrequest("PUT", f"/api/v1/artifacts/{digest}")
@@ -295,7 +297,6 @@ def test_other_tenants_cannot_call_list_or_reuse_deployments_and_artifacts(sdk: 
         assert model.run(x_test) is not None  # untouched
     finally:
         model.close()
-
 
 
 @compute_this(timeout=1.5)
