@@ -103,6 +103,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--timeout", type=_positive, metavar="S", help="stop the command after S seconds"
     )
     run.add_argument("--name", help="the job's name")
+    run.add_argument(
+        "--ranks", type=_positive, metavar="N", help="run it on N workers at once (SPMD)"
+    )
     run.add_argument("--detach", action="store_true", help="print the job id and return")
     run.add_argument(
         "--download", metavar="DIR", help="where the output files go (default ./outputs/JOB_ID/)"
@@ -174,6 +177,7 @@ def _run(client: Client, args: argparse.Namespace) -> int:
             env=dict(args.env),
             exclude=args.exclude,
             name=args.name,
+            ranks=args.ranks,
             client=client,
         )
     except OSError as exc:  # no main.py, or the folder went away

@@ -43,12 +43,16 @@ DOWNLOAD_TRIES = 5  # requests for one file, each going on from where the last s
 @dataclass(frozen=True)
 class RunResult:
     """What a folder job's command did: its exit status, the end of its output (the last
-    MiB of each stream) and the output files kept (paths relative to the folder)."""
+    MiB of each stream) and the output files kept (paths relative to the folder). An
+    SPMD program's (``ranks=N``) has each rank's exit status in ``returncodes``, its
+    files under ``rank-<r>/``, and the other ranks' output after rank 0's, each under a
+    ``[rank r]`` line."""
 
     returncode: int
     stdout: str
     stderr: str
     outputs: list[str]
+    returncodes: list[int] | None = None
 
 
 def run_folder(
@@ -60,6 +64,8 @@ def run_folder(
     env: Mapping[str, str] | None = None,
     exclude: Iterable[str] = (),
     name: str | None = None,
+    ranks: int | None = None,
+    retries: int = 0,
     client: Client | None = None,
 ) -> FolderJob:
     """Run ``command`` in a copy of ``folder`` on a worker; returns the job at once.
@@ -69,7 +75,9 @@ def run_folder(
     ``main.py`` in the folder. ``outputs``: glob patterns of the files to keep (``**``
     spans directories); default every file the command created or changed.
     ``exclude``: names or paths left out of the upload (besides ``.git``, ``.venv``,
-    ``__pycache__``...).
+    ``__pycache__``...). ``ranks``: run the command on that many workers at once, an
+    SPMD program whose ranks connect with :func:`client_sdk.spmd.world`; ``retries``
+    (with ``ranks`` only) starts every rank again after a failed attempt.
     """
     client = client or default_client()
     root = Path(folder)
@@ -82,7 +90,9 @@ def run_folder(
         command = list(command)
     excludes = list(exclude)
     digest = _upload(client, root, excludes)
-    params = {"name": name, "timeout": timeout}
+    if retries and ranks is None:
+        raise ValueError("retries apply to SPMD programs (with ranks) only")
+    params = {"name": name, "timeout": timeout, "ranks": ranks, "retries": retries or None}
     body = {"bundle": digest, "command": command, "outputs": list(outputs), "env": dict(env or {})}
     reply = client.transport.request("POST", "/runs", params=params, json_body=body)
     info = reply.json()
@@ -184,10 +194,15 @@ class FolderJob(Job):
         if run["status"] == "failed":
             error = rebuild_exception({"error": run["error"]})
             for key in ("returncode", "stdout", "stderr"):
-                setattr(error, key, run.get(key))
+                if run.get(key) is not None:  # a failed SPMD program has no run summary
+                    setattr(error, key, run[key])
             raise error
         return RunResult(
-            run["returncode"], run["stdout"], run["stderr"], [f["path"] for f in run["files"]]
+            run["returncode"],
+            run["stdout"],
+            run["stderr"],
+            [f["path"] for f in run["files"]],
+            run.get("returncodes"),
         )
 
     def logs(self, follow: bool = False) -> Any:  # type: ignore[override]

@@ -16,6 +16,8 @@ import tempfile
 import time
 import traceback
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from worker.sandbox import Finished, run_command
 
 JOB_ID_VARIABLE = "COMPUTETHIS_JOB_ID"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+KEPT_NOTE = "its output and files are kept: see the job's logs and outputs"
 
 
 def run_folder(job_id: str, run: bytes, bundle: bytes | memoryview | None) -> memoryview:
@@ -43,21 +46,70 @@ def run_folder(job_id: str, run: bytes, bundle: bytes | memoryview | None) -> me
     worker = worker_address()
     started = time.time()
     announced_done = announce_start(job_id, worker, started)
-    spec = json.loads(run)
     logs = LiveOutput(job_id, current_worker())
+    ran = run_in_sandbox(job_id, json.loads(run), bundle, logs, worker)
+    announced_done()
+    envelope = Envelope(
+        ran.ok,
+        worker,
+        started,
+        time.time(),
+        ran.error,
+        ran.body,
+        logs.encoded(),
+        result_body=bool(ran.body),
+    )
+    return deliver(job_id, worker, pack(envelope))
+
+
+@dataclass
+class SandboxRun:
+    """How a command ran in its sandbox: ``ok`` (exited 0), the job's ``error`` otherwise,
+    the outputs' zip (``body``, empty if there are none) and the exit status (None if
+    the command never ran)."""
+
+    ok: bool
+    error: dict[str, Any] | None
+    body: bytes
+    returncode: int | None
+
+
+def run_in_sandbox(
+    job_id: str,
+    spec: dict[str, Any],
+    bundle: bytes | memoryview | None,
+    logs: LiveOutput,
+    worker: str | None,
+    *,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+    on_start: Callable[[int], None] | None = None,
+) -> SandboxRun:
+    """Unpack ``bundle`` into a fresh directory, run ``spec``'s command there (its output
+    to ``logs``; ``env`` added to the job's, ``pass_fds`` kept open in it, ``on_start``
+    told its process group), zip its outputs, and remove the directory. Ends ``logs``."""
     sandbox = Path(tempfile.mkdtemp(prefix=f"computethis-{job_id[:12]}-", dir=_scratch()))
-    ok, error, body = False, None, b""
+    ok, error, body, returncode = False, None, b"", None
     try:
         root = _unpack(bundle, sandbox)
         before = snapshot(root)
-        env = {
+        variables = {
             "PYTHONUNBUFFERED": "1",  # a Python command's prints reach its logs at once
             # `python` in a shell command is the worker's interpreter too
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             **spec.get("env", {}),
+            **(env or {}),
             JOB_ID_VARIABLE: job_id,
         }
-        finished = run_command(spec["command"], root, env=env, on_output=logs.write)
+        finished = run_command(
+            spec["command"],
+            root,
+            env=variables,
+            on_output=logs.write,
+            pass_fds=pass_fds,
+            on_start=on_start,
+        )
+        returncode = finished.returncode
         body = _outputs_zip(root, sandbox / "outputs.zip", spec, before, finished)
         ok = finished.returncode == 0
         if not ok:
@@ -77,12 +129,7 @@ def run_folder(job_id: str, run: bytes, bundle: bytes | memoryview | None) -> me
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
         logs.end()
-    output = logs.encoded()
-    announced_done()
-    envelope = Envelope(
-        ok, worker, started, time.time(), error, body, output, result_body=bool(body)
-    )
-    return deliver(job_id, worker, pack(envelope))
+    return SandboxRun(ok, error, body, returncode)
 
 
 class MissingBundle(FileNotFoundError):
@@ -130,8 +177,7 @@ def _command_failed(finished: Finished) -> dict[str, Any]:
     last = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or [""]
     info = error_info(
         "CommandFailed",
-        f"the command {how}{': ' + last[0][:500] if last[0] else ''}; its output and "
-        "files are kept: see the job's logs and outputs",
+        f"the command {how}{': ' + last[0][:500] if last[0] else ''}; {KEPT_NOTE}",
     )
     info["returncode"] = code
     return info

@@ -217,6 +217,8 @@ def run_command(
     on_output: Callable[[str], None] | None = None,
     flush_every: float = 0.2,
     keep: int = 1 << 20,
+    pass_fds: tuple[int, ...] = (),
+    on_start: Callable[[int], None] | None = None,
 ) -> Finished:
     """Run ``command`` in ``cwd`` and return how it ended, leaving no process behind.
 
@@ -225,7 +227,8 @@ def run_command(
     /dev/null. ``on_output`` gets stdout and stderr text as it comes, from a reader
     thread, at most every ``flush_every`` seconds and at the end; it is no longer called
     once it raises. A program that cannot be started gives code 127 (126 if not
-    executable) and a message on stderr.
+    executable) and a message on stderr. ``pass_fds`` stay open in the command;
+    ``on_start`` is told its process group once it runs (:func:`kill_group` stops it).
     """
     argv = _argv(command)
     if keep < 0:
@@ -241,6 +244,7 @@ def run_command(
             stderr=PIPE,
             start_new_session=True,
             restore_signals=True,
+            pass_fds=pass_fds,
         )
     except OSError as exc:
         code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -255,6 +259,8 @@ def run_command(
     reader.start()
     timed_out = False
     try:
+        if on_start is not None:
+            on_start(pgid)
         if not _wait_exit(proc, timeout):
             timed_out = True
             kill_group(pgid, signal.SIGTERM)

@@ -3,7 +3,7 @@ function with a communicator, and (rank 0) send back every rank's return value.
 
 The ranks find each other through Dask (each publishes its listening address in a
 ``distributed.Variable`` named for the job) and then talk directly, worker to worker
-(:mod:`worker.spmd_comm`), over TLS when the cluster uses Dask's TLS, each connection
+(:mod:`client_sdk.spmd_comm`), over TLS when the cluster uses Dask's TLS, each connection
 authenticated with the job's secret. Rank 0 gathers the return values (and the other
 ranks' output) and reports the job's outcome as :func:`worker.runner.run_job` does; a
 rank that raises aborts the others, and rank 0 fails the job with that exception, its
@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from client_sdk.pickling import dump_buffers
+from client_sdk.spmd_comm import Communicator, RankFailed, connect
 from wire.envelope import RESULT_TOPIC, Envelope, pack
 from wire.errors import error_info, exception_info
 from worker.live_output import LiveOutput
@@ -33,7 +34,6 @@ from worker.runner import (
     load_call,
     pickle_exception,
 )
-from worker.spmd_comm import Communicator, RankFailed, connect
 
 MEET_TIMEOUT = 24 * 3600.0  # seconds a rank waits for its peers (queued behind other jobs)
 VARIABLE_PREFIX = "computethis-spmd"
@@ -96,7 +96,7 @@ def run_rank(
     comm: Communicator | None = None
     try:
         func, args, kwargs = load_call(payload)
-        comm = _meet(job_id, rank, size, secret, worker)
+        comm = meet(job_id, rank, size, secret, worker)
         if rank == 0:  # running from here: a gang that never met can be sent again
             started = time.time()
             announced_done = announce_start(job_id, address, started)
@@ -110,7 +110,7 @@ def run_rank(
         comm.close()
         assert gathered is not None
         values = [item[0] for item in gathered]
-        logs = _labelled_logs(output, [item[1] for item in gathered])
+        logs = labelled_logs(output.encoded(), [item[1] for item in gathered])
         announced_done()
         envelope = Envelope(True, address, started, time.time(), None, dump_buffers(values), logs)
         return deliver(job_id, address, pack(envelope))
@@ -120,7 +120,7 @@ def run_rank(
         if rank and isinstance(exc, RankFailed):
             return None  # another rank failed: it reports
         announced_done()
-        error, pickled = _failure(exc, comm, size, rank)
+        error, pickled = rank_failure(exc, comm, size, rank)
         failure = pack(
             Envelope(False, address, started, time.time(), error, pickled, output.encoded())
         )
@@ -132,13 +132,13 @@ def run_rank(
     raise JobFailed(bytes(failure))
 
 
-def _meet(job_id: str, rank: int, size: int, secret: bytes, worker: Any) -> Communicator:
-    """Connect to every other rank (one alone needs no one)."""
+def meet(job_id: str, rank: int, size: int, secret: bytes, worker: Any) -> Communicator:
+    """Connect to every other rank of the job (one alone needs no one), through Dask."""
     if size == 1:
         return connect(0, 1, secret, job_id, _NoRendezvous())
     rendezvous = DaskRendezvous(job_id, secret)
-    host = _host(worker)
-    server, client = _tls_contexts(worker)
+    host = worker_host(worker)
+    server, client = tls_contexts(worker)
     comm = connect(
         rank,
         size,
@@ -167,14 +167,14 @@ class _NoRendezvous:
         raise TimeoutError("a single rank has no peers")
 
 
-def _host(worker: Any) -> str:
+def worker_host(worker: Any) -> str:
     """The worker's host as the other workers reach it."""
     if worker is None:
         return "127.0.0.1"
     return urlsplit(worker.address).hostname or "127.0.0.1"
 
 
-def _tls_contexts(worker: Any) -> tuple[Any, Any]:
+def tls_contexts(worker: Any) -> tuple[Any, Any]:
     """The worker's Dask TLS contexts (server, client) when it talks TLS, else Nones."""
     if worker is None or not str(worker.address).startswith("tls://"):
         return None, None
@@ -190,14 +190,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@contextlib.contextmanager
-def _rank_environment(comm: Communicator, job_id: str, worker: Any) -> Iterator[None]:
+def rank_variables(comm: Communicator, job_id: str, worker: Any) -> dict[str, str]:
     """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` (as
-    torch.distributed's ``env://`` reads them) and ``COMPUTETHIS_JOB_ID``, while the rank
-    runs; the worker's own environment afterwards."""
-    hosts = getattr(comm, "hosts", [_host(worker)])
-    master = getattr(comm, "master_address", (_host(worker), _free_port()))
-    values = {
+    torch.distributed's ``env://`` reads them) and ``COMPUTETHIS_JOB_ID`` of a rank."""
+    hosts = getattr(comm, "hosts", [worker_host(worker)])
+    master = getattr(comm, "master_address", (worker_host(worker), _free_port()))
+    return {
         "RANK": str(comm.rank),
         "WORLD_SIZE": str(comm.size),
         "LOCAL_RANK": str(hosts[: comm.rank].count(hosts[comm.rank])),
@@ -205,6 +203,12 @@ def _rank_environment(comm: Communicator, job_id: str, worker: Any) -> Iterator[
         "MASTER_PORT": str(master[1]),
         "COMPUTETHIS_JOB_ID": job_id,
     }
+
+
+@contextlib.contextmanager
+def _rank_environment(comm: Communicator, job_id: str, worker: Any) -> Iterator[None]:
+    """The :func:`rank_variables` while the rank runs; the worker's own afterwards."""
+    values = rank_variables(comm, job_id, worker)
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -226,33 +230,33 @@ def _captured(output: LiveOutput) -> Iterator[None]:
             output.end()
 
 
-def _labelled_logs(own: LiveOutput, others: list[bytes]) -> bytes:
-    """Rank 0's output, then each other rank's under a ``[rank r]`` line."""
-    parts = [own.encoded()]
+def labelled_logs(own: bytes, others: list[bytes]) -> bytes:
+    """Rank 0's output (``own``), then each other rank's under a ``[rank r]`` line."""
+    parts = [own]
     for rank, logs in enumerate(others[1:], start=1):
         if logs:
             parts.append(f"[rank {rank}]\n".encode() + logs)
     return b"".join(parts)
 
 
-def _failure(
+def rank_failure(
     exc: BaseException, comm: Communicator | None, size: int, rank: int
 ) -> tuple[dict, bytes]:
     """The job's error and pickled exception: this rank's own, or the failed rank's."""
     if isinstance(exc, RankFailed) and exc.rank is not None:
         original = getattr(exc, "error", None)
         if isinstance(original, BaseException):
-            return _named(original, exc.rank, size), pickle_exception(original)
+            return named(original, exc.rank, size), pickle_exception(original)
         message = (
             f"rank {exc.rank} of {size} stopped answering: its worker died or lost its "
             f"connection ({exc}); run the job again"
         )
         return error_info("WorkerDied", message), b""
     pickled = pickle_exception(exc)
-    return _named(exc, rank, size), pickled if len(pickled) <= MAX_REPORTED_EXCEPTION else b""
+    return named(exc, rank, size), pickled if len(pickled) <= MAX_REPORTED_EXCEPTION else b""
 
 
-def _named(exc: BaseException, rank: int, size: int) -> dict:
+def named(exc: BaseException, rank: int, size: int) -> dict:
     """The error of ``exc``, raised on ``rank``: its message and a note name the rank."""
     note = f"raised on rank {rank} of {size}"
     if hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):

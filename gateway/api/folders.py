@@ -15,7 +15,7 @@ from flask_restful import Resource
 from gateway.api.auth import tenant
 from gateway.api.bodies import arriving, body_stream, too_large
 from gateway.api.errors import ApiError
-from gateway.api.submit import admit, job_headers, job_spec
+from gateway.api.submit import admit, check_enough_workers, job_headers, job_spec, spmd_ranks
 from gateway.services import services
 from gateway.store import FOLDER, IncompleteBody, PayloadTooLarge, StagedPayload
 from gateway.store.bundles import DIGEST, BundleMismatch
@@ -127,19 +127,29 @@ class RunList(Resource):
         The body is JSON: ``bundle`` (its SHA-256), ``command`` (a list of strings, run
         without a shell, or a string, run by ``sh -c``; default ``python main.py``),
         ``outputs`` (glob patterns of the files to keep; default: every file the command
-        created or changed) and ``env`` (variables to set).
+        created or changed) and ``env`` (variables to set). With ``?ranks=N`` the command
+        runs on N workers at once, an SPMD program (409 if fewer are connected).
         """
         shared = services()
         config = shared.config
         spec = job_spec()
         spec.kind = FOLDER
+        spmd_ranks(spec)
         run = _run_body()
         digest = _digest(run["bundle"])
         if not shared.store.bundles.exists(spec.tenant, digest):
             raise bundle_not_found(digest)
+        if spec.retries and spec.ranks is None:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "retries apply to SPMD programs (with ranks) only: a folder job's command "
+                "runs once; leave retries out, or run it again",
+            )
         existing = admit(spec)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)
+        check_enough_workers(spec, len(shared.dispatcher.cluster.workers))
         payload = json.dumps({**run, "max_outputs": config.max_outputs}).encode()
         staged = StagedPayload(uuid.uuid4().hex, None, len(payload), payload)
         job, created = shared.store.create(spec, staged)

@@ -42,8 +42,9 @@ def follow(store: JobStore, live: LiveLogs, job_id: str) -> Iterator[bytes | Wai
     """The output of ``job_id`` as it arrives, ending once the job has ended (its
     outcome is recorded) and its last output is sent (or :data:`END_GRACE` later). A job
     whose output never came live (a function job's, or one followed after the gateway
-    dropped it) ends with its stored logs."""
-    position, ended_at = 0, None
+    dropped it) ends with its stored logs; an SPMD job's (whose rank 0 alone prints
+    live) with the other ranks' output from its stored logs."""
+    position, ended_at, gang = 0, None, False
     with live.watch(job_id) as mailbox:
         while True:
             text, position, printed_all = live.read(job_id, position)
@@ -55,11 +56,14 @@ def follow(store: JobStore, live: LiveLogs, job_id: str) -> Iterator[bytes | Wai
             if ended_at is None:
                 job = store.get(job_id)
                 if job is None or job.done:
-                    ended_at = now
+                    ended_at, gang = now, job is not None and job.gang
             if ended_at is not None:
                 if position == 0:
                     yield store.logs(job_id) or b""
                 if position == 0 or printed_all or now - ended_at >= END_GRACE:
+                    if position and gang:  # the other ranks' output, after rank 0's
+                        stored = (store.logs(job_id) or b"").decode("utf-8", "replace")
+                        yield stored[position:].encode()
                     return
             deadline = now + LOOK_EVERY if ended_at is None else ended_at + END_GRACE
             yield Wait(mailbox, deadline)

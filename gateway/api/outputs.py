@@ -153,7 +153,7 @@ def run_summary(job: Job) -> dict[str, Any]:
                 run = json.loads(archive.read(RUN_MEMBER))
         except (KeyError, zipfile.BadZipFile, ValueError):
             raise _unreadable(job) from None
-    keys = ("returncode", "timed_out", "stdout", "stderr", "files", "duration")
+    keys = ("returncode", "returncodes", "timed_out", "stdout", "stderr", "files", "duration")
     summary.update({key: run[key] for key in keys if key in run})
     return summary
 

@@ -9,7 +9,7 @@ from gateway.api import params
 from gateway.api.auth import tenant
 from gateway.api.errors import ApiError
 from gateway.services import services
-from gateway.store import SPMD, Job, JobSpec
+from gateway.store import FUNCTION, SPMD, Job, JobSpec
 from wire.http import DILL_HEADER, JOB_HEADER, JOBS_PATH, PYTHON_HEADER
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -35,18 +35,13 @@ def job_spec() -> JobSpec:
 
 
 def spmd_ranks(spec: JobSpec) -> None:
-    """Make ``spec`` an SPMD job if the query asks for ``ranks`` (400 if invalid)."""
+    """Make ``spec`` an SPMD job if the query asks for ``ranks`` (400 if invalid): a
+    function job becomes an ``spmd`` one, a folder job stays a folder job (a program)."""
     if "ranks" not in request.args:
         return
-    ranks = params.integer(request.args, "ranks", default=1, low=1, high=MAX_RANKS)
-    if spec.retries:
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            "retries are not supported with ranks yet: leave retries out of an SPMD job, "
-            "and submit it again if it fails",
-        )
-    spec.kind, spec.ranks = SPMD, ranks
+    spec.ranks = params.integer(request.args, "ranks", default=1, low=1, high=MAX_RANKS)
+    if spec.kind == FUNCTION:
+        spec.kind = SPMD
 
 
 def check_enough_workers(spec: JobSpec, workers: int) -> None:

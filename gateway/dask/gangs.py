@@ -32,14 +32,16 @@ from typing import Any
 from distributed import Client, Future
 
 from gateway.dask.link import rank_key
-from gateway.store import Job
+from gateway.store import FOLDER, Job
 from worker.spmd import run_rank
+from worker.spmd_program import run_program_rank
 
 log = logging.getLogger(__name__)
 
 GANG_PRIORITY = 1 << 50  # minus the job's sequence number: above single jobs (priority 0)
 RESTART_TIMEOUT = 60  # seconds a stopped rank's worker has to restart
 STOP_GRACE = 2.0  # seconds the ranks of a stopped job have to end by themselves
+FORGET_TIMEOUT = 10.0  # seconds for Dask to forget the ranks of a stopped job
 
 
 def gang_workers(client: Client, workers: list[str], ranks: int) -> list[str]:
@@ -57,10 +59,12 @@ def gang_workers(client: Client, workers: list[str], ranks: int) -> list[str]:
     return chosen[:ranks]
 
 
-def send_gang(client: Client, job: Job, payload: Any, workers: list[str]) -> None:
-    """Send the ranks of ``job`` (an SPMD job), rank r to ``workers[r]``, with a secret
-    that authenticates their connections to each other."""
+def send_gang(client: Client, job: Job, arguments: tuple[Any, ...], workers: list[str]) -> None:
+    """Send the ranks of ``job`` (an SPMD job: a function's, or with its folder's
+    ``arguments`` a program's), rank r to ``workers[r]``, with a secret that
+    authenticates their connections to each other."""
     ranks = job.ranks or 1
+    task = run_program_rank if job.kind == FOLDER else run_rank
     secret = secrets.token_bytes(32)
     for rank in range(ranks):
         options: dict[str, Any] = {"key": rank_key(job.id, rank), "pure": False}
@@ -70,7 +74,7 @@ def send_gang(client: Client, job: Job, payload: Any, workers: list[str]) -> Non
                 allow_other_workers=False,
                 priority=GANG_PRIORITY - job.seq,
             )
-        client.submit(run_rank, job.id, payload, rank, ranks, secret, **options)
+        client.submit(task, job.id, *arguments, rank, ranks, secret, **options)
 
 
 def stop_gang(
@@ -103,4 +107,21 @@ def _stop(client: Client, keys: set[str], then: Callable[[], None]) -> None:
             log.exception("could not restart workers %s", busy)
     with contextlib.suppress(Exception):  # forced: the keep-alive plugin holds them
         client.cancel([Future(key, client) for key in keys], force=True)
+    _wait_forgotten(client, keys)
     then()
+
+
+def _wait_forgotten(client: Client, keys: set[str]) -> None:
+    """Wait (:data:`FORGET_TIMEOUT` at most) until neither the scheduler nor this client
+    knows ``keys``: sent again under the same keys before that, the ranks would not run
+    (the client would hand back its old future, the scheduler its old task)."""
+    deadline = time.monotonic() + FORGET_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            known = client.sync(client.scheduler.computethis_states, keys=sorted(keys))
+        except Exception:
+            return
+        if not known and not keys.intersection(client.futures):
+            return
+        time.sleep(0.05)
+    log.warning("the scheduler still holds ranks of a stopped job: %s", sorted(keys))

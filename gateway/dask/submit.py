@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future as UploadFuture
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +26,7 @@ from gateway.dask.gangs import gang_workers, send_gang, stop_gang
 from gateway.dask.link import DaskLink, dask_key
 from gateway.dask.models import ModelSender
 from gateway.dask.tracker import JobTracker
-from gateway.store import ACTIVE, FOLDER, MODEL, RUNNING, SPMD, Job, JobStore
+from gateway.store import ACTIVE, FOLDER, MODEL, RUNNING, Job, JobStore
 from gateway.store.blobs import map_file
 from worker.folder import run_folder
 from worker.runner import run_job
@@ -130,16 +131,23 @@ class Submitter:
             sent = set(self._send_locked(still_active))
         return [job for job, _ in still_active if job.id in sent]
 
-    def cancel(self, job: Job) -> None:
-        """Stop a job in Dask; the worker running it is restarted through its nanny."""
+    def cancel(self, job: Job, then: Callable[[], None] = lambda: None) -> None:
+        """Stop a job in Dask; the worker running it is restarted through its nanny.
+        ``then`` is called once it is stopped (for an SPMD job, every rank)."""
         with self._send_lock:
             tracked = bool(self._tracker.untrack([job.id]))
         client = self._link.client
-        if not tracked or client is None:
+        if client is None or not (tracked or job.gang):  # (a gang's ranks may outlive it)
+            then()
             return
-        if job.kind == SPMD and (job.ranks or 1) > 1:
-            # Then a reconciliation: a gang stopped before its ranks met is sent again.
-            stop_gang(client, job.id, job.ranks or 1, then=self._reconcile_needed.set)
+        if job.gang:
+
+            def stopped() -> None:
+                then()
+                # A gang stopped before its ranks met, or to start again, is sent again.
+                self._reconcile_needed.set()
+
+            stop_gang(client, job.id, job.ranks or 1, then=stopped)
             return
         worker = self._processing_worker(job)
         try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
@@ -148,6 +156,7 @@ class Submitter:
             log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:
             threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
+        then()
 
     # -- sending ------------------------------------------------------------------
 
@@ -169,15 +178,16 @@ class Submitter:
         assert client is not None
         newly = set(self._tracker.track(job.id for job, _ in jobs))
         groups: dict[tuple[str, int], dict[str, TaskArguments]] = {}
+        gangs: dict[str, tuple[Job, TaskArguments]] = {}
         for job, arguments in jobs:
-            if job.id in newly:  # each job once, and only if this call tracked it
-                groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
-        sent: list[str] = []
-        for (kind, retries), group in groups.items():
-            if kind == SPMD:
-                gangs = {job.id: job for job, _ in jobs if job.id in group}
-                sent += self._send_gangs(client, list(gangs.values()), group)
+            if job.id not in newly:  # each job once, and only if this call tracked it
                 continue
+            if job.ranks is not None:  # SPMD: its ranks go together
+                gangs.setdefault(job.id, (job, arguments))
+            else:
+                groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
+        sent: list[str] = self._send_gangs(client, list(gangs.values())) if gangs else []
+        for (kind, retries), group in groups.items():
             if kind == MODEL:  # see gateway.dask.models
                 models = {job.id: (job, group[job.id]) for job, _ in jobs if job.id in group}
                 done = self.models.send(client, list(models.values()), retries)
@@ -204,17 +214,15 @@ class Submitter:
                 self._reconcile_needed.set()
         return sent
 
-    def _send_gangs(
-        self, client: Any, jobs: list[Job], arguments: dict[str, TaskArguments]
-    ) -> list[str]:
+    def _send_gangs(self, client: Any, jobs: list[tuple[Job, TaskArguments]]) -> list[str]:
         """Send each SPMD job's ranks together (see :mod:`gateway.dask.gangs`); one whose
         ranks outnumber the workers now stays queued (untracked) for a reconciliation."""
         sent = []
         workers = list(self._link.cluster.workers)
-        for job in jobs:
+        for job, arguments in jobs:
             try:
                 placed = gang_workers(client, workers, job.ranks or 1)
-                send_gang(client, job, arguments[job.id][0], placed)
+                send_gang(client, job, arguments, placed)
                 sent.append(job.id)
             except Exception as exc:
                 log.warning("could not start SPMD job %s (%s); will retry", job.id, exc)

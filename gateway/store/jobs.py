@@ -174,6 +174,18 @@ class JobStore(JobReads):
             )
         return cursor.rowcount == 1
 
+    def requeue(self, job_id: str) -> bool:
+        """Queue an active job again for one more attempt (an SPMD job whose ranks all
+        start again): no worker, not started, its attempts counted. False if it is no
+        longer active."""
+        with self.db.transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, worker = NULL, started_at = NULL,"
+                " attempts = MAX(attempts, 1) + 1 WHERE id = ? AND status IN (?, ?)",
+                (QUEUED, job_id, *ACTIVE),
+            )
+        return cursor.rowcount == 1
+
     def record(self, outcomes: Iterable[Outcome]) -> list[str]:
         """Record finished/failed outcomes in one transaction; returns the ids recorded.
 

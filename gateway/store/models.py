@@ -41,7 +41,7 @@ class JobSpec:
     dill_version: str | None = None
     idempotency_key: str | None = None
     kind: str = FUNCTION
-    ranks: int | None = None  # SPMD: how many workers run it at once
+    ranks: int | None = None  # SPMD (a function, or a folder's program): workers at once
 
 
 @dataclass
@@ -95,6 +95,11 @@ class Job:
             kind=spec.kind,
             ranks=spec.ranks,
         )
+
+    @property
+    def gang(self) -> bool:
+        """True for a job of several ranks that start together and stop together."""
+        return (self.ranks or 1) > 1
 
     @property
     def done(self) -> bool:

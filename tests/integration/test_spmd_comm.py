@@ -1,4 +1,4 @@
-"""The communicator of SPMD jobs (worker.spmd_comm): ranks as threads of this process (and
+"""The communicator of SPMD jobs (client_sdk.spmd_comm): ranks as threads of this process (and
 once as processes) over real local sockets, plain and TLS."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.spmd_comm import Communicator, LocalRendezvous, RankFailed, Rendezvous, connect
+from client_sdk.spmd_comm import Communicator, LocalRendezvous, RankFailed, Rendezvous, connect
 
 SECRET = b"the job's secret"
 JOB = "job-0001"

@@ -230,6 +230,16 @@ def test_spmd_ranks_talk_over_tls_too(point_sdk: TlsCluster):
     assert pair.compute() == [(3, True), (3, True)]
 
 
+def test_spmd_programs_talk_over_tls_too(point_sdk: TlsCluster, tmp_path: Path):
+    (tmp_path / "main.py").write_text(
+        "from client_sdk import spmd\n"
+        "comm = spmd.world()\n"
+        "print('total', comm.allreduce(comm.rank + 1), 'encrypted', comm.encrypted)\n"
+    )
+    result = client_sdk.run_folder(tmp_path, ranks=2).result(timeout=120)
+    assert result.stdout == "total 3 encrypted True\n[rank 1]\ntotal 3 encrypted True\n"
+
+
 def test_a_client_with_a_certificate_of_the_cluster_ca_connects(cluster: TlsCluster):
     """The control for the refusals below: same address, right certificate."""
     workers = workers_seen(cluster.scheduler_address, client_security(cluster.certs))

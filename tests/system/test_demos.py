@@ -17,17 +17,21 @@ DEMOS = REPO / "demos"
 TIMEOUT = 120
 
 
-def run_demo(stack: Stack, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python demos/<name> args...`` pointed at ``stack`` via the environment."""
+def run_demo(
+    stack: Stack, name: str, *args: str, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python demos/<name> args...`` (``name`` "-m": ``python -m args...``) in
+    ``cwd``, pointed at ``stack`` via the environment; it must exit 0."""
     env = {
         **os.environ,
         "COMPUTETHIS_URL": stack.url,
         "COMPUTETHIS_TOKEN": stack.token,
         "PYTHONUNBUFFERED": "1",
     }
+    program = [name] if name == "-m" else [str(DEMOS / name)]
     result = subprocess.run(
-        [sys.executable, str(Path("demos") / name), *args],
-        cwd=REPO,
+        [sys.executable, *program, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -85,16 +89,7 @@ def test_demo_is_documented_and_guarded(path: Path):
 
 
 def test_folder_job_demo_runs_downloads_and_its_chart_is_a_png(stack: Stack, tmp_path: Path):
-    env = {**os.environ, "COMPUTETHIS_URL": stack.url, "COMPUTETHIS_TOKEN": stack.token}
-    done = subprocess.run(
-        [sys.executable, str(DEMOS / "folder_job" / "run.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_demo(stack, "folder_job/run.py", cwd=tmp_path)
     lines = done.stdout.splitlines()
     job_id = lines[0].removeprefix("job ")
     assert "Singapore  mean  27.8 C over 120 days" in lines
@@ -106,24 +101,10 @@ def test_folder_job_demo_runs_downloads_and_its_chart_is_a_png(stack: Stack, tmp
 
 
 def test_folder_job_demo_runs_from_the_command_line(stack: Stack, tmp_path: Path):
-    env = {**os.environ, "COMPUTETHIS_URL": stack.url, "COMPUTETHIS_TOKEN": stack.token}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "run",
-            str(DEMOS / "folder_job"),
-            "--output",
-            "out/**",
-        ],
+    done = run_demo(
+        stack, "-m", "gateway.cli", "run", str(DEMOS / "folder_job"), "--output", "out/**",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, done.stderr
+    )  # fmt: skip
     assert "wrote out/summary.csv and out/chart.png" in done.stdout
     job_id = done.stderr.splitlines()[0].removeprefix("job ")
     out = tmp_path / "outputs" / job_id / "out"
@@ -136,6 +117,15 @@ def test_spmd_ring(stack):
         "rank 0 heard: hello: next to 1 is 0",
         "rank 1 heard: hello: next to 0 is 1",
     ]
+
+
+def test_spmd_ring_program(stack: Stack, tmp_path: Path):
+    folder = str(DEMOS / "spmd_ring_program")
+    done = run_demo(stack, "-m", "gateway.cli", "run", folder, "--ranks", "2", cwd=tmp_path)
+    assert done.stdout.startswith("My ID is 0 of 2, on ")
+    assert "\nNext to 1 is 0\nTotal time : " in done.stdout
+    assert "\n[rank 1]\nMy ID is 1 of 2, on " in done.stdout
+    assert done.stdout.endswith("\nNext to 0 is 1\n")
 
 
 def test_spmd_pi(stack):

@@ -438,7 +438,7 @@ def test_no_job_lost_when_the_scheduler_host_is_killed(network: Cluster, tmp_pat
     assert health == {"status": "ok", "scheduler": network.scheduler_address, "workers": 4}
 
 
-def test_spmd_ranks_span_both_worker_hosts(network: Cluster):
+def test_spmd_ranks_and_programs_span_both_worker_hosts(network: Cluster, tmp_path: Path):
     @compute_this(ranks=4)
     def spread(comm):
         import os
@@ -455,3 +455,19 @@ def test_spmd_ranks_span_both_worker_hosts(network: Cluster):
         assert total == 0 + 1 + 2 + 3
         assert master == hosts[0]  # rank 0's host
         assert local == hosts[:rank].count(hosts[rank])  # its index among its host's ranks
+    program = tmp_path / "program"  # (tmp_path also holds the cluster's files)
+    program.mkdir()
+    (program / "main.py").write_text(
+        "import os\n"
+        "from client_sdk import spmd\n"
+        "comm = spmd.world()\n"
+        "total = comm.allreduce(comm.rank)\n"
+        "print(comm.rank, os.environ['LOCAL_RANK'], os.environ['MASTER_ADDR'], total)\n"
+    )
+    result = client_sdk.run_folder(program, ranks=4).result(timeout=120)
+    lines = [line.split() for line in result.stdout.splitlines() if not line.startswith("[")]
+    assert [int(rank) for rank, *_ in lines] == [0, 1, 2, 3]
+    assert {total for *_, total in lines} == {"6"}
+    assert {local for _, local, *_ in lines} == {"0", "1"}  # two ranks on each host
+    masters = {master for _, _, master, _ in lines}
+    assert len(masters) == 1 and masters <= {host.ip for host in network.worker_hosts}

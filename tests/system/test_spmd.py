@@ -5,40 +5,17 @@ from __future__ import annotations
 import operator
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import requests
 
 import client_sdk
-from client_sdk import Client, JobCancelled, RemoteError, compute_this
-from tests.stack import Stack, start_stack
+from client_sdk import JobCancelled, RemoteError, compute_this
+from tests.stack import Stack
+from tests.system.conftest import GANG_WORKERS, idle_workers, wait_all_idle
 
-WORKERS = 4
-
-
-@pytest.fixture(scope="module")
-def gang_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("spmd") / "save", workers=WORKERS)
-    previous = client_sdk.set_default_client(Client(stack.url, stack.token))
-    yield stack
-    client_sdk.set_default_client(previous)
-    stack.stop()
-
-
-def idle_workers(stack: Stack) -> int:
-    body = requests.get(stack.api("/workers"), headers=stack.headers(), timeout=10).json()
-    return sum(1 for worker in body["workers"] if not worker["busy"])
-
-
-def wait_all_idle(stack: Stack, timeout: float = 60) -> None:
-    """Every worker idle (those restarted back, and connected for a while)."""
-    deadline = time.monotonic() + timeout
-    while idle_workers(stack) < WORKERS:
-        assert time.monotonic() < deadline, "workers still busy"
-        time.sleep(0.1)
-    stack.wait_for_workers(WORKERS, timeout=timeout, steady=2.0)
+WORKERS = GANG_WORKERS
 
 
 @compute_this(ranks=4)
@@ -229,3 +206,51 @@ def test_concurrent_gangs_from_threads(gang_stack: Stack):
     for thread in threads:
         thread.join(timeout=120)
     assert sorted(results) == sorted([[2 * x, 2 * x] for x in range(6)])
+
+
+def test_with_retries_a_failed_gang_starts_again_whole(gang_stack: Stack, tmp_path):
+    marker = str(tmp_path / "failed-once")
+
+    @compute_this(ranks=3, retries=1)
+    def flaky(comm, marker):
+        import os
+
+        if comm.rank == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RankError("first attempt fails")
+        return comm.allreduce(comm.rank)  # every rank of the new attempt takes part
+
+    job = flaky.submit(marker)
+    assert job.result(timeout=60) == [3, 3, 3]
+    assert job.info()["attempts"] == 2
+    wait_all_idle(gang_stack, timeout=15)
+
+
+def test_with_retries_a_rank_s_dead_worker_restarts_the_gang(gang_stack: Stack, tmp_path):
+    marker = str(tmp_path / "died-once")
+
+    @compute_this(ranks=2, retries=1)
+    def dies_once(comm, marker):
+        import os
+
+        if comm.rank == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process dies
+        return comm.allreduce(1)
+
+    assert dies_once.compute(marker) == [2, 2]
+    wait_all_idle(gang_stack, timeout=60)
+
+
+def test_retries_run_out_and_the_last_failure_is_the_job_s(gang_stack: Stack):
+    @compute_this(ranks=2, retries=1)
+    def always_fails(comm):
+        if comm.rank == 0:
+            raise RankError(f"rank zero fails on {comm.size} ranks")
+        comm.recv(source=0)
+
+    job = always_fails.submit()
+    with pytest.raises(RankError, match="rank zero fails"):
+        job.result(timeout=60)
+    assert job.info()["attempts"] == 2
+    wait_all_idle(gang_stack, timeout=15)

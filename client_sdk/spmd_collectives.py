@@ -1,6 +1,6 @@
 """The communicator of an SPMD job: point-to-point messages and collectives between its
-ranks, over connections that :func:`worker.spmd_comm.connect` opened and authenticated
-(import :class:`Communicator` and :class:`RankFailed` from :mod:`worker.spmd_comm`).
+ranks, over connections that :func:`client_sdk.spmd_comm.connect` opened and authenticated
+(import :class:`Communicator` and :class:`RankFailed` from :mod:`client_sdk.spmd_comm`).
 
 A frame is a fixed header (kind, serializer, tag, number of out-of-band buffers, pickle
 length), the length of each buffer, the pickle (protocol 5) then the buffers: large numpy
@@ -62,7 +62,7 @@ class RankFailed(RuntimeError):
 
 
 class Channel(Protocol):
-    """One authenticated connection (plain TCP or TLS, from :mod:`worker.spmd_comm`)."""
+    """One authenticated connection (plain TCP or TLS, from :mod:`client_sdk.spmd_comm`)."""
 
     def send(self, parts: list[Any]) -> None: ...
 
@@ -135,7 +135,7 @@ class Link:
 
 class Communicator:
     """Rank ``rank`` of ``size``: messages and collectives. Made by
-    :func:`worker.spmd_comm.connect`; ``Communicator(0, 1)`` is a job of one rank."""
+    :func:`client_sdk.spmd_comm.connect`; ``Communicator(0, 1)`` is a job of one rank."""
 
     def __init__(self, rank: int, size: int, links: dict[int, Link] | None = None) -> None:
         self.rank = rank

@@ -1,6 +1,6 @@
 """How the ranks of an SPMD job (N ranks of one job on N Dask workers) connect, and the
 names to import: :func:`connect` returns the rank's :class:`Communicator` (messages and
-collectives with mpi4py's lower-case names, in :mod:`worker.spmd_collectives`), which
+collectives with mpi4py's lower-case names, in :mod:`client_sdk.spmd_collectives`), which
 raises :class:`RankFailed` once another rank failed.
 
 :func:`connect` builds a full mesh of TCP connections (``TCP_NODELAY``; TLS with the
@@ -36,9 +36,16 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
-from worker.spmd_collectives import Channel, Communicator, Link, RankFailed, read_bytes
+from client_sdk.spmd_collectives import Channel, Communicator, Link, RankFailed, read_bytes
 
-__all__ = ["Communicator", "LocalRendezvous", "RankFailed", "Rendezvous", "connect"]
+__all__ = [
+    "Communicator",
+    "KnownAddresses",
+    "LocalRendezvous",
+    "RankFailed",
+    "Rendezvous",
+    "connect",
+]
 
 _MAGIC = b"CTSPMD01"  # what the accepting rank sends first, then its nonce
 _NONCE = 32
@@ -73,6 +80,21 @@ class LocalRendezvous:
             if not self._changed.wait_for(lambda: rank in self._addresses, timeout):
                 raise TimeoutError(f"rank {rank} did not publish its address in {timeout} s")
             return self._addresses[rank]
+
+
+class KnownAddresses:
+    """A :class:`Rendezvous` whose addresses were exchanged beforehand (publishing is a
+    no-op): how the ranks of a program meet, their workers having met for them."""
+
+    def __init__(self, addresses: list[tuple[str, int]]) -> None:
+        self._addresses = [(str(host), int(port)) for host, port in addresses]
+
+    def publish(self, rank: int, address: tuple[str, int]) -> None:
+        """Nothing to do: the others know this rank's address already."""
+
+    def lookup(self, rank: int, timeout: float) -> tuple[str, int]:
+        """Where ``rank`` listens."""
+        return self._addresses[rank]
 
 
 def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
@@ -267,10 +289,12 @@ def connect(
     timeout: float = 60.0,
     ssl_server: ssl.SSLContext | None = None,
     ssl_client: ssl.SSLContext | None = None,
+    listener: socket.socket | None = None,
 ) -> Communicator:
-    """Listen on a free port, publish (advertise or the host's address, port), look up every
-    other rank, and connect the full mesh (rank j connects to every rank i < j; i accepts),
-    each connection authenticated; return once every pair is connected.
+    """Listen on a free port (or on ``listener``, a listening socket made elsewhere),
+    publish (advertise or the host's address, port), look up every other rank, and connect
+    the full mesh (rank j connects to every rank i < j; i accepts), each connection
+    authenticated; return once every pair is connected. The listener is closed then.
 
     A single rank (``size == 1``) uses no socket and no rendezvous. Raises TimeoutError
     when the mesh is not complete after ``timeout`` seconds, ConnectionError when a lower
@@ -283,7 +307,8 @@ def connect(
         raise ValueError("the job id is too long")
     deadline = time.monotonic() + timeout
     auth = _Auth(bytes(secret), job_id, rank, size)
-    listener = socket.create_server((host, 0), backlog=max(64, size))
+    if listener is None:
+        listener = socket.create_server((host, 0), backlog=max(64, size))
     listener.settimeout(0.2)
     accepted: dict[int, Channel] = {}
     changed = threading.Condition()
