@@ -183,23 +183,23 @@ class DeploymentCalls(Resource):
         as ``POST /jobs`` answers (``?wait=SECONDS`` included)."""
         shared = services()
         config = shared.config
+        require_payload_type()
         spec = job_spec()
         spec.kind = MODEL
         wait = params.wait(request.args, config.max_wait)
         deployment = _own_deployment(deployment_id)
+        staged = stage_call(shared.store, config.max_body)  # 4xx for a body that is no call
+        payload = bytes(staged.view())
+        shared.store.discard(staged)
         if deployment.status == CLOSED:
             raise ApiError(
                 410,
                 "deployment_closed",
                 f"deployment {deployment.id} was closed: deploy the class again",
             )
-        require_payload_type()
         existing = admit(spec)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)
-        staged = stage_call(shared.store, config.max_body)
-        payload = bytes(staged.view())
-        shared.store.discard(staged)
         job, created = _create_call(deployment.id, _least_busy(deployment), spec, payload)
         headers = job_headers(job)
         if not created:

@@ -250,7 +250,10 @@ def test_tampered_truncated_and_oversized_artifacts_are_refused(sdk: Stack):
     )
     assert missing.status_code == 404 and missing.json()["error"] == "artifact_not_found"
     unknown = requests.post(
-        sdk.api(f"/deployments/{'0' * 32}/calls"), data=b"x", headers=sdk.headers(), timeout=30
+        sdk.api(f"/deployments/{'0' * 32}/calls"),
+        data=b"x",
+        headers={**sdk.headers(), **OCTET},
+        timeout=30,
     )
     assert unknown.status_code == 404 and unknown.json()["error"] == "deployment_not_found"
 
