@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: up test test-fast lint install install-test install-bench system-test-deps bench-deps bench clean
+.PHONY: up test test-fast test-torch lint install install-test install-bench system-test-deps bench-deps bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ test: install-test
 test-fast: install-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not system" $(ARGS)
+
+# PyTorch models through the real stack (docs/models.md). Not in `make test`: torch from
+# PyPI pulls several GB of CUDA packages. A CPU build from elsewhere:
+# make test-torch TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu'
+TORCH_SPEC ?= torch
+TORCH_PIP_ARGS ?=
+test-torch: install-test
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	COMPUTETHIS_TEST_TORCH=1 $(PY) -m pytest tests/torch $(ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check .

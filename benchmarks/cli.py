@@ -15,6 +15,7 @@ from benchmarks import (
     folders,
     latency,
     many_small,
+    models,
     plots,
     report,
     scaling,
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[Runner, Sizes], BenchResult]] = {
     concurrency.NAME: concurrency.run,
     bigdata.NAME: bigdata.run,
     folders.NAME: folders.run,
+    models.NAME: models.run,
     spmd.NAME: spmd.run,
     scaling.NAME: scaling.run,
 }

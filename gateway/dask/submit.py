@@ -24,8 +24,9 @@ from distributed import Future
 
 from gateway.dask.gangs import gang_workers, send_gang, stop_gang
 from gateway.dask.link import DaskLink, dask_key
+from gateway.dask.models import ModelSender
 from gateway.dask.tracker import JobTracker
-from gateway.store import ACTIVE, FOLDER, RUNNING, Job, JobStore
+from gateway.store import ACTIVE, FOLDER, MODEL, RUNNING, Job, JobStore
 from gateway.store.blobs import map_file
 from worker.folder import run_folder
 from worker.runner import run_job
@@ -65,6 +66,7 @@ class Submitter:
         self._reconcile_needed = reconcile_needed
         self._send_lock = threading.Lock()
         self._outbox: deque[tuple[Job, TaskArguments]] = deque()  # jobs to send to Dask
+        self.models = ModelSender(link, store)  # model jobs: pinned to their replicas
         self._uploaders = ThreadPoolExecutor(
             UPLOAD_THREADS, thread_name_prefix="computethis-upload"
         )
@@ -186,6 +188,13 @@ class Submitter:
                 groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
         sent: list[str] = self._send_gangs(client, list(gangs.values())) if gangs else []
         for (kind, retries), group in groups.items():
+            if kind == MODEL:  # see gateway.dask.models
+                models = {job.id: (job, group[job.id]) for job, _ in jobs if job.id in group}
+                done = self.models.send(client, list(models.values()), retries)
+                if self._tracker.untrack(set(models) - set(done)):
+                    self._reconcile_needed.set()
+                sent += done
+                continue
             ids = list(group)
             task = TASKS.get(kind, run_job)
             try:
