@@ -19,26 +19,14 @@ import contextlib
 import hashlib
 import sys
 import threading
-import time
-import traceback
+from collections.abc import Callable
 from typing import Any
 
 from client_sdk.adapters import from_wire
-from client_sdk.pickling import dump_buffers, load_buffers
-from wire.envelope import Envelope, pack
-from wire.errors import error_info, exception_info
+from client_sdk.pickling import load_buffers
 from wire.http import CONSTRUCT_PAYLOAD
-from worker.live_output import LiveOutput
 from worker.model_cache import LOADED
-from worker.runner import (
-    JobFailed,
-    announce_start,
-    current_worker,
-    deliver,
-    deserialization_error,
-    pickle_exception,
-    worker_address,
-)
+from worker.runner import run_call
 
 REPLICAS: dict[tuple[str, int], Any] = {}
 _lock = threading.Lock()
@@ -65,46 +53,21 @@ def run_model(
     Returns a packed envelope like :func:`worker.runner.run_job`; raises
     :class:`JobFailed` if ``__init__`` or the method raised.
     """
-    worker = worker_address()
-    started = time.time()
-    announced_done = announce_start(job_id, worker, started)
-    output = LiveOutput(job_id, current_worker())
 
-    def finish(ok: bool, error: dict[str, Any] | None = None, body: Any = b"") -> Any:
-        announced_done()
-        output.end()
-        return pack(Envelope(ok, worker, started, time.time(), error, body, output.encoded()))
-
-    try:
+    def load() -> Callable[[], Any]:
         call = None if bytes(payload[:64]) == CONSTRUCT_PAYLOAD else _load_call(payload)
-    except Exception as exc:
-        return deliver(job_id, worker, finish(False, deserialization_error(exc)))
 
-    failure = None
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        def on_replica() -> Any:
             instance = replica_instance(deployment_id, replica, constructor, artifacts)
-            value = None
-            if call is not None:
-                method, args, kwargs = call
-                with _without_gradients(instance):
-                    value = getattr(instance, method)(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
-        failure = finish(False, exception_info(exc, skip_frames=1), pickle_exception(exc))
-    if failure is not None:
-        raise JobFailed(bytes(failure))
+            if call is None:  # the construct step
+                return None
+            method, args, kwargs = call
+            with _without_gradients(instance):
+                return getattr(instance, method)(*args, **kwargs)
 
-    try:
-        body = dump_buffers(value, index=True)
-    except Exception as exc:
-        error = error_info(
-            "SerializationError",
-            f"the method returned a {type(value).__name__}, which cannot be pickled "
-            f"({type(exc).__name__}: {exc}); return plain data instead",
-            traceback.format_exc(),
-        )
-        return deliver(job_id, worker, finish(False, error))
-    return deliver(job_id, worker, finish(True, body=body))
+        return on_replica
+
+    return run_call(job_id, load, "method")
 
 
 def replica_instance(

@@ -46,6 +46,22 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     It is returned as a memoryview because Dask hands a memoryview result to the
     gateway as a view of the bytes it received, where bytes would be copied once more.
     """
+
+    def load() -> Callable[[], Any]:
+        func, args, kwargs = load_call(payload)
+        return lambda: func(*args, **kwargs)
+
+    return run_call(job_id, load, "function")
+
+
+def run_call(job_id: str, load: Callable[[], Callable[[], Any]], what: str) -> memoryview:
+    """Run one job's user code: ``load()`` deserializes it (a failure there is a
+    ``DeserializationError``) into a call, run with its output captured; its return
+    value is pickled (a ``SerializationError`` names ``what`` returned it).
+
+    Returns the packed envelope (see :func:`run_job`); raises :class:`JobFailed` if the
+    user code raised.
+    """
     worker = worker_address()
     started = time.time()
     announced_done = announce_start(job_id, worker, started)
@@ -60,16 +76,16 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
         return pack(Envelope(ok, worker, started, time.time(), error, body, output.encoded()))
 
     try:
-        func, args, kwargs = load_call(payload)
+        call = load()
     except Exception as exc:
         return deliver(job_id, worker, finish(False, deserialization_error(exc)))
 
     failure: bytes | memoryview | None = None
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            value = func(*args, **kwargs)
+            value = call()
     except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
-        failure = finish(False, exception_info(exc, skip_frames=1), pickle_exception(exc))
+        failure = finish(False, exception_info(exc, skip_frames=2), pickle_exception(exc))
     if failure is not None:
         # Raised outside the except block: no __context__ pointing at user objects
         # that Dask would then fail to pickle.
@@ -80,7 +96,7 @@ def run_job(job_id: str, payload: bytes) -> memoryview:
     except Exception as exc:
         error = error_info(
             "SerializationError",
-            f"the function returned a {type(value).__name__}, which cannot be pickled "
+            f"the {what} returned a {type(value).__name__}, which cannot be pickled "
             f"({type(exc).__name__}: {exc}); return plain data instead",
             traceback.format_exc(),
         )

@@ -17,7 +17,7 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,30 +89,62 @@ def run_rank(
     job's packed envelope (the list of every rank's return value) or raises
     :class:`JobFailed`; the other ranks return None, whatever happens."""
     worker = current_worker()
+
+    def work(comm: Communicator, output: LiveOutput) -> Any:
+        func, args, kwargs = load_call(payload)
+        with _rank_environment(comm, job_id, worker), _captured(output):
+            return func(comm, *args, **kwargs)
+
+    return run_as_rank(
+        job_id,
+        rank,
+        size,
+        secret,
+        work,
+        merge=lambda values: (dump_buffers(values), False),
+        failure=lambda exc, comm: rank_failure(exc, comm, size, rank),
+    )
+
+
+def run_as_rank(
+    job_id: str,
+    rank: int,
+    size: int,
+    secret: bytes,
+    work: Callable[[Communicator, LiveOutput], Any],
+    merge: Callable[[list[Any]], tuple[Any, bool]],
+    failure: Callable[[BaseException, Communicator | None], tuple[dict, bytes]],
+) -> memoryview | None:
+    """Be rank ``rank`` of ``size`` of an SPMD job: meet the other ranks, do this rank's
+    ``work`` (with the communicator and the rank's output), and gather every rank's
+    return value at rank 0, which reports the job's outcome: the body ``merge`` makes of
+    them (and whether it is a result kept even on failure), the logs of every rank.
+
+    A rank that raises aborts the others, and reports ``failure(exc, comm)`` (the job's
+    error and body): rank 0 by raising :class:`JobFailed`, another rank straight to the
+    gateway. A rank stopped by another's failure reports nothing. Rank 0 returns the
+    packed envelope; the other ranks return None, whatever happens."""
+    worker = current_worker()
     address = worker.address if worker is not None else None
     started = time.time()
     announced_done: Any = lambda: None  # noqa: E731 - replaced once the ranks have met
     output = LiveOutput(job_id, worker if rank == 0 else None)
     comm: Communicator | None = None
     try:
-        func, args, kwargs = load_call(payload)
         comm = meet(job_id, rank, size, secret, worker)
         if rank == 0:  # running from here: a gang that never met can be sent again
             started = time.time()
             announced_done = announce_start(job_id, address, started)
-        with _rank_environment(comm, job_id, worker), _captured(output):
-            value = func(comm, *args, **kwargs)
-        if rank:
-            comm.gather((value, output.encoded()), root=0)
-            comm.close()
-            return None
-        gathered = comm.gather((value, b""), root=0)
+        mine = work(comm, output)
+        gathered = comm.gather((mine, output.encoded() if rank else b""), root=0)
         comm.close()
+        if rank:
+            return None
         assert gathered is not None
-        values = [item[0] for item in gathered]
+        body, result_body = merge([item[0] for item in gathered])
         logs = labelled_logs(output.encoded(), [item[1] for item in gathered])
         announced_done()
-        envelope = Envelope(True, address, started, time.time(), None, dump_buffers(values), logs)
+        envelope = Envelope(True, address, started, time.time(), None, body, logs, result_body)
         return deliver(job_id, address, pack(envelope))
     except BaseException as exc:  # noqa: BLE001 - every failure of a rank is reported
         if comm is not None:
@@ -120,16 +152,14 @@ def run_rank(
         if rank and isinstance(exc, RankFailed):
             return None  # another rank failed: it reports
         announced_done()
-        error, pickled = rank_failure(exc, comm, size, rank)
-        failure = pack(
-            Envelope(False, address, started, time.time(), error, pickled, output.encoded())
-        )
-    if rank:  # straight to the gateway: rank 0 may be computing and not notice for long
+        error, body = failure(exc, comm)
+        failed = pack(Envelope(False, address, started, time.time(), error, body, output.encoded()))
+    if rank:  # straight to the gateway: rank 0 may be busy and not notice for long
         if worker is not None:
-            message = {"job": job_id, "envelope": bytes(failure)}
+            message = {"job": job_id, "envelope": bytes(failed)}
             worker.loop.add_callback(worker.log_event, RESULT_TOPIC, message)
         return None
-    raise JobFailed(bytes(failure))
+    raise JobFailed(bytes(failed))
 
 
 def meet(job_id: str, rank: int, size: int, secret: bytes, worker: Any) -> Communicator:

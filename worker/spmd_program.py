@@ -30,13 +30,12 @@ from typing import Any
 
 from client_sdk.spmd import PEER_FAILED_EXIT, WORLD_VARIABLE
 from client_sdk.spmd_comm import Communicator, RankFailed
-from wire.envelope import RESULT_TOPIC, Envelope, pack
 from wire.http import OUTPUTS_DIR, RUN_MEMBER
 from worker.folder import KEPT_NOTE, ZIP_DATE, SandboxRun, run_in_sandbox
 from worker.live_output import LiveOutput
-from worker.runner import JobFailed, announce_start, current_worker, deliver
+from worker.runner import current_worker
 from worker.sandbox import kill_group
-from worker.spmd import labelled_logs, meet, named, rank_failure, rank_variables, worker_host
+from worker.spmd import named, rank_failure, rank_variables, run_as_rank, worker_host
 
 WATCH_EVERY = 0.1  # seconds between two looks for another rank's failure
 PEER_GRACE = 10.0  # seconds for the failure that ended a program to reach its rank
@@ -62,19 +61,12 @@ def run_program_rank(
     secret: bytes,
 ) -> memoryview | None:
     """Run rank ``rank`` of ``size`` of the SPMD program ``job_id`` (``run``: the folder
-    job's JSON; ``bundle``: the folder's tar). Rank 0 returns the job's packed envelope
-    or raises :class:`JobFailed`; the other ranks return None, whatever happens."""
+    job's JSON; ``bundle``: the folder's tar), as :func:`worker.spmd.run_as_rank` runs
+    a rank. Rank 0 returns the job's packed envelope or raises :class:`worker.runner.JobFailed`; the
+    other ranks return None, whatever happens."""
     worker = current_worker()
-    address = worker.address if worker is not None else None
-    started = time.time()
-    announced_done: Any = lambda: None  # noqa: E731 - replaced once the ranks have met
-    logs = LiveOutput(job_id, worker if rank == 0 else None)
-    comm: Communicator | None = None
-    try:
-        comm = meet(job_id, rank, size, secret, worker)
-        if rank == 0:  # running from here: a gang that never met can be sent again
-            started = time.time()
-            announced_done = announce_start(job_id, address, started)
+
+    def work(comm: Communicator, logs: LiveOutput) -> tuple[int | None, bytes]:
         ran = _run_program(job_id, json.loads(run), bundle, comm, secret, worker, logs)
         if ran.returncode == PEER_FAILED_EXIT:  # another rank failed first: its error
             _wait_for_failure(comm, PEER_GRACE)
@@ -82,34 +74,17 @@ def run_program_rank(
             raise comm.failure()  # type: ignore[misc]
         if not ran.ok:
             raise ProgramFailed(named_error(ran.error or {}, rank, size))
-        if rank:
-            comm.gather((ran.returncode, ran.body, logs.encoded()), root=0)
-            comm.close()
-            return None
-        gathered = comm.gather((ran.returncode, ran.body, b""), root=0)
-        comm.close()
-        assert gathered is not None
-        body = merged_outputs([(code, zipped) for code, zipped, _ in gathered])
-        output = labelled_logs(logs.encoded(), [item[2] for item in gathered])
-        announced_done()
-        envelope = Envelope(
-            True, address, started, time.time(), None, body, output, result_body=True
-        )
-        return deliver(job_id, address, pack(envelope))
-    except BaseException as exc:  # noqa: BLE001 - every failure of a rank is reported
-        if comm is not None:
-            comm.abort(exc)
-        if rank and isinstance(exc, RankFailed):
-            return None  # another rank failed: it reports
-        announced_done()
-        error = _program_error(exc, comm, size, rank)
-        failure = pack(Envelope(False, address, started, time.time(), error, b"", logs.encoded()))
-    if rank:  # straight to the gateway: rank 0 may be running and not notice for long
-        if worker is not None:
-            message = {"job": job_id, "envelope": bytes(failure)}
-            worker.loop.add_callback(worker.log_event, RESULT_TOPIC, message)
-        return None
-    raise JobFailed(bytes(failure))
+        return ran.returncode, ran.body
+
+    return run_as_rank(
+        job_id,
+        rank,
+        size,
+        secret,
+        work,
+        merge=lambda ranks: (merged_outputs(ranks), True),
+        failure=lambda exc, comm: (_program_error(exc, comm, size, rank), b""),
+    )
 
 
 def _run_program(

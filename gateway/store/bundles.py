@@ -27,19 +27,25 @@ class BundleMismatch(Exception):
 
 
 class Bundles:
-    """Bundle files under ``save_dir/bundles/<tenant's directory>/<sha256>.tar``."""
+    """Bundle files under ``save_dir/bundles/<tenant's directory>/<sha256>.tar``.
+
+    Other content named by its SHA-256 and kept per tenant (model artifacts) is kept the
+    same way by a subclass: its :attr:`DIRECTORY`, :attr:`SUFFIX`, :attr:`WHAT` and
+    :meth:`_check`."""
+
+    DIRECTORY, SUFFIX, WHAT = "bundles", ".tar", "bundle"
 
     def __init__(self, save_dir: Path, tmp_dir: Path, *, durable: bool = True) -> None:
-        self.root = save_dir / "bundles"
+        self.root = save_dir / self.DIRECTORY
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = tmp_dir
         self.durable = durable
 
     def path(self, tenant: str, digest: str) -> Path:
-        """Where ``tenant``'s bundle ``digest`` is (ValueError if not a SHA-256 in hex)."""
+        """Where ``tenant``'s file ``digest`` is (ValueError if not a SHA-256 in hex)."""
         if not DIGEST.match(digest):
             raise ValueError(f"{digest!r} is not a SHA-256 in lower-case hex")
-        return self._tenant_dir(tenant) / f"{digest}.tar"
+        return self._tenant_dir(tenant) / f"{digest}{self.SUFFIX}"
 
     def exists(self, tenant: str, digest: str) -> bool:
         """Whether ``tenant`` has the bundle; a use keeps it from expiring."""
@@ -59,15 +65,16 @@ class Bundles:
         ``max_bytes`` or ``IncompleteBody``; nothing is kept then.
         """
         target = self.path(tenant, digest)
-        tmp = self.tmp_dir / f"bundle.{uuid.uuid4().hex}.tar"
+        tmp = self.tmp_dir / f"{self.WHAT}.{uuid.uuid4().hex}{self.SUFFIX}"
         try:
             size, actual = self._write(stream, tmp, length, max_bytes)
             if actual != digest:
                 raise BundleMismatch(
-                    f"the body's SHA-256 is {actual}, not {digest}: upload the bundle's "
-                    "exact bytes under its own digest"
+                    f"the body's SHA-256 is {actual}, not {digest}: the {self.WHAT} was "
+                    f"changed or cut short on its way; upload its exact bytes under its own "
+                    "digest"
                 )
-            check_bundle(tmp)
+            self._check(tmp)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
             if self.durable:
@@ -87,7 +94,7 @@ class Bundles:
     def expire(self, unused_since: float) -> int:
         """Delete bundles not uploaded or used since ``unused_since`` (a time); how many."""
         removed = 0
-        for path in self.root.glob("*/*.tar"):
+        for path in self.root.glob(f"*/*{self.SUFFIX}"):
             try:
                 if path.stat().st_mtime < unused_since:
                     path.unlink()
@@ -95,6 +102,10 @@ class Bundles:
             except FileNotFoundError:
                 continue
         return removed
+
+    def _check(self, path: Path) -> None:
+        """Refuse a received file that is not what it should be (a bundle: entry by entry)."""
+        check_bundle(path)
 
     def _tenant_dir(self, tenant: str) -> Path:
         return self.root / hashlib.sha256(tenant.encode()).hexdigest()[:32]
