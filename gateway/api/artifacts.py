@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask_restful import Resource
 
 from gateway.api.auth import tenant
-from gateway.api.bodies import arriving, body_stream
+from gateway.api.bodies import receive_content
 from gateway.api.errors import ApiError
 from gateway.services import services
-from gateway.store import IncompleteBody, PayloadTooLarge
-from gateway.store.bundles import DIGEST, BundleMismatch
+from gateway.store.bundles import DIGEST
 from wire.http import ARTIFACTS_PATH, MAX_BUNDLE_HEADER, PAYLOAD_MEDIA_TYPE
 
 
@@ -71,28 +69,14 @@ class ArtifactItem(Resource):
         """Upload an artifact: its bytes, whose SHA-256 must be ``digest`` (400 if not:
         a tampered or truncated upload is refused). 201 once it is durable."""
         shared = services()
-        checked_digest(digest)
-        if request.mimetype != PAYLOAD_MEDIA_TYPE:
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"send the artifact's bytes with Content-Type: {PAYLOAD_MEDIA_TYPE}",
-            )
-        limit = shared.config.max_bundle
-        length = request.content_length
-        if length is not None and length > limit:
-            raise _too_large(limit, length)
-        try:
-            with arriving():
-                size = shared.store.artifacts.receive(
-                    tenant(), digest, body_stream(length), length, limit
-                )
-        except PayloadTooLarge:
-            raise _too_large(limit, None) from None
-        except IncompleteBody as exc:
-            raise ApiError(400, "incomplete_body", f"{exc}; send the whole artifact") from None
-        except BundleMismatch as exc:
-            raise ApiError(400, "artifact_digest_mismatch", str(exc)) from None
+        size = receive_content(
+            shared.store.artifacts,
+            tenant(),
+            checked_digest(digest),
+            PAYLOAD_MEDIA_TYPE,
+            "the artifact's bytes",
+            _too_large,
+        )
         shared.metrics.artifact_bytes.inc(size)
         return {"artifact": digest, "size": size}, 201, _limit_header()
 

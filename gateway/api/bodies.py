@@ -6,7 +6,7 @@ each is one complete pickle of a 3-tuple (:mod:`gateway.payload`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -17,7 +17,9 @@ from gateway.config import SMALL_BODY
 from gateway.payload import InvalidPayload, check_call_payload
 from gateway.services import services
 from gateway.store import IncompleteBody, JobStore, PayloadTooLarge, StagedPayload
+from gateway.store.bundles import BundleMismatch, Bundles
 from wire import batch_body, limits
+from wire.bundle import BundleError
 from wire.http import JOBS_PATH, PAYLOAD_MEDIA_TYPE
 
 BATCH_FORMAT = "send each call's dill bytes after its length as 8 bytes, big-endian"
@@ -165,3 +167,37 @@ def _read_body(limit: int) -> bytes:
             raise too_large(limit)
         parts.append(part)
     return b"".join(parts)
+
+
+def receive_content(
+    files: Bundles,
+    tenant: str,
+    digest: str,
+    media_type: str,
+    media_hint: str,
+    too_large_error: Callable[[int, int | None], ApiError],
+) -> int:
+    """Keep the request's body for ``tenant`` in ``files`` (a store of content named by
+    its SHA-256: bundles, artifacts) under ``digest``; its size. 415 unless sent as
+    ``media_type`` (``media_hint`` says how), ``too_large_error(limit, size)`` past the
+    gateway's ``--max-bundle``, 400 for a body cut short, of another SHA-256
+    (``<what>_digest_mismatch``) or refused by the store's check (``invalid_<what>``)."""
+    if request.mimetype != media_type:
+        raise ApiError(
+            415, "unsupported_media_type", f"send {media_hint} with Content-Type: {media_type}"
+        )
+    limit = services().config.max_bundle
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large_error(limit, length)
+    try:
+        with arriving():
+            return files.receive(tenant, digest, body_stream(length), length, limit)
+    except PayloadTooLarge:
+        raise too_large_error(limit, None) from None
+    except IncompleteBody as exc:
+        raise ApiError(400, "incomplete_body", f"{exc}; send the whole {files.WHAT}") from None
+    except BundleMismatch as exc:
+        raise ApiError(400, f"{files.WHAT}_digest_mismatch", str(exc)) from None
+    except BundleError as exc:
+        raise ApiError(400, f"invalid_{files.WHAT}", str(exc)) from None

@@ -13,13 +13,12 @@ from flask import request
 from flask_restful import Resource
 
 from gateway.api.auth import tenant
-from gateway.api.bodies import arriving, body_stream, too_large
+from gateway.api.bodies import arriving, receive_content, too_large
 from gateway.api.errors import ApiError
 from gateway.api.submit import admit, check_enough_workers, job_headers, job_spec, spmd_ranks
 from gateway.services import services
-from gateway.store import FOLDER, IncompleteBody, PayloadTooLarge, StagedPayload
-from gateway.store.bundles import DIGEST, BundleMismatch
-from wire.bundle import BundleError
+from gateway.store import FOLDER, StagedPayload
+from gateway.store.bundles import DIGEST
 from wire.http import BUNDLE_MEDIA_TYPE, BUNDLES_PATH, MAX_BUNDLE_HEADER
 
 MAX_RUN_BODY = 64 * 1024  # bytes of a run's JSON (command, outputs, env)
@@ -71,31 +70,14 @@ class BundleItem(Resource):
         """Upload a bundle: the tar's bytes, whose SHA-256 must be ``digest``. It is
         checked entry by entry before it is kept; 201 once it is durable."""
         shared = services()
-        _digest(digest)
-        if request.mimetype != BUNDLE_MEDIA_TYPE:
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"send the folder's tar (client_sdk packs it) with Content-Type: "
-                f"{BUNDLE_MEDIA_TYPE}",
-            )
-        limit = shared.config.max_bundle
-        length = request.content_length
-        if length is not None and length > limit:
-            raise _bundle_too_large(limit, length)
-        try:
-            with arriving():
-                size = shared.store.bundles.receive(
-                    tenant(), digest, body_stream(length), length, limit
-                )
-        except PayloadTooLarge:
-            raise _bundle_too_large(limit, None) from None
-        except IncompleteBody as exc:
-            raise ApiError(400, "incomplete_body", f"{exc}; send the whole bundle") from None
-        except BundleMismatch as exc:
-            raise ApiError(400, "bundle_digest_mismatch", str(exc)) from None
-        except BundleError as exc:
-            raise ApiError(400, "invalid_bundle", str(exc)) from None
+        size = receive_content(
+            shared.store.bundles,
+            tenant(),
+            _digest(digest),
+            BUNDLE_MEDIA_TYPE,
+            "the folder's tar (client_sdk packs it)",
+            _bundle_too_large,
+        )
         shared.metrics.bundle_bytes.inc(size)
         return {"bundle": digest, "size": size}, 201, _limit_header()
 
