@@ -1,0 +1,178 @@
+"""Live data for the dashboard's pages: one server-sent-events stream per page (at
+most an event a second, only when something changed), and the same data as JSON for
+browsers that poll instead.
+
+A stream costs no thread while it waits between events: its body yields a
+:class:`~gateway.waiting.Wait` of a second, and the gateway's server parks the
+connection (:mod:`gateway.parking`). Each event is built in a request context of the
+stream's own request (its tenant and session), from the shared snapshot
+(:mod:`gateway.dashboard.snapshot`) or a bounded store query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, render_template, request
+
+from gateway.api.logs import follow
+from gateway.api.ownership import own_job, visible_tenant
+from gateway.dashboard import queries
+from gateway.dashboard.filters import job_filter, page_cursors
+from gateway.dashboard.sessions import current
+from gateway.dashboard.state import DashboardState, dashboard_state
+from gateway.services import services
+from gateway.waiters import Waiters
+from gateway.waiting import Wait, stream_body
+
+EVERY = 1.0  # seconds between events, at the least
+KEEP_ALIVE = 15.0  # seconds of silence after which a comment line is sent
+STREAM_LIFETIME = 600.0  # seconds a stream lasts; the browser then opens a new one
+STOPPING = "computethis.dashboard.stopping"  # a mailbox key: closed when the gateway stops
+
+
+def overview_data() -> dict[str, Any]:
+    """The overview's and workers page's data: the shared snapshot, and its tables as
+    HTML (rendered and escaped here, so the pages' scripts only place them)."""
+    snapshot = dashboard_state().snapshots.get(services(), visible_tenant())
+    return {
+        **snapshot,
+        "failures_html": render_template("dashboard/_failures.html", failures=snapshot["failures"]),
+        "workers_html": render_template("dashboard/_workers.html", workers=snapshot["workers"]),
+    }
+
+
+def jobs_data() -> dict[str, Any]:
+    """The jobs page's data: the rows of the page asked for (live on the first page)."""
+    wanted = job_filter(request.args)
+    before, after = page_cursors(request.args)
+    db = services().store.db.connection()
+    page = queries.jobs_page(db, visible_tenant(), wanted, before=before, after=after)
+    return {
+        "rows_html": render_template("dashboard/_job_rows.html", jobs=page.jobs),
+        "count": len(page.jobs),
+    }
+
+
+def job_data(job_id: str, with_logs: bool = False) -> dict[str, Any]:
+    """A job's JSON (404 if it is not the caller's), and whether it is done; with
+    ``with_logs`` (polling) its whole output so far as ``log_text``."""
+    job = own_job(job_id)
+    data: dict[str, Any] = {"job": job.to_json(), "done": job.done}
+    if with_logs:
+        shared = services()
+        if job.done:
+            data["log_text"] = (shared.store.logs(job.id) or b"").decode("utf-8", "replace")
+        else:
+            data["log_text"] = shared.live_logs.read(job.id, 0)[0]
+    return data
+
+
+def poll(build: Callable[[], dict[str, Any]]) -> Response:
+    """The JSON answer of one look (the polling fallback)."""
+    response = jsonify(build())
+    response.cache_control.no_store = True
+    return response
+
+
+def stream(build: Callable[[], dict[str, Any]]) -> Response:
+    """An event stream of ``build()``'s data, sent when it changes, at most once per
+    :data:`EVERY` seconds."""
+    return _event_response(_changes(build))
+
+
+def job_stream(job_id: str) -> Response:
+    """A job's event stream: its JSON when it changes and its output as it is printed
+    (``logs``: the text since the last event), ending once it is done and its output
+    all sent."""
+    job = own_job(job_id)  # 404 before the stream starts
+    shared = services()
+    printed = follow(shared.store, shared.live_logs, job.id) if not job.done else None
+
+    following = [printed is not None]
+
+    def build() -> dict[str, Any]:
+        data = job_data(job_id)
+        data["logs"] = ""
+        if printed is not None and following[0]:
+            data["logs"], following[0] = _drain(printed)
+        data["following"] = following[0]
+        return data
+
+    return _event_response(_changes(build, until_done=True))
+
+
+def _changes(
+    build: Callable[[], dict[str, Any]], *, until_done: bool = False
+) -> Iterator[bytes | Wait]:
+    """Events of ``build()``'s data (each built in a request context of the current
+    request) while the session lasts, the gateway runs and the stream is young enough."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    environ = request.environ
+    session_id = current().id
+    state = dashboard_state()
+    waiters = services().waiters
+    return _events(app, environ, session_id, state, waiters, build, until_done)
+
+
+def _events(
+    app: Flask,
+    environ: dict[str, Any],
+    session_id: str,
+    state: DashboardState,
+    waiters: Waiters,
+    build: Callable[[], dict[str, Any]],
+    until_done: bool,
+) -> Iterator[bytes | Wait]:
+    ends = time.monotonic() + STREAM_LIFETIME
+    last_text, last_sent = None, 0.0
+    with waiters.watch([STOPPING]) as mailbox:
+        while not mailbox.closed and time.monotonic() < ends:
+            if state.sessions.get(session_id) is None:
+                yield b"event: signedout\ndata: {}\n\n"
+                return
+            with app.request_context(environ):
+                try:
+                    data = build()
+                except Exception as exc:  # noqa: BLE001 - the page is told, then the stream ends
+                    message = getattr(exc, "message", "the dashboard could not read this")
+                    yield f"event: problem\ndata: {json.dumps({'message': message})}\n\n".encode()
+                    return
+            text = json.dumps(data, separators=(",", ":"))
+            now = time.monotonic()
+            if text != last_text or data.get("logs"):
+                yield f"data: {text}\n\n".encode()
+                last_text, last_sent = text, now
+            elif now - last_sent >= KEEP_ALIVE:
+                yield b": still here\n\n"
+                last_sent = now
+            if until_done and data.get("done") and not data.get("following"):
+                yield b"event: end\ndata: {}\n\n"
+                return
+            yield Wait(mailbox, now + EVERY)
+
+
+def _drain(printed: Iterator[bytes | Wait]) -> tuple[str, bool]:
+    """The output the log follower has now (up to its next wait, or its end), and
+    whether it follows on (False once it ended)."""
+    chunks = []
+    going = True
+    while True:
+        chunk = next(printed, None)
+        if chunk is None:
+            going = False
+            break
+        if isinstance(chunk, Wait):
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace"), going
+
+
+def _event_response(events: Iterator[bytes | Wait]) -> Response:
+    response = Response(stream_body(events), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"  # proxies: pass each event on at once
+    return response

@@ -1,0 +1,178 @@
+// The dashboard's live pages: one server-sent-events stream per page (polling its
+// JSON feed instead where a stream cannot be had), and the overview's two charts,
+// drawn as plain SVG. Text from the server is placed with textContent; the tables
+// come rendered (and escaped) by the server.
+(function () {
+  "use strict";
+
+  var SVG = "http://www.w3.org/2000/svg";
+  var POLL_EVERY = 2000; // ms between looks when polling
+  var body = document.body;
+
+  function setLive(text) {
+    var live = document.getElementById("live");
+    if (live) live.textContent = text;
+  }
+
+  // Follow the page's feed: onData(data) for each update; onEnd() when the server
+  // says the stream is over (a job that ended).
+  function follow(onData, onEnd) {
+    var eventsUrl = body.dataset.events, feedUrl = body.dataset.feed;
+    if (!feedUrl) return;
+    var timer = null;
+
+    function poll() {
+      fetch(feedUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) {
+          if (r.status === 401) { location.reload(); return null; }
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          return r.json();
+        })
+        .then(function (data) {
+          if (!data) return;
+          setLive("live (polling)");
+          onData(data);
+          if (data.done && onEnd) { clearInterval(timer); onEnd(); }
+        })
+        .catch(function () { setLive("cannot reach the gateway; retrying"); });
+    }
+
+    function startPolling() {
+      if (timer === null) { poll(); timer = setInterval(poll, POLL_EVERY); }
+    }
+
+    if (!window.EventSource || !eventsUrl) { startPolling(); return; }
+    var source = new EventSource(eventsUrl);
+    source.onopen = function () { setLive("live"); };
+    source.onmessage = function (event) { setLive("live"); onData(JSON.parse(event.data)); };
+    source.addEventListener("end", function () { source.close(); if (onEnd) onEnd(); });
+    source.addEventListener("signedout", function () { source.close(); location.reload(); });
+    source.addEventListener("problem", function (event) {
+      source.close();
+      setLive(JSON.parse(event.data).message);
+    });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) { setLive("stream closed; polling"); startPolling(); }
+      else setLive("reconnecting…");
+    };
+  }
+
+  function setStats(data) {
+    var values = { busy: data.busy, idle: data.idle };
+    Object.keys(data.counts || {}).forEach(function (k) { values[k] = data.counts[k]; });
+    document.querySelectorAll("[data-stat]").forEach(function (el) {
+      var v = values[el.dataset.stat];
+      if (v !== undefined) el.textContent = String(v);
+    });
+  }
+
+  function svg(name, attrs, parent) {
+    var el = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (k) { el.setAttribute(k, attrs[k]); });
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+
+  function drawThroughput(perSecond) {
+    var chart = document.getElementById("throughput");
+    if (!chart || !perSecond) return;
+    var width = 900, height = 120, top = Math.max(1, Math.max.apply(null, perSecond));
+    var step = width / Math.max(1, perSecond.length - 1);
+    var points = perSecond.map(function (v, i) {
+      return (i * step).toFixed(1) + "," + (height - 4 - (v / top) * (height - 16)).toFixed(1);
+    });
+    chart.textContent = "";
+    svg("polyline", { points: points.join(" "), class: "line" }, chart);
+    var label = svg("text", { x: 4, y: 12, class: "axis" }, chart);
+    label.textContent = "max " + top + "/s";
+    var last = perSecond.slice(-10).reduce(function (a, b) { return a + b; }, 0) / 10;
+    var rate = document.getElementById("rate");
+    if (rate) rate.textContent = "now " + last.toFixed(1) + " jobs/s (last 10 s)";
+  }
+
+  function drawTimeline(data) {
+    var box = document.getElementById("timeline");
+    if (!box) return;
+    var names = {}, rows = [];
+    (data.workers || []).forEach(function (w) { names[w.address] = w.name; rows.push(w.address); });
+    (data.allocations || []).forEach(function (a) {
+      if (rows.indexOf(a.worker) < 0) rows.push(a.worker);
+    });
+    var width = 900, rowHeight = 22, label = 150, span = data.timeline_window;
+    var start = data.time - span;
+    var chart = svg("svg", {
+      viewBox: "0 0 " + width + " " + (rows.length * rowHeight + 18),
+      class: "chart", role: "img", "aria-label": "jobs per worker over time"
+    });
+    rows.forEach(function (address, i) {
+      var y = i * rowHeight;
+      var text = svg("text", { x: 0, y: y + 15, class: "axis" }, chart);
+      text.textContent = names[address] || address;
+      svg("line", { x1: label, x2: width, y1: y + rowHeight - 1, y2: y + rowHeight - 1, class: "grid" }, chart);
+    });
+    var scale = (width - label) / span;
+    (data.allocations || []).forEach(function (a) {
+      var i = rows.indexOf(a.worker);
+      var from = Math.max(a.start, start), to = a.end === null ? data.time : a.end;
+      var x = label + (from - start) * scale;
+      var w = Math.max(1.5, (to - from) * scale);
+      var rect = svg("rect", {
+        x: x.toFixed(1), y: i * rowHeight + 3, width: w.toFixed(1), height: rowHeight - 7,
+        class: "job " + a.status
+      }, chart);
+      var title = svg("title", {}, rect);
+      title.textContent = a.id.slice(0, 12) + (a.name ? " " + a.name : "") + " (" + a.status + ")";
+    });
+    var axis = svg("text", { x: label, y: rows.length * rowHeight + 14, class: "axis" }, chart);
+    axis.textContent = "−" + Math.round(span / 60) + " min";
+    var now = svg("text", { x: width - 30, y: rows.length * rowHeight + 14, class: "axis" }, chart);
+    now.textContent = "now";
+    box.textContent = "";
+    if (!rows.length) box.textContent = "No workers and no jobs yet.";
+    else box.appendChild(chart);
+  }
+
+  function overview() {
+    follow(function (data) {
+      setStats(data);
+      drawThroughput(data.throughput);
+      drawTimeline(data);
+      var failures = document.getElementById("failures");
+      if (failures) failures.innerHTML = data.failures_html; // rendered and escaped by the server
+      var workers = document.getElementById("workers");
+      if (workers) workers.innerHTML = data.workers_html;
+    });
+  }
+
+  function jobs() {
+    follow(function (data) {
+      var rows = document.getElementById("job-rows");
+      if (rows) rows.innerHTML = data.rows_html; // rendered and escaped by the server
+    });
+  }
+
+  function job() {
+    var wasDone = body.dataset.done === "yes";
+    var logs = document.getElementById("logs");
+    follow(function (data) {
+      var info = data.job;
+      document.querySelectorAll("[data-field]").forEach(function (el) {
+        var v = info[el.dataset.field];
+        if (v === undefined || v === null) return;
+        if (el.dataset.field === "status") el.className = "status " + v;
+        el.textContent = String(v);
+      });
+      if (data.logs && logs) logs.textContent += data.logs; // the stream: what is new
+      if (data.log_text !== undefined && logs) logs.textContent = data.log_text; // polling: all
+    }, function () {
+      if (!wasDone) location.reload(); // show its final state: error, downloads, stored logs
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var page = body.dataset.page;
+    if (page === "overview" || page === "workers") overview();
+    else if ((page === "jobs" || page === "gangs") && !body.dataset.job) jobs();
+    else if (body.dataset.job) job();
+  });
+})();
