@@ -19,8 +19,6 @@ from tests.stack import Stack
 from tests.system.browser import evidence, sign_in, start_browser, text_of, wait_for
 from tests.system.test_security import new_tenant
 
-pytestmark = pytest.mark.system
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:

@@ -151,6 +151,22 @@
     });
   }
 
+  // A job's JSON field as the page shows it (as the server's filters do).
+  function shown(field, value) {
+    if (/_at$/.test(field)) return String(value).replace("T", " ").slice(0, 19);
+    if (field === "duration") {
+      if (value < 60) return value < 10 ? value.toFixed(1) + " s" : Math.round(value) + " s";
+      if (value < 3600) return Math.floor(value / 60) + " min " + Math.floor(value % 60) + " s";
+      return Math.floor(value / 3600) + " h " + Math.floor((value % 3600) / 60) + " min";
+    }
+    if (field === "result_size") {
+      var units = ["B", "KiB", "MiB", "GiB"], i = 0;
+      while (value >= 1024 && i < units.length - 1) { value /= 1024; i++; }
+      return i ? value.toFixed(1) + " " + units[i] : value + " B";
+    }
+    return String(value);
+  }
+
   function job() {
     var wasDone = body.dataset.done === "yes";
     var logs = document.getElementById("logs");
@@ -160,7 +176,7 @@
         var v = info[el.dataset.field];
         if (v === undefined || v === null) return;
         if (el.dataset.field === "status") el.className = "status " + v;
-        el.textContent = String(v);
+        el.textContent = shown(el.dataset.field, v);
       });
       if (data.logs && logs) logs.textContent += data.logs; // the stream: what is new
       if (data.log_text !== undefined && logs) logs.textContent = data.log_text; // polling: all
