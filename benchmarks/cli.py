@@ -12,6 +12,7 @@ from pathlib import Path
 from benchmarks import (
     bigdata,
     concurrency,
+    dashboard,
     folders,
     latency,
     many_small,
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[Runner, Sizes], BenchResult]] = {
     bigdata.NAME: bigdata.run,
     folders.NAME: folders.run,
     spmd.NAME: spmd.run,
+    dashboard.NAME: dashboard.run,  # last on the shared cluster: it stores many jobs
     scaling.NAME: scaling.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -27,6 +27,8 @@ class Sizes:
     folder_megabytes: int = 200  # the folder uploaded
     spmd_workers: int = 8  # workers for the widest gang (and a 4-rank allreduce)
     max_body: int = 1 << 30  # --max-body of the benchmark gateway
+    dashboard_jobs: int = 100_000  # jobs stored when the dashboard's pages are timed
+    dashboards: int = 20  # dashboards open while the concurrency load runs
 
 
 FULL = Sizes()
@@ -44,4 +46,6 @@ QUICK = Sizes(
     folder_runs=2,
     folder_megabytes=8,
     spmd_workers=4,
+    dashboard_jobs=2000,
+    dashboards=4,
 )

@@ -9,7 +9,16 @@ from pathlib import Path
 
 from tests.stack import REPO
 
-BENCHMARKS = ("latency", "many_small", "concurrency", "bigdata", "folders", "spmd", "scaling")
+BENCHMARKS = (
+    "latency",
+    "many_small",
+    "concurrency",
+    "bigdata",
+    "folders",
+    "spmd",
+    "dashboard",
+    "scaling",
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
