@@ -66,10 +66,10 @@ def install_dashboard(app: Flask) -> frozenset[str]:
     add("/jobs/<string:job_id>/outputs.zip", "outputs_zip", actions.download_outputs)
     add("/jobs/<string:job_id>/outputs/<path:path>", "output", actions.download_output)
     add("/workers", "workers", pages.workers)
-    add("/feed/overview", "feed_overview", partial(feeds.poll, feeds.overview_data))
-    add("/feed/overview/events", "events_overview", partial(feeds.stream, feeds.overview_data))
-    add("/feed/jobs", "feed_jobs", partial(feeds.poll, feeds.jobs_data))
-    add("/feed/jobs/events", "events_jobs", partial(feeds.stream, feeds.jobs_data))
+    add("/feed/overview", "feed_overview", partial(feeds.poll, feeds.overview_event))
+    add("/feed/overview/events", "events_overview", partial(feeds.stream, feeds.overview_event))
+    add("/feed/jobs", "feed_jobs", partial(feeds.poll, feeds.jobs_event))
+    add("/feed/jobs/events", "events_jobs", partial(feeds.stream, feeds.jobs_event))
     add("/feed/jobs/<string:job_id>", "feed_job", _poll_job)
     add("/feed/jobs/<string:job_id>/events", "events_job", feeds.job_stream)
     app.register_blueprint(blueprint)
@@ -88,7 +88,7 @@ def _index() -> Any:
 
 
 def _poll_job(job_id: str) -> Response:
-    return feeds.poll(partial(feeds.job_data, job_id, with_logs=True))
+    return feeds.poll(lambda: feeds.Event.of(feeds.job_data(job_id, with_logs=True)))
 
 
 def _protect(response: Response) -> Response:

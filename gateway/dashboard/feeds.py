@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import Flask, Response, current_app, render_template, request
 
 from gateway.api.logs import follow
 from gateway.api.ownership import own_job, visible_tenant
@@ -34,27 +35,53 @@ STREAM_LIFETIME = 600.0  # seconds a stream lasts; the browser then opens a new 
 STOPPING = "computethis.dashboard.stopping"  # a mailbox key: closed when the gateway stops
 
 
+@dataclass(frozen=True)
+class Event:
+    """One look at a page's data, and its JSON text (serialized once, for every viewer)."""
+
+    data: dict[str, Any]
+    text: str
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Event:
+        return cls(data, json.dumps(data, separators=(",", ":")))
+
+
+def overview_event() -> Event:
+    """The overview's and workers page's data: the tenant's snapshot, and its tables as
+    HTML (rendered and escaped here, so the pages' scripts only place them); built
+    once a second for all the tenant's viewers."""
+    state, tenant = dashboard_state(), visible_tenant()
+
+    def build() -> Event:
+        snapshot = state.snapshots.build(services(), tenant)
+        failures = render_template("dashboard/_failures.html", failures=snapshot["failures"])
+        workers = render_template("dashboard/_workers.html", workers=snapshot["workers"])
+        return Event.of({**snapshot, "failures_html": failures, "workers_html": workers})
+
+    return state.shared.get(("overview", tenant), build)
+
+
 def overview_data() -> dict[str, Any]:
-    """The overview's and workers page's data: the shared snapshot, and its tables as
-    HTML (rendered and escaped here, so the pages' scripts only place them)."""
-    snapshot = dashboard_state().snapshots.get(services(), visible_tenant())
-    return {
-        **snapshot,
-        "failures_html": render_template("dashboard/_failures.html", failures=snapshot["failures"]),
-        "workers_html": render_template("dashboard/_workers.html", workers=snapshot["workers"]),
-    }
+    """The data of :func:`overview_event`."""
+    return overview_event().data
 
 
-def jobs_data() -> dict[str, Any]:
-    """The jobs page's data: the rows of the page asked for (live on the first page)."""
+def jobs_event() -> Event:
+    """The jobs page's rows (the page asked for); built once a second for all the
+    tenant's viewers of the same filters."""
     wanted = job_filter(request.args)
     before, after = page_cursors(request.args)
-    db = services().store.db.connection()
-    page = queries.jobs_page(db, visible_tenant(), wanted, before=before, after=after)
-    return {
-        "rows_html": render_template("dashboard/_job_rows.html", jobs=page.jobs),
-        "count": len(page.jobs),
-    }
+    tenant = visible_tenant()
+
+    def build() -> Event:
+        db = services().store.db.connection()
+        page = queries.jobs_page(db, tenant, wanted, before=before, after=after)
+        rows = render_template("dashboard/_job_rows.html", jobs=page.jobs)
+        return Event.of({"rows_html": rows, "count": len(page.jobs)})
+
+    key = ("jobs", tenant, wanted, before, after)
+    return dashboard_state().shared.get(key, build)
 
 
 def job_data(job_id: str, with_logs: bool = False) -> dict[str, Any]:
@@ -71,17 +98,17 @@ def job_data(job_id: str, with_logs: bool = False) -> dict[str, Any]:
     return data
 
 
-def poll(build: Callable[[], dict[str, Any]]) -> Response:
+def poll(look: Callable[[], Event]) -> Response:
     """The JSON answer of one look (the polling fallback)."""
-    response = jsonify(build())
+    response = Response(look().text, mimetype="application/json")
     response.cache_control.no_store = True
     return response
 
 
-def stream(build: Callable[[], dict[str, Any]]) -> Response:
-    """An event stream of ``build()``'s data, sent when it changes, at most once per
+def stream(look: Callable[[], Event]) -> Response:
+    """An event stream of ``look()``, sent when it changes, at most once per
     :data:`EVERY` seconds."""
-    return _event_response(_changes(build))
+    return _event_response(_changes(look))
 
 
 def job_stream(job_id: str) -> Response:
@@ -94,20 +121,18 @@ def job_stream(job_id: str) -> Response:
 
     following = [printed is not None]
 
-    def build() -> dict[str, Any]:
+    def build() -> Event:
         data = job_data(job_id)
         data["logs"] = ""
         if printed is not None and following[0]:
             data["logs"], following[0] = _drain(printed)
         data["following"] = following[0]
-        return data
+        return Event.of(data)
 
     return _event_response(_changes(build, until_done=True))
 
 
-def _changes(
-    build: Callable[[], dict[str, Any]], *, until_done: bool = False
-) -> Iterator[bytes | Wait]:
+def _changes(build: Callable[[], Event], *, until_done: bool = False) -> Iterator[bytes | Wait]:
     """Events of ``build()``'s data (each built in a request context of the current
     request) while the session lasts, the gateway runs and the stream is young enough."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -124,7 +149,7 @@ def _events(
     session_id: str,
     state: DashboardState,
     waiters: Waiters,
-    build: Callable[[], dict[str, Any]],
+    build: Callable[[], Event],
     until_done: bool,
 ) -> Iterator[bytes | Wait]:
     ends = time.monotonic() + STREAM_LIFETIME
@@ -136,15 +161,15 @@ def _events(
                 return
             with app.request_context(environ):
                 try:
-                    data = build()
+                    event = build()
                 except Exception as exc:  # noqa: BLE001 - the page is told, then the stream ends
                     message = getattr(exc, "message", "the dashboard could not read this")
                     yield f"event: problem\ndata: {json.dumps({'message': message})}\n\n".encode()
                     return
-            text = json.dumps(data, separators=(",", ":"))
+            data, text = event.data, event.text
             now = time.monotonic()
             if text != last_text or data.get("logs"):
-                yield f"data: {text}\n\n".encode()
+                yield b"data: " + text.encode() + b"\n\n"
                 last_text, last_sent = text, now
             elif now - last_sent >= KEEP_ALIVE:
                 yield b": still here\n\n"

@@ -21,11 +21,11 @@ LIST_COLUMNS = (
 PAGE_SIZE = 50  # jobs per page of the list
 WINDOW = 15 * 60.0  # seconds of the throughput chart
 TIMELINE_WINDOW = 5 * 60.0  # seconds of the allocation timeline
-TIMELINE_LIMIT = 2000  # jobs drawn on it, at most
+TIMELINE_LIMIT = 600  # jobs drawn on it, at most (the latest)
 FAILURES = 10  # recent failures on the overview
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobFilter:
     """What the jobs list shows: each field None (or False) shows every job."""
 
@@ -162,10 +162,12 @@ def allocations(
     where, params = JobFilter().clauses(tenant)
     also = "".join(f" AND {clause}" for clause in where)
     rows = db.execute(
-        "SELECT id, name, status, worker, started_at, finished_at FROM jobs"
+        "SELECT substr(id, 1, 12), substr(name, 1, 40), status, worker, round(started_at, 2),"
+        " round(finished_at, 2) FROM jobs"
         f" WHERE finished_at >= ? AND started_at IS NOT NULL AND worker IS NOT NULL{also}"
         " UNION ALL"
-        " SELECT id, name, status, worker, started_at, NULL FROM jobs"
+        " SELECT substr(id, 1, 12), substr(name, 1, 40), status, worker,"
+        " round(started_at, 2), NULL FROM jobs"
         f" WHERE status = ? AND worker IS NOT NULL{also}"
         " ORDER BY 5 DESC LIMIT ?",
         (now - window, *params, RUNNING, *params, TIMELINE_LIMIT),

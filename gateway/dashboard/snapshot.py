@@ -4,22 +4,25 @@ second and shared by all viewers of the same tenant.
 A snapshot reads the dispatcher's cached cluster view (refreshed in the background:
 never a call to the scheduler per request) and a few bounded store queries
 (:mod:`gateway.dashboard.queries`). However many dashboards are open, the gateway does
-that work once a second per tenant watching.
+that work once a second per tenant watching (:class:`Shared`; the jobs list's rows are
+shared the same way per tenant and filter).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.dashboard import queries
 from gateway.services import Services
 
 FRESH_FOR = 1.0  # seconds a snapshot is served before it is built again
-MAX_TENANTS = 256  # snapshots kept (one per tenant watching), the oldest dropped beyond
+MAX_KEPT = 1024  # values kept (per tenant and page watched), the oldest dropped beyond
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,31 +55,42 @@ class WorkerHistory:
             return dict(self._seen)
 
 
+class Shared:
+    """Values built at most once per ``fresh_for`` seconds per key and handed to every
+    viewer who asks meanwhile (one builds while the others wait, then share it)."""
+
+    def __init__(self, fresh_for: float = FRESH_FOR, limit: int = MAX_KEPT) -> None:
+        self.fresh_for = fresh_for
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._built: dict[Hashable, tuple[float, Any]] = {}
+        self.builds = 0  # how many were built (for tests and benchmarks)
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The value of ``key``, built anew by ``build()`` if the last is too old."""
+        with self._lock:
+            built = self._built.get(key)
+            if built is not None and time.monotonic() - built[0] < self.fresh_for:
+                return built[1]
+            value = build()
+            self._built.pop(key, None)
+            self._built[key] = (time.monotonic(), value)
+            while len(self._built) > self.limit:
+                self._built.pop(next(iter(self._built)))
+            self.builds += 1
+            return value
+
+
 class Snapshots:
-    """The latest snapshot per tenant (None: the admin's, every tenant's jobs)."""
+    """Builds the snapshot of a tenant (None: the admin's, every tenant's jobs)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._built: dict[str | None, tuple[float, dict[str, Any]]] = {}
         self.history = WorkerHistory()
-        self.builds = 0  # how many were built (for tests and benchmarks)
 
-    def get(self, shared: Services, tenant: str | None) -> dict[str, Any]:
-        """The tenant's snapshot, built anew if the last is over :data:`FRESH_FOR` old.
-        One viewer builds it while the others wait for it (and then share it)."""
-        now = time.monotonic()
-        with self._lock:
-            built = self._built.get(tenant)
-            if built is not None and now - built[0] < FRESH_FOR:
-                return built[1]
-            snapshot = self._build(shared, tenant)
-            self._built.pop(tenant, None)
-            self._built[tenant] = (time.monotonic(), snapshot)
-            while len(self._built) > MAX_TENANTS:
-                self._built.pop(next(iter(self._built)))
-            self.builds += 1
-            return snapshot
+    def build(self, shared: Services, tenant: str | None) -> dict[str, Any]:
+        """A new snapshot (callers share it through :class:`Shared`)."""
+        return self._build(shared, tenant)
 
     def _build(self, shared: Services, tenant: str | None) -> dict[str, Any]:
         now = self._clock()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from gateway.dashboard.sessions import Sessions
-from gateway.dashboard.snapshot import Snapshots
+from gateway.dashboard.snapshot import Shared, Snapshots
 
 EXTENSION = "computethis.dashboard"  # the key of ``app.extensions`` that holds it
 
@@ -18,6 +18,7 @@ class DashboardState:
 
     sessions: Sessions = field(default_factory=Sessions)
     snapshots: Snapshots = field(default_factory=Snapshots)
+    shared: Shared = field(default_factory=Shared)
 
 
 def dashboard_state() -> DashboardState:
