@@ -107,7 +107,7 @@
     rows.forEach(function (address, i) {
       var y = i * rowHeight;
       var text = svg("text", { x: 0, y: y + 15, class: "axis" }, chart);
-      text.textContent = names[address] || address;
+      text.textContent = address in names ? "worker " + names[address] : address;
       svg("line", { x1: label, x2: width, y1: y + rowHeight - 1, y2: y + rowHeight - 1, class: "grid" }, chart);
     });
     var scale = (width - label) / span;
