@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.dashboard.sessions import COOKIE
 from gateway.services import EXTENSION, Services
-from gateway.store import FOLDER, Job, JobSpec, Outcome
+from gateway.store import FOLDER, SPMD, Job, JobSpec, Outcome
 
 ADMIN_TOKEN = "admin-token"
 PAYLOAD = dill.dumps((abs, (-1,), {}))
@@ -234,3 +234,13 @@ def test_run_again_makes_a_new_job_of_the_same_kind(gateway: Gateway):
     new = gateway.shared.store.get(new_id)
     assert new.id != job.id and (new.kind, new.name, new.timeout) == (job.kind, "again", 30.0)
     assert bytes(gateway.shared.store.read_payload(new.id)) == PAYLOAD
+
+
+def test_gang_jobs_have_their_page_and_show_their_ranks(gateway: Gateway):
+    single = gateway.job_of("admin")
+    gang = gateway.job_of("admin", kind=SPMD, ranks=3, name="ring")
+    gateway.sign_in(ADMIN_TOKEN)
+    page = gateway.client.get("/dashboard/jobs?gang=1").text
+    assert re.findall(r'<tr data-job="([0-9a-f]{32})">', page) == [gang.id]
+    assert "spmd ×3" in page and single.id[:12] not in page
+    assert "3 ranks" in gateway.client.get(f"/dashboard/jobs/{gang.id}").text

@@ -70,8 +70,12 @@ def test_a_job_submitted_by_the_sdk_appears_without_reloading(
 def test_live_logs_then_cancel_and_the_worker_goes_idle(
     browser: webdriver.Chrome, signed_in: Stack
 ):
+    browser.get(f"{signed_in.url}/dashboard/jobs")
     job = ticker.submit(200)
-    browser.get(f"{signed_in.url}/dashboard/jobs/{job.id}")
+    link = f'tr[data-job="{job.id}"] a'
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, link), "the job in the list")
+    browser.find_element(By.CSS_SELECTOR, link).click()
+    wait_for(lambda: text_of(browser, "#job-id") == job.id, "the job's page")
     wait_for(lambda: "tick 2" in text_of(browser, "#logs"), "the live logs")
     assert "<b>not bold</b>" in text_of(browser, "#logs")  # shown as text
     assert not browser.find_elements(By.CSS_SELECTOR, "#logs b")
