@@ -23,7 +23,7 @@ from gateway.api.logs import follow
 from gateway.api.ownership import own_job, visible_tenant
 from gateway.dashboard import queries
 from gateway.dashboard.filters import job_filter, page_cursors
-from gateway.dashboard.sessions import current
+from gateway.dashboard.sessions import current, still_open
 from gateway.dashboard.state import DashboardState, dashboard_state
 from gateway.services import services
 from gateway.waiters import Waiters
@@ -156,10 +156,10 @@ def _events(
     last_text, last_sent = None, 0.0
     with waiters.watch([STOPPING]) as mailbox:
         while not mailbox.closed and time.monotonic() < ends:
-            if state.sessions.get(session_id) is None:
-                yield b"event: signedout\ndata: {}\n\n"
-                return
             with app.request_context(environ):
+                if not still_open(state.sessions, session_id):
+                    yield b"event: signedout\ndata: {}\n\n"
+                    return
                 try:
                     event = build()
                 except Exception as exc:  # noqa: BLE001 - the page is told, then the stream ends

@@ -87,6 +87,16 @@ class Sessions:
             self._open.pop(session_id or "", None)
 
 
+def still_open(sessions: Sessions, session_id: str) -> bool:
+    """Whether session ``session_id`` is still open and its token still valid (for a
+    stream, which checks at each event; in a request or app context)."""
+    session = sessions.get(session_id)
+    if session is not None and tenant_of(session.token) != session.tenant:
+        sessions.close(session.id)
+        session = None
+    return session is not None
+
+
 def tenant_of(token: str) -> str | None:
     """The tenant a token signs in as: the admin, a tenant, or None."""
     shared = services()

@@ -164,9 +164,16 @@ def test_a_tenant_sees_only_its_own_jobs(gateway: Gateway):
         refused = alice.post(f"/dashboard/jobs/{theirs.id}/{action}", data={"csrf": csrf})
         assert refused.status_code == 404
     assert alice.get(f"/dashboard/feed/jobs/{theirs.id}").status_code == 404
+    failed = gateway.job_of("admin", name="admins-failure")
+    gateway.shared.store.mark_started(failed.id, "tcp://w:1", 1.0)
+    error = {"type": "ValueError", "message": "no", "traceback": ""}
+    gateway.shared.store.record([Outcome(failed.id, ok=False, worker="tcp://w:1", error=error)])
+    overview = alice.get("/dashboard/feed/overview").text
+    assert failed.id[:12] not in overview and "admins-failure" not in overview
     assert gateway.shared.store.get(theirs.id).status == "queued"
     admin_listing = (gateway.sign_in(ADMIN_TOKEN), gateway.client.get("/dashboard/jobs").text)[1]
     assert mine.id[:12] in admin_listing and theirs.id[:12] in admin_listing
+    assert failed.id[:12] in gateway.client.get("/dashboard/feed/overview").text
 
 
 def test_sign_out_and_a_revoked_token_end_the_session(gateway: Gateway):

@@ -123,3 +123,19 @@ def test_a_tenant_cannot_reach_another_tenants_job_then_signs_out(
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{admins.id}"]')
     browser.find_element(By.ID, "signout").click()
     wait_for(lambda: browser.find_elements(By.ID, "token"), "signed out")
+
+
+def test_without_event_streams_the_pages_poll(browser: webdriver.Chrome, signed_in: Stack):
+    hide = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"}
+    )
+    try:
+        browser.get(f"{signed_in.url}/dashboard/jobs")
+        wait_for(lambda: text_of(browser, "#live") == "live (polling)", "polling")
+        job = compute_this(name="polled")(abs).submit(-2)
+        row = f'tr[data-job="{job.id}"]'
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, row), "the polled row")
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": hide["identifier"]}
+        )

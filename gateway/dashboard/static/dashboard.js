@@ -42,19 +42,35 @@
     }
 
     if (!window.EventSource || !eventsUrl) { startPolling(); return; }
-    var source = new EventSource(eventsUrl);
-    source.onopen = function () { setLive("live"); };
-    source.onmessage = function (event) { setLive("live"); onData(JSON.parse(event.data)); };
-    source.addEventListener("end", function () { source.close(); if (onEnd) onEnd(); });
-    source.addEventListener("signedout", function () { source.close(); location.reload(); });
-    source.addEventListener("problem", function (event) {
-      source.close();
-      setLive(JSON.parse(event.data).message);
+    var source = null, ended = false;
+
+    function open() {
+      source = new EventSource(eventsUrl);
+      source.onopen = function () { setLive("live"); };
+      source.onmessage = function (event) { setLive("live"); onData(JSON.parse(event.data)); };
+      source.addEventListener("end", function () {
+        ended = true; source.close(); if (onEnd) onEnd();
+      });
+      source.addEventListener("signedout", function () { source.close(); location.reload(); });
+      source.addEventListener("problem", function (event) {
+        ended = true; source.close();
+        setLive(JSON.parse(event.data).message);
+      });
+      source.onerror = function () {
+        if (source.readyState === EventSource.CLOSED) { setLive("stream closed; polling"); startPolling(); }
+        else setLive("reconnecting…");
+      };
+    }
+
+    // A hidden tab lets its stream go (browsers open only a few connections to one
+    // server, and the gateway need not build what nobody sees); it follows again, from
+    // the current data, when shown.
+    document.addEventListener("visibilitychange", function () {
+      if (ended || timer !== null) return;
+      if (document.hidden && source) { source.close(); source = null; setLive("paused"); }
+      else if (!document.hidden && !source) open();
     });
-    source.onerror = function () {
-      if (source.readyState === EventSource.CLOSED) { setLive("stream closed; polling"); startPolling(); }
-      else setLive("reconnecting…");
-    };
+    open();
   }
 
   function setStats(data) {
