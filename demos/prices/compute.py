@@ -1,20 +1,22 @@
-"""The low and high of a price column: on the cluster (the file read in chunks, each
-chunk scanned on a worker through the SDK, the answers merged) and, to compare, in one
+"""The low and high of a price column: on the cluster (the file read a chunk at a
+time, each chunk scanned on a worker through the SDK, the answers merged) and, to compare, in one
 process with pandas."""
 
 from __future__ import annotations
 
 import csv
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
-from client_sdk import compute_this
+from client_sdk import Job, compute_this
 from demos.prices.ticks import Extremes, scan, scan_item
 
 CHUNK_BYTES = 4 << 20  # bytes of CSV per job (about 90,000 ticks)
+IN_FLIGHT = 4  # chunk jobs submitted and not yet collected, at most
 
 
 @dataclass
@@ -60,14 +62,25 @@ def chunks(path: Path, size: int = CHUNK_BYTES) -> Iterator[bytes]:
             yield rest
 
 
-def on_cluster(path: Path, column: str, size: int = CHUNK_BYTES) -> Answer:
-    """Scan the file's chunks on the cluster's workers (one job per chunk) and merge."""
+def on_cluster(
+    path: Path, column: str, size: int = CHUNK_BYTES, in_flight: int = IN_FLIGHT
+) -> Answer:
+    """Scan the file's chunks on the cluster's workers (one job per chunk, at most
+    ``in_flight`` submitted and not yet collected: the client holds that many chunks at
+    most) and merge their answers in file order."""
     index = column_index(path, column)
     started = time.perf_counter()
     remote = compute_this(name=f"prices-{column}")(scan_item)
-    parts = remote.map(((chunk, index) for chunk in chunks(path, size)), chunksize=1)
-    merged = reduce(Extremes.merge, (Extremes(**part) for part in parts), Extremes())
-    return Answer(merged, time.perf_counter() - started, f"{len(parts)} chunks on the cluster")
+    waiting: deque[Job] = deque()
+    merged, count = Extremes(), 0
+    for chunk in chunks(path, size):
+        if len(waiting) >= in_flight:
+            merged = merged.merge(Extremes(**waiting.popleft().result()))
+        waiting.append(remote.submit((chunk, index)))
+        count += 1
+    while waiting:
+        merged = merged.merge(Extremes(**waiting.popleft().result()))
+    return Answer(merged, time.perf_counter() - started, f"{count} chunks on the cluster")
 
 
 def in_one_process(path: Path, column: str) -> Answer:
