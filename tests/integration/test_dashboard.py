@@ -251,3 +251,16 @@ def test_gang_jobs_have_their_page_and_show_their_ranks(gateway: Gateway):
     assert re.findall(r'<tr data-job="([0-9a-f]{32})">', page) == [gang.id]
     assert "spmd ×3" in page and single.id[:12] not in page
     assert "3 ranks" in gateway.client.get(f"/dashboard/jobs/{gang.id}").text
+
+
+def test_a_finished_jobs_result_downloads(gateway: Gateway):
+    job = gateway.job_of("admin")
+    gateway.shared.store.mark_started(job.id, "tcp://w:1", 1.0)
+    result = dill.dumps(42)
+    gateway.shared.store.record([Outcome(job.id, ok=True, worker="tcp://w:1", body=result)])
+    gateway.sign_in(ADMIN_TOKEN)
+    page = gateway.client.get(f"/dashboard/jobs/{job.id}").text
+    assert 'id="download-result"' in page
+    download = gateway.client.get(f"/dashboard/jobs/{job.id}/result")
+    assert download.status_code == 200 and dill.loads(download.data) == 42
+    assert f"{job.id}.dill" in download.headers["Content-Disposition"]

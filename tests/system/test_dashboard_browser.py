@@ -65,6 +65,12 @@ def test_a_job_submitted_by_the_sdk_appears_without_reloading(
     assert browser.execute_script("return window.notReloaded;") is True
     assert job.result(timeout=60) == 5
     wait_for(lambda: "finished" in text_of(browser, row), "the row to say finished")
+    browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    browser.find_element(By.ID, "rerun").click()  # run again: a new job, same payload
+    wait_for(lambda: text_of(browser, "#job-id") != job.id, "the new job's page")
+    assert "run again" in text_of(browser, "#notice")
+    wait_for(lambda: text_of(browser, "[data-field=status]") == "finished", "it finished")
+    wait_for(lambda: browser.find_elements(By.ID, "download-result"), "the download link")
 
 
 def test_live_logs_then_cancel_and_the_worker_goes_idle(
