@@ -12,6 +12,7 @@ stream's own request (its tenant and session), from the shared snapshot
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, render_template, request
 
+from gateway.api.errors import ApiError
 from gateway.api.logs import follow
 from gateway.api.ownership import own_job, visible_tenant
 from gateway.dashboard import queries
@@ -28,6 +30,8 @@ from gateway.dashboard.state import DashboardState, dashboard_state
 from gateway.services import services
 from gateway.waiters import Waiters
 from gateway.waiting import Wait, stream_body
+
+log = logging.getLogger(__name__)
 
 EVERY = 1.0  # seconds between events, at the least
 KEEP_ALIVE = 15.0  # seconds of silence after which a comment line is sent
@@ -156,17 +160,11 @@ def _events(
     last_text, last_sent = None, 0.0
     with waiters.watch([STOPPING]) as mailbox:
         while not mailbox.closed and time.monotonic() < ends:
-            with app.request_context(environ):
-                if not still_open(state.sessions, session_id):
-                    yield b"event: signedout\ndata: {}\n\n"
-                    return
-                try:
-                    event = build()
-                except Exception as exc:  # noqa: BLE001 - the page is told, then the stream ends
-                    message = getattr(exc, "message", "the dashboard could not read this")
-                    yield f"event: problem\ndata: {json.dumps({'message': message})}\n\n".encode()
-                    return
-            data, text = event.data, event.text
+            ending = _look(app, environ, state, session_id, build)
+            if isinstance(ending, bytes):  # nothing is yielded inside the request context
+                yield ending
+                return
+            data, text = ending.data, ending.text
             now = time.monotonic()
             if text != last_text or data.get("logs"):
                 yield b"data: " + text.encode() + b"\n\n"
@@ -178,6 +176,28 @@ def _events(
                 yield b"event: end\ndata: {}\n\n"
                 return
             yield Wait(mailbox, now + EVERY)
+
+
+def _look(
+    app: Flask,
+    environ: dict[str, Any],
+    state: DashboardState,
+    session_id: str,
+    build: Callable[[], Event],
+) -> Event | bytes:
+    """The next event, in a request context of the stream's request; or the last
+    message to send (signed out, or a problem) when the stream must end."""
+    with app.request_context(environ):
+        if not still_open(state.sessions, session_id):
+            return b"event: signedout\ndata: {}\n\n"
+        try:
+            return build()
+        except ApiError as exc:  # the job was deleted, say
+            message = exc.message
+        except Exception:
+            log.exception("a dashboard stream failed")
+            message = "the dashboard could not read this; reload the page"
+    return f"event: problem\ndata: {json.dumps({'message': message})}\n\n".encode()
 
 
 def _drain(printed: Iterator[bytes | Wait]) -> tuple[str, bool]:

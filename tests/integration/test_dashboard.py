@@ -264,3 +264,26 @@ def test_a_finished_jobs_result_downloads(gateway: Gateway):
     download = gateway.client.get(f"/dashboard/jobs/{job.id}/result")
     assert download.status_code == 200 and dill.loads(download.data) == 42
     assert f"{job.id}.dill" in download.headers["Content-Disposition"]
+
+
+def test_event_streams_send_data_and_end_when_signed_out_or_done(gateway: Gateway):
+    csrf = gateway.sign_in(ADMIN_TOKEN)
+    stream = gateway.client.get("/dashboard/feed/overview/events", buffered=False)
+    assert stream.mimetype == "text/event-stream"
+    events = iter(stream.response)
+    first = next(events)
+    assert first.startswith(b"data: {") and b'"counts"' in first
+    gateway.client.post("/dashboard/signout", data={"csrf": csrf})
+    assert b"event: signedout" in b"".join(events)  # the next look ends it
+    stream.close()
+
+    job = gateway.job_of("admin")
+    gateway.shared.store.mark_started(job.id, "tcp://w:1", 1.0)
+    outcome = Outcome(job.id, ok=True, worker="tcp://w:1", body=b"r", logs=b"printed\n")
+    gateway.shared.store.record([outcome])
+    gateway.sign_in(ADMIN_TOKEN)
+    done = gateway.client.get(f"/dashboard/feed/jobs/{job.id}/events").data
+    assert done.startswith(b"data: {") and b'"status":"finished"' in done
+    assert done.endswith(b"event: end\ndata: {}\n\n")
+    polled = gateway.client.get(f"/dashboard/feed/jobs/{job.id}").json
+    assert polled["done"] and polled["log_text"] == "printed\n"
