@@ -72,9 +72,11 @@ def install_dashboard(app: Flask) -> frozenset[str]:
     add("/feed/jobs/events", "events_jobs", partial(feeds.stream, feeds.jobs_event))
     add("/feed/jobs/<string:job_id>", "feed_job", _poll_job)
     add("/feed/jobs/<string:job_id>/events", "events_job", feeds.job_stream)
+    add("/<path:unknown>", "unknown", _unknown)  # the routes above match first
     app.register_blueprint(blueprint)
     app.add_url_rule("/", "index", _index)
-    open_endpoints = {"index", f"{BLUEPRINT}.signin_post"}
+    app.add_url_rule(PREFIX, "dashboard_root", _index)
+    open_endpoints = {"index", "dashboard_root"}
     return frozenset(
         endpoint
         for endpoint in app.view_functions
@@ -85,6 +87,13 @@ def install_dashboard(app: Flask) -> frozenset[str]:
 def _index() -> Any:
     """``/``: the dashboard."""
     return redirect(url_for("dashboard.overview"))
+
+
+def _unknown(unknown: str) -> Any:
+    """A dashboard path that is no page."""
+    raise ApiError(
+        404, "not_found", f"the dashboard has no page /{unknown[:80]}: start from the overview"
+    )
 
 
 def _poll_job(job_id: str) -> Response:

@@ -60,6 +60,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
 
 def test_the_root_leads_to_the_dashboard_and_no_cookie_to_sign_in(gateway: Gateway):
     assert gateway.client.get("/").headers["Location"] == "/dashboard/"
+    assert gateway.client.get("/dashboard").headers["Location"] == "/dashboard/"
     for path in ("/dashboard/", "/dashboard/jobs?status=failed", "/dashboard/workers"):
         answer = gateway.client.get(path)
         assert answer.status_code == 302
@@ -223,6 +224,7 @@ def test_the_jobs_list_pages_by_keyset_and_filters(gateway: Gateway):
         "/dashboard/jobs?q=not-hex",
         "/dashboard/jobs/" + "0" * 32,
         "/dashboard/jobs/<script>",
+        "/dashboard/no/such/page",
     ],
 )
 def test_bad_input_gets_a_clear_page_not_a_500(gateway: Gateway, path: str):
