@@ -39,6 +39,7 @@ def start_browser() -> webdriver.Chrome:
         "--window-size=1280,1000",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(driver), options=options)
     browser.set_page_load_timeout(WAIT)
     return browser
@@ -75,6 +76,16 @@ def wait_for(what: Callable[[], T | None], message: str, timeout: float = WAIT) 
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {message}" + (f" (last: {last})" if last else ""))
+
+
+def script_errors(browser: webdriver.Chrome) -> list[str]:
+    """The errors the pages' scripts logged since the last call (the console's SEVERE
+    entries, but for answers with an error status: some tests ask for those)."""
+    return [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
 
 
 def text_of(browser: webdriver.Chrome, css: str) -> str:

@@ -16,7 +16,14 @@ from selenium.webdriver.common.by import By
 
 from client_sdk import compute_this
 from tests.stack import Stack
-from tests.system.browser import evidence, sign_in, start_browser, text_of, wait_for
+from tests.system.browser import (
+    evidence,
+    script_errors,
+    sign_in,
+    start_browser,
+    text_of,
+    wait_for,
+)
 from tests.system.test_security import new_tenant
 
 
@@ -32,9 +39,11 @@ def browser() -> Iterator[webdriver.Chrome]:
 def signed_in(browser: webdriver.Chrome, sdk: Stack, tmp_path: Path) -> Iterator[Stack]:
     """The browser signed in as the admin (and its page kept if the test fails)."""
     browser.delete_all_cookies()
+    script_errors(browser)  # forget the earlier tests'
     with evidence(browser, tmp_path):
         sign_in(browser, sdk.url, sdk.token)
         yield sdk
+        assert script_errors(browser) == []
 
 
 @compute_this(name="ticker")
