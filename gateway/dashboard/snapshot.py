@@ -114,10 +114,25 @@ class Snapshots:
             "idle": len(workers) - busy,
             "counts": queries.counts(db, tenant),
             "throughput": queries.throughput(db, tenant, now),
-            "allocations": queries.allocations(db, tenant, now),
+            "allocations": _compact(queries.allocations(db, tenant, now), now),
             "timeline_window": queries.TIMELINE_WINDOW,
             "failures": queries.recent_failures(db, tenant),
         }
+
+
+def _compact(allocations: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """The timeline's jobs, small to send every second: ``workers`` (their addresses)
+    and ``jobs``, each ``[worker index, id, name, status, start, end]`` with its times
+    in seconds before ``now`` (``end`` None while it runs)."""
+    workers: dict[str, int] = {}
+    jobs = []
+    for job in allocations:
+        worker = workers.setdefault(job["worker"], len(workers))
+        end = None if job["end"] is None else round(job["end"] - now, 1)
+        jobs.append(
+            [worker, job["id"], job["name"] or "", job["status"], round(job["start"] - now, 1), end]
+        )
+    return {"workers": list(workers), "jobs": jobs}
 
 
 def _host(address: str) -> str:

@@ -106,16 +106,19 @@
     if (rate) rate.textContent = "now " + last.toFixed(1) + " jobs/s (last 10 s)";
   }
 
+  // The allocation timeline: a row per worker, a bar per job. data.allocations is
+  // {workers: [address...], jobs: [[worker index, id, name, status, start, end]...]},
+  // times in seconds before data.time (end null while the job runs).
   function drawTimeline(data) {
     var box = document.getElementById("timeline");
     if (!box) return;
     var names = {}, rows = [];
+    var placed = data.allocations || { workers: [], jobs: [] };
     (data.workers || []).forEach(function (w) { names[w.address] = w.name; rows.push(w.address); });
-    (data.allocations || []).forEach(function (a) {
-      if (rows.indexOf(a.worker) < 0) rows.push(a.worker);
+    placed.workers.forEach(function (address) {
+      if (rows.indexOf(address) < 0) rows.push(address);
     });
     var width = 900, rowHeight = 22, label = 150, span = data.timeline_window;
-    var start = data.time - span;
     var chart = svg("svg", {
       viewBox: "0 0 " + width + " " + (rows.length * rowHeight + 18),
       class: "chart", role: "img", "aria-label": "jobs per worker over time"
@@ -127,17 +130,16 @@
       svg("line", { x1: label, x2: width, y1: y + rowHeight - 1, y2: y + rowHeight - 1, class: "grid" }, chart);
     });
     var scale = (width - label) / span;
-    (data.allocations || []).forEach(function (a) {
-      var i = rows.indexOf(a.worker);
-      var from = Math.max(a.start, start), to = a.end === null ? data.time : a.end;
-      var x = label + (from - start) * scale;
-      var w = Math.max(1.5, (to - from) * scale);
+    placed.jobs.forEach(function (job) {
+      var row = rows.indexOf(placed.workers[job[0]]);
+      var from = Math.max(job[4], -span), to = job[5] === null ? 0 : job[5];
       var rect = svg("rect", {
-        x: x.toFixed(1), y: i * rowHeight + 3, width: w.toFixed(1), height: rowHeight - 7,
-        class: "job " + a.status
+        x: (label + (from + span) * scale).toFixed(1), y: row * rowHeight + 3,
+        width: Math.max(1.5, (to - from) * scale).toFixed(1), height: rowHeight - 7,
+        class: "job " + job[3]
       }, chart);
       var title = svg("title", {}, rect);
-      title.textContent = a.id.slice(0, 12) + (a.name ? " " + a.name : "") + " (" + a.status + ")";
+      title.textContent = job[1] + (job[2] ? " " + job[2] : "") + " (" + job[3] + ")";
     });
     var axis = svg("text", { x: label, y: rows.length * rowHeight + 14, class: "axis" }, chart);
     axis.textContent = "−" + Math.round(span / 60) + " min";
