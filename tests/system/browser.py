@@ -93,6 +93,11 @@ def text_of(browser: webdriver.Chrome, css: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, css).text
 
 
+def click(browser: webdriver.Chrome, css: str) -> None:
+    """Click the element matching ``css``, again if the page replaced it meanwhile."""
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, css).click() or True, f"a {css}")
+
+
 def sign_in(browser: webdriver.Chrome, url: str, token: str) -> None:
     """Open the gateway's address and sign in to its dashboard with ``token``."""
     browser.get(url)

@@ -17,6 +17,7 @@ from selenium.webdriver.common.by import By
 from client_sdk import compute_this
 from tests.stack import Stack
 from tests.system.browser import (
+    click,
     evidence,
     script_errors,
     sign_in,
@@ -70,11 +71,11 @@ def test_a_job_submitted_by_the_sdk_appears_without_reloading(
     job = compute_this(name=name)(abs).submit(-5)
     row = f'tr[data-job="{job.id}"]'
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, row), "the new job's row")
-    assert name in text_of(browser, row)
+    wait_for(lambda: name in text_of(browser, row), "its name in the row")
     assert browser.execute_script("return window.notReloaded;") is True
     assert job.result(timeout=60) == 5
     wait_for(lambda: "finished" in text_of(browser, row), "the row to say finished")
-    browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    click(browser, f"{row} a")
     browser.find_element(By.ID, "rerun").click()  # run again: a new job, same payload
     wait_for(lambda: text_of(browser, "#job-id") != job.id, "the new job's page")
     assert "run again" in text_of(browser, "#notice")
@@ -89,17 +90,33 @@ def test_live_logs_then_cancel_and_the_worker_goes_idle(
     job = ticker.submit(200)
     link = f'tr[data-job="{job.id}"] a'
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, link), "the job in the list")
-    browser.find_element(By.CSS_SELECTOR, link).click()
+    click(browser, link)
     wait_for(lambda: text_of(browser, "#job-id") == job.id, "the job's page")
     wait_for(lambda: "tick 2" in text_of(browser, "#logs"), "the live logs")
     assert "<b>not bold</b>" in text_of(browser, "#logs")  # shown as text
     assert not browser.find_elements(By.CSS_SELECTOR, "#logs b")
+    address = text_of(browser, "[data-field=worker]")
+    browser.find_element(By.LINK_TEXT, "Workers").click()
+
+    def worker_row(match: str) -> list[str]:
+        """The cells of the workers table's row holding ``match`` (read at once: the
+        table is replaced every second)."""
+        for line in browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr"):
+            cells = [cell.text for cell in line.find_elements(By.TAG_NAME, "td")]
+            if match in (line.get_attribute("data-worker"), cells[1]):
+                return cells
+        return []
+
+    cells = wait_for(lambda: worker_row(address), "its worker's row")
+    name = cells[1]
+    assert cells[2] == "busy" and cells[3] == job.id[:12]  # its state and current job
+    browser.back()
+    wait_for(lambda: browser.find_elements(By.ID, "cancel"), "the job's page again")
     browser.find_element(By.ID, "cancel").click()
     wait_for(lambda: text_of(browser, "[data-field=status]") == "cancelled", "cancelled")
     browser.find_element(By.LINK_TEXT, "Workers").click()
-    wait_for(lambda: text_of(browser, "[data-stat=busy]") == "0", "every worker idle", 60)
-    states = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.state")]
-    assert states and set(states) == {"idle"}
+    # Restarted by the cancel: the same name on a new address.
+    wait_for(lambda: worker_row(name)[2] == "idle", "its worker idle", 60)
 
 
 def test_a_failed_jobs_traceback(browser: webdriver.Chrome, signed_in: Stack):
@@ -109,7 +126,7 @@ def test_a_failed_jobs_traceback(browser: webdriver.Chrome, signed_in: Stack):
     browser.get(f"{signed_in.url}/dashboard/")
     failure = f'#failures a[href$="{job.id}"]'
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, failure), "the overview's failure")
-    browser.find_element(By.CSS_SELECTOR, failure).click()
+    click(browser, failure)
     wait_for(lambda: text_of(browser, "#error-type") == "ValueError", "the error")
     assert "it broke: <i>oops</i>" in text_of(browser, "#error-message")
     assert "Traceback" in text_of(browser, "#traceback")

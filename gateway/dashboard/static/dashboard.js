@@ -73,6 +73,17 @@
     open();
   }
 
+  // Replace an element's server-rendered (and escaped) HTML, only when it changed: a
+  // table the user hovers or selects in is left alone while it is the same.
+  var placedHtml = {};
+  function place(id, html) {
+    var el = document.getElementById(id);
+    if (el && html !== undefined && placedHtml[id] !== html) {
+      el.innerHTML = html;
+      placedHtml[id] = html;
+    }
+  }
+
   function setStats(data) {
     var values = { busy: data.busy, idle: data.idle };
     Object.keys(data.counts || {}).forEach(function (k) { values[k] = data.counts[k]; });
@@ -155,17 +166,14 @@
       setStats(data);
       drawThroughput(data.throughput);
       drawTimeline(data);
-      var failures = document.getElementById("failures");
-      if (failures) failures.innerHTML = data.failures_html; // rendered and escaped by the server
-      var workers = document.getElementById("workers");
-      if (workers) workers.innerHTML = data.workers_html;
+      place("failures", data.failures_html);
+      place("workers", data.workers_html);
     });
   }
 
   function jobs() {
     follow(function (data) {
-      var rows = document.getElementById("job-rows");
-      if (rows) rows.innerHTML = data.rows_html; // rendered and escaped by the server
+      place("job-rows", data.rows_html);
     });
   }
 
