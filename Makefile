@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: up test test-fast lint install install-test system-test-deps bench clean
+.PHONY: up test test-fast test-torch lint install install-test install-bench system-test-deps bench-deps bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,33 @@ test-fast: install-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not system" $(ARGS)
 
+# PyTorch models through the real stack (docs/models.md). Not in `make test`: torch from
+# PyPI pulls several GB of CUDA packages. A CPU build from elsewhere:
+# make test-torch TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu'
+TORCH_SPEC ?= torch
+TORCH_PIP_ARGS ?=
+test-torch: install-test
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	COMPUTETHIS_TEST_TORCH=1 $(PY) -m pytest tests/torch $(ARGS)
+
 lint: install-test
 	$(VENV)/bin/ruff check .
 
-bench: install-test
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed
+
+install-bench: $(VENV)/.installed-bench bench-deps
+
+# An MPI for the SPMD benchmark's mpi4py comparator; installed when root.
+bench-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! command -v mpirun >/dev/null; then \
+	  echo "apt-get install openmpi-bin libopenmpi-dev"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null) \
+	    || echo "warning: could not install openmpi; the mpi4py comparator is left out"; \
+	fi
+
+bench: install-bench
 	$(PY) -m benchmarks $(ARGS)
 
 clean:

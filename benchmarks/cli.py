@@ -16,6 +16,7 @@ from benchmarks import (
     folders,
     latency,
     many_small,
+    models,
     plots,
     report,
     scaling,
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[Runner, Sizes], BenchResult]] = {
     concurrency.NAME: concurrency.run,
     bigdata.NAME: bigdata.run,
     folders.NAME: folders.run,
+    models.NAME: models.run,
     spmd.NAME: spmd.run,
     dashboard.NAME: dashboard.run,  # last on the shared cluster: it stores many jobs
     scaling.NAME: scaling.run,

@@ -25,6 +25,8 @@ class Sizes:
     big_megabytes: int = 256
     folder_runs: int = 20  # trivial folder jobs (and function jobs, interpreter starts)
     folder_megabytes: int = 200  # the folder uploaded
+    model_calls: int = 100  # method calls of one deployment (and function calls)
+    model_load_seconds: float = 2.0  # its constructor's sleep
     spmd_workers: int = 8  # workers for the widest gang (and a 4-rank allreduce)
     max_body: int = 1 << 30  # --max-body of the benchmark gateway
     dashboard_jobs: int = 100_000  # jobs stored when the dashboard's pages are timed
@@ -45,6 +47,8 @@ QUICK = Sizes(
     big_megabytes=8,
     folder_runs=2,
     folder_megabytes=8,
+    model_calls=10,
+    model_load_seconds=0.2,
     spmd_workers=4,
     dashboard_jobs=2000,
     dashboards=4,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import Sizes
-from benchmarks.results import BenchResult
+from benchmarks.results import INFO, BenchResult
 
 COLUMNS = ("benchmark", "metric", "computethis", "dask", "unit", "value", "target", "result")
 
@@ -37,8 +37,8 @@ def table(results: list[BenchResult], errors: dict[str, str]) -> str:
                     _number(row.dask),
                     row.unit,
                     _number(row.value),
-                    f"{row.op} {row.target:g}",
-                    "PASS" if row.passed else "FAIL",
+                    "" if row.op == INFO else f"{row.op} {row.target:g}",
+                    "-" if row.op == INFO else "PASS" if row.passed else "FAIL",
                 )
             )
     for name, error in errors.items():

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
+INFO = "info"  # a row's op when it compares without a target (a second comparator)
 
 
 @dataclass
@@ -27,10 +28,13 @@ class Row:
 
     @property
     def passed(self) -> bool:
+        """Whether the target is met (a row without a target, :data:`INFO`, has none)."""
+        if self.op == INFO:
+            return True
         return not math.isnan(self.value) and _OPS[self.op](self.value, self.target)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "passed": None if self.op == INFO else self.passed}
 
 
 @dataclass

@@ -1,12 +1,18 @@
 """SPMD jobs: messages between two ranks against two plain processes over a raw TCP
 socket (small-message round trip, 64 MiB numpy bandwidth: each side receives every
-message into a new buffer, as the ranks must), ``allreduce`` of 8 MB, and how long a
-gang takes to start against one plain job."""
+message into a new buffer, as the ranks must), and against two mpi4py ranks when
+mpi4py and ``mpirun`` are installed (``make bench`` installs them where it can);
+``allreduce`` of 8 MB, and how long a gang takes to start against one plain job."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import multiprocessing
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -14,7 +20,7 @@ import numpy as np
 
 from benchmarks.config import Sizes
 from benchmarks.harness import Runner
-from benchmarks.results import BenchResult, Row, median, ratio
+from benchmarks.results import INFO, BenchResult, Row, median, ratio
 from benchmarks.workloads import noop
 from client_sdk import compute_this
 
@@ -143,6 +149,18 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     result.rows.append(
         Row("rank 64 MiB bandwidth (vs raw TCP)", ratio(mine, raw), ">=", 0.8, "MiB/s", mine, raw)
     )
+    mpi = _mpi4py(trips, nbytes)
+    if mpi is not None:  # a second comparator, without a target: MPI uses shared memory
+        mine, theirs_mpi = ours["round_trip_s"] * 1e6, mpi["round_trip_s"] * 1e6
+        result.rows.append(
+            Row("rank round trip (vs mpi4py)", ratio(mine, theirs_mpi), INFO, 0, "us", mine,
+                theirs_mpi)
+        )  # fmt: skip
+        mine, theirs_mpi = ours["bandwidth_Bps"] / 2**20, mpi["bandwidth_Bps"] / 2**20
+        result.rows.append(
+            Row("rank 64 MiB bandwidth (vs mpi4py)", ratio(mine, theirs_mpi), INFO, 0, "MiB/s",
+                mine, theirs_mpi)
+        )  # fmt: skip
     runner.harness(sizes.spmd_workers)  # more workers: wider gangs
     ranks = min(4, sizes.spmd_workers)
     reduce_seconds = compute_this(_allreduce, ranks=ranks).compute(8 << 20)
@@ -160,11 +178,28 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     result.data = {
         "ours": ours,
         "raw_socket": theirs,
+        "mpi4py": mpi,
         "allreduce_8MB_s": {f"ranks={ranks}": max(reduce_seconds)},
         "gang_start_ms": starts,
         "plain_job_ms": plain_ms,
     }
     return result
+
+
+def _mpi4py(trips: int, nbytes: int) -> dict[str, float] | None:
+    """The exchanges between two mpi4py ranks on this host, or None without mpi4py or
+    ``mpirun`` (the row is then left out)."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None or importlib.util.find_spec("mpi4py") is None:
+        return None
+    command = [mpirun, "-n", "2", "--oversubscribe", "--allow-run-as-root"]
+    command += [sys.executable, "-m", "benchmarks.mpi_pingpong", str(trips), str(nbytes)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        print(f"[bench] mpi4py comparator failed: {exc}", file=sys.stderr)
+        return None
 
 
 def _rank_of(comm: Any) -> int:

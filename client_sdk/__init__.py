@@ -4,6 +4,9 @@ Modules, from the user's side down; each imports only modules further down (chec
 by ``tests/unit/test_layout.py``):
 
 - ``decorator``: ``@compute_this``, :class:`RemoteFunction`, :class:`DeferredCall`.
+- ``models`` (the challenge's ``NpuModel`` and ``@artifacts``), ``deployment``
+  (:class:`Deployment`: a class deployed once, its methods called many times),
+  ``adapters`` (``DMatrix`` arguments), ``artifact_formats`` (models in their own format).
 - ``mapping`` (``map``: items in chunk jobs), ``collect`` (:func:`as_completed`,
   :func:`gather`).
 - ``job``: :class:`Job`, one job on a gateway; ``folder``: :func:`run_folder` and
@@ -24,6 +27,7 @@ Words: a *batch body* is the wire format of many calls in one request
 from client_sdk.client import Client, configure, default_client, set_default_client
 from client_sdk.collect import as_completed, gather
 from client_sdk.decorator import DeferredCall, RemoteFunction, compute_this
+from client_sdk.deployment import Deployment, RemoteClass
 from client_sdk.errors import (
     ApiError,
     CommandFailed,
@@ -48,6 +52,7 @@ __all__ = [
     "CommandFailed",
     "ComputeThisError",
     "DeferredCall",
+    "Deployment",
     "DeserializationError",
     "FolderJob",
     "GatewayUnreachable",
@@ -55,6 +60,7 @@ __all__ = [
     "JobCancelled",
     "JobTimeout",
     "RemoteError",
+    "RemoteClass",
     "RemoteFunction",
     "ResultTimeout",
     "RunResult",

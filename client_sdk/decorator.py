@@ -9,6 +9,7 @@ from typing import Any
 
 from client_sdk.bulk_submit import submit_many
 from client_sdk.client import Client, default_client
+from client_sdk.deployment import RemoteClass
 from client_sdk.job import Job
 from client_sdk.mapping import run_map
 from client_sdk.serialization import dumps_call
@@ -238,7 +239,11 @@ def compute_this(
     ``comm.recv``, collectives) and the result is the list of every rank's return value.
     """
 
-    def wrap(target: Callable[..., Any]) -> RemoteFunction:
+    def wrap(target: Callable[..., Any]) -> RemoteFunction | RemoteClass:
+        if inspect.isclass(target):  # a class: deployed once, its methods called many times
+            return RemoteClass(
+                target, name=name, client=client, timeout=timeout, retries=retries
+            )
         return RemoteFunction(
             target, timeout=timeout, retries=retries, name=name, client=client, ranks=ranks
         )

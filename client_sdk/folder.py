@@ -65,6 +65,7 @@ def run_folder(
     exclude: Iterable[str] = (),
     name: str | None = None,
     ranks: int | None = None,
+    retries: int = 0,
     client: Client | None = None,
 ) -> FolderJob:
     """Run ``command`` in a copy of ``folder`` on a worker; returns the job at once.
@@ -75,7 +76,8 @@ def run_folder(
     spans directories); default every file the command created or changed.
     ``exclude``: names or paths left out of the upload (besides ``.git``, ``.venv``,
     ``__pycache__``...). ``ranks``: run the command on that many workers at once, an
-    SPMD program whose ranks connect with :func:`client_sdk.spmd.world`.
+    SPMD program whose ranks connect with :func:`client_sdk.spmd.world`; ``retries``
+    (with ``ranks`` only) starts every rank again after a failed attempt.
     """
     client = client or default_client()
     root = Path(folder)
@@ -88,7 +90,9 @@ def run_folder(
         command = list(command)
     excludes = list(exclude)
     digest = _upload(client, root, excludes)
-    params = {"name": name, "timeout": timeout, "ranks": ranks}
+    if retries and ranks is None:
+        raise ValueError("retries apply to SPMD programs (with ranks) only")
+    params = {"name": name, "timeout": timeout, "ranks": ranks, "retries": retries or None}
     body = {"bundle": digest, "command": command, "outputs": list(outputs), "env": dict(env or {})}
     reply = client.transport.request("POST", "/runs", params=params, json_body=body)
     info = reply.json()

@@ -40,6 +40,11 @@ class GatewayMetrics:
             "Bytes of folders (bundles) uploaded and kept",
             registry=self.registry,
         )
+        self.artifact_bytes = Counter(
+            "computethis_artifact_bytes_received",
+            "Bytes of model artifacts uploaded and kept",
+            registry=self.registry,
+        )
         self.completed = Counter(
             "computethis_jobs_completed",
             "Jobs that reached an outcome, by status",
@@ -236,6 +241,11 @@ class _StoreCollector:
         yield busy
         yield GaugeMetricFamily(
             "computethis_workers", "Workers connected to the scheduler", value=len(cluster.workers)
+        )
+        yield GaugeMetricFamily(
+            "computethis_deployments",
+            "Deployed classes not closed",
+            value=self.store.deployments.count_active(),
         )
         yield GaugeMetricFamily(
             "computethis_scheduler_connected",

@@ -67,6 +67,10 @@ class KeepJobsAlive(SchedulerPlugin):
             rank = int(key.split(RANK_SEPARATOR)[1]) if root != key else 0
             job = root[len(KEY_PREFIX) :]
             self.scheduler.log_event(RESULT_TOPIC, {"job": job, "lost": True, "rank": rank})
+        elif finish == "no-worker" and root == key:
+            # A model job pinned to its replica's worker, which is gone: any worker
+            # may run it (and rebuild the replica there). Done after this transition.
+            self.scheduler.loop.add_callback(self.unpin, key)
         elif root != key:  # another rank: rank 0 reports the job
             return
         elif finish == "forgotten":
@@ -89,6 +93,32 @@ class KeepJobsAlive(SchedulerPlugin):
                         "attempt": attempt,
                     },
                 )
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        """A worker left: jobs pinned to it and waiting without a worker may run
+        anywhere now (a task may have gone to no-worker while its worker was closing)."""
+        for task in list(scheduler.unrunnable):
+            key = task.key
+            if (
+                isinstance(key, str)
+                and key.startswith(KEY_PREFIX)
+                and RANK_SEPARATOR not in key
+                and key not in self.other_ranks
+            ):
+                scheduler.loop.add_callback(self.unpin, key)
+
+    def unpin(self, key: str) -> None:
+        """Let a task stuck without a worker because its pinned workers are gone run
+        on any worker (model jobs; see gateway.dask.models)."""
+        task = self.scheduler.tasks.get(key)
+        if task is None or task.state != "no-worker" or not task.worker_restrictions:
+            return
+        alive = {worker.address for worker in self.scheduler.running}
+        if task.worker_restrictions & alive:
+            return  # its worker is there and running (it was only busy)
+        task.worker_restrictions = None
+        task.loose_restrictions = False
+        self.scheduler.transitions({key: "processing"}, stimulus_id=f"computethis-unpin-{key}")
 
     def release(self, keys: list[str] | None = None) -> int:
         """Stop holding ``keys`` (their outcome is recorded, or the job was cancelled)."""
@@ -122,5 +152,30 @@ class KeepJobsAlive(SchedulerPlugin):
         if client_id:
             for topic in topics or ():
                 self.scheduler.subscribe_topic(topic, client_id)
+            if RESULT_TOPIC in (topics or ()):
+                self._replay_results(keys or [], client_id)
         tasks = self.scheduler.tasks
         return {key: tasks[key].state for key in keys or () if key in tasks}
+
+    def _replay_results(self, keys: list[str], client_id: str) -> None:
+        """Send ``client_id`` the outcome events of ``keys`` whose task still runs that
+        were published before it subscribed (from the scheduler's event log).
+
+        A worker reports a job's outcome just before its task finishes: a client that
+        subscribes in between reads the task as running and would otherwise wait for
+        an event already gone. Events it hears twice are recorded once."""
+        tasks = self.scheduler.tasks
+        running = {
+            key[len(KEY_PREFIX) :]
+            for key in keys
+            if key in tasks and tasks[key].state not in ("memory", "erred")
+        }
+        if not running:
+            return
+        replay = [
+            {"op": "event", "topic": RESULT_TOPIC, "event": event}
+            for event in self.scheduler.get_events(RESULT_TOPIC)
+            if isinstance(event[1], dict) and event[1].get("job") in running
+        ]
+        if replay:
+            self.scheduler.send_all({client_id: replay}, worker_msgs={})

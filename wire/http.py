@@ -27,3 +27,11 @@ MAX_BUNDLE_HEADER = "X-Computethis-Max-Bundle"
 # then each output file under OUTPUTS_DIR.
 RUN_MEMBER = "computethis-run.json"
 OUTPUTS_DIR = "outputs/"
+
+# Deployed model classes (see docs/models.md): a deployment is created from its
+# constructor payload, its calls are posted under it; artifacts (a framework's own
+# serialization of a model) are uploaded once per tenant under their SHA-256.
+DEPLOYMENTS_PATH = f"{API_PREFIX}/deployments"
+ARTIFACTS_PATH = f"{API_PREFIX}/artifacts"
+# The payload of a replica's construct job (it builds the instance and calls nothing).
+CONSTRUCT_PAYLOAD = b"computethis:construct"

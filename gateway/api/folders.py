@@ -139,6 +139,13 @@ class RunList(Resource):
         digest = _digest(run["bundle"])
         if not shared.store.bundles.exists(spec.tenant, digest):
             raise bundle_not_found(digest)
+        if spec.retries and spec.ranks is None:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "retries apply to SPMD programs (with ranks) only: a folder job's command "
+                "runs once; leave retries out, or run it again",
+            )
         existing = admit(spec)
         if existing is not None:
             return existing.to_json(), 200, job_headers(existing)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from flask_restful import Resource
 
-from gateway.api import folders, jobs, params, submit
+from gateway.api import deployments, folders, jobs, params, submit
 from gateway.config import GatewayConfig
 from gateway.services import services
 from gateway.store import STATUSES
@@ -56,6 +56,9 @@ def named_values(config: GatewayConfig | None = None) -> dict[str, Any]:
         "job_statuses": list(STATUSES),
         "max_bundle": config.max_bundle,
         "max_run_body": folders.MAX_RUN_BODY,
+        "max_replicas": deployments.MAX_REPLICAS,
+        "max_artifacts": deployments.MAX_ARTIFACTS,
+        "max_methods": deployments.MAX_METHODS,
     }
 
 

@@ -25,10 +25,10 @@ from werkzeug.wsgi import wrap_file
 from gateway.api import params
 from gateway.api.answers import expired
 from gateway.api.errors import ApiError
-from gateway.api.ownership import own_job
+from gateway.api.ownership import own_job, read_when_done
 from gateway.services import services
 from gateway.store import EXPIRED, FOLDER, Job
-from gateway.waiting import Steps, Wait, answer_after
+from gateway.waiting import Steps, answer_after
 from wire.http import OUTPUTS_DIR, RUN_MEMBER
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header
@@ -47,12 +47,7 @@ class JobOutputs(Resource):
 
     @staticmethod
     def _steps(job_id: str, wait: float) -> Steps:
-        shared = services()
-        with shared.waiters.watch([job_id]) as mailbox:
-            job = folder_job(job_id)
-            if not job.done and wait:
-                yield Wait.up_to(mailbox, wait)
-                job = folder_job(job_id)
+        job, _ = yield from read_when_done(job_id, wait, lambda job_id: (folder_job(job_id), None))
         return run_summary(job), 200
 
 

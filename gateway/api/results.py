@@ -14,7 +14,7 @@ from flask_restful import Resource
 from gateway.api import params
 from gateway.api.answers import answer_for, outcome_frame, result_response
 from gateway.api.bodies import requested_job_ids
-from gateway.api.ownership import check_own_jobs, own_job_with_result
+from gateway.api.ownership import check_own_jobs, own_job_with_result, read_when_done
 from gateway.services import services
 from gateway.store import JobStore
 from gateway.waiters import Waiters
@@ -32,13 +32,9 @@ class JobResult(Resource):
 
     @staticmethod
     def _steps(job_id: str, wait: float) -> Steps:
-        shared = services()
-        with shared.waiters.watch([job_id]) as mailbox:
-            job, result = own_job_with_result(job_id)
-            if not job.done and wait:
-                yield Wait.up_to(mailbox, wait)
-                job, result = own_job_with_result(job_id)
-        return result_response(answer_for(shared.store, job, result, shared.config.result_ttl))
+        job, result = yield from read_when_done(job_id, wait, own_job_with_result)
+        config = services().config
+        return result_response(answer_for(services().store, job, result, config.result_ttl))
 
 
 class JobResults(Resource):

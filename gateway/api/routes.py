@@ -7,8 +7,10 @@ from typing import Any
 from flask import Blueprint
 from flask_restful import Api
 
+from gateway.api.artifacts import ArtifactItem
 from gateway.api.batches import JobBatch
 from gateway.api.cluster import Health, WorkerList
+from gateway.api.deployments import DeploymentCalls, DeploymentItem, DeploymentList
 from gateway.api.errors import error_response
 from gateway.api.folders import BundleItem, RunList
 from gateway.api.jobs import JobCancel, JobItem, JobList
@@ -16,7 +18,16 @@ from gateway.api.logs import JobLogs
 from gateway.api.openapi import OpenApiDocument
 from gateway.api.outputs import JobOutputFile, JobOutputs, JobOutputsZip
 from gateway.api.results import JobResult, JobResults
-from wire.http import API_PREFIX, BATCH_PATH, BUNDLES_PATH, JOBS_PATH, RESULTS_PATH, RUNS_PATH
+from wire.http import (
+    API_PREFIX,
+    ARTIFACTS_PATH,
+    BATCH_PATH,
+    BUNDLES_PATH,
+    DEPLOYMENTS_PATH,
+    JOBS_PATH,
+    RESULTS_PATH,
+    RUNS_PATH,
+)
 
 BLUEPRINT = "api"
 # Endpoints that answer without a token.
@@ -49,6 +60,13 @@ def create_blueprint() -> Blueprint:
     bundle = f"{_below_prefix(BUNDLES_PATH)}/<string:digest>"
     api.add_resource(BundleItem, bundle, endpoint="bundle")
     api.add_resource(RunList, _below_prefix(RUNS_PATH), endpoint="runs")
+    deployments = _below_prefix(DEPLOYMENTS_PATH)
+    api.add_resource(DeploymentList, deployments, endpoint="deployments")
+    deployment = f"{deployments}/<string:deployment_id>"
+    api.add_resource(DeploymentItem, deployment, endpoint="deployment")
+    api.add_resource(DeploymentCalls, f"{deployment}/calls", endpoint="deployment_calls")
+    artifact = f"{_below_prefix(ARTIFACTS_PATH)}/<string:digest>"
+    api.add_resource(ArtifactItem, artifact, endpoint="artifact")
     api.add_resource(WorkerList, "/workers", endpoint="workers")
     api.add_resource(Health, "/health", endpoint="health")
     api.add_resource(OpenApiDocument, "/openapi.json", endpoint="openapi")

@@ -39,15 +39,7 @@ def spmd_ranks(spec: JobSpec) -> None:
     function job becomes an ``spmd`` one, a folder job stays a folder job (a program)."""
     if "ranks" not in request.args:
         return
-    ranks = params.integer(request.args, "ranks", default=1, low=1, high=MAX_RANKS)
-    if spec.retries:
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            "retries are not supported with ranks yet: leave retries out of an SPMD job, "
-            "and submit it again if it fails",
-        )
-    spec.ranks = ranks
+    spec.ranks = params.integer(request.args, "ranks", default=1, low=1, high=MAX_RANKS)
     if spec.kind == FUNCTION:
         spec.kind = SPMD
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 GANG_PRIORITY = 1 << 50  # minus the job's sequence number: above single jobs (priority 0)
 RESTART_TIMEOUT = 60  # seconds a stopped rank's worker has to restart
 STOP_GRACE = 2.0  # seconds the ranks of a stopped job have to end by themselves
+FORGET_TIMEOUT = 10.0  # seconds for Dask to forget the ranks of a stopped job
 
 
 def gang_workers(client: Client, workers: list[str], ranks: int) -> list[str]:
@@ -106,4 +107,21 @@ def _stop(client: Client, keys: set[str], then: Callable[[], None]) -> None:
             log.exception("could not restart workers %s", busy)
     with contextlib.suppress(Exception):  # forced: the keep-alive plugin holds them
         client.cancel([Future(key, client) for key in keys], force=True)
+    _wait_forgotten(client, keys)
     then()
+
+
+def _wait_forgotten(client: Client, keys: set[str]) -> None:
+    """Wait (:data:`FORGET_TIMEOUT` at most) until neither the scheduler nor this client
+    knows ``keys``: sent again under the same keys before that, the ranks would not run
+    (the client would hand back its old future, the scheduler its old task)."""
+    deadline = time.monotonic() + FORGET_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            known = client.sync(client.scheduler.computethis_states, keys=sorted(keys))
+        except Exception:
+            return
+        if not known and not keys.intersection(client.futures):
+            return
+        time.sleep(0.05)
+    log.warning("the scheduler still holds ranks of a stopped job: %s", sorted(keys))

@@ -28,7 +28,7 @@ from gateway.dask.link import DaskLink
 from gateway.dask.release import Releases
 from gateway.dask.submit import active_job
 from gateway.dask.tracker import JobTracker
-from gateway.store import QUEUED, Job, JobStore, Outcome
+from gateway.store import QUEUED, JobStore, Outcome
 from gateway.waiters import Waiters
 from wire.errors import error_info
 
@@ -56,7 +56,7 @@ class Recorder:
         link: DaskLink,
         tracker: JobTracker,
         deadlines: Deadlines,
-        cancel: Callable[[Job], None],
+        cancel: Callable[..., None],
         reconcile_needed: threading.Event,
     ) -> None:
         self.on_recorded: Callable[[list[Outcome]], None] | None = None
@@ -66,6 +66,7 @@ class Recorder:
         self._tracker = tracker
         self._deadlines = deadlines
         self._cancel = cancel
+        self._restarting: set[str] = set()  # SPMD jobs whose ranks are being stopped, to run again
         self._reconcile_needed = reconcile_needed
         self._fetcher = Fetcher(link, store, tracker, reconcile_needed, self._take_fetched)
         self._releases = Releases(link)
@@ -156,8 +157,8 @@ class Recorder:
     ) -> None:
         """Sort one result event of a job of ours into ``outcomes`` or ``fetch``."""
         job_id = event.get("job")
-        if not isinstance(job_id, str) or not self._is_ours(job_id):
-            return  # another gateway's job, or one already recorded or cancelled
+        if not isinstance(job_id, str) or job_id in self._restarting or not self._is_ours(job_id):
+            return  # another gateway's job, one already recorded or cancelled, or restarting
         if event.get("lost"):  # an SPMD job's rank lost the only worker it may run on
             job = self._store.get(job_id)
             if job is not None and job.status == QUEUED:  # its ranks never met: again
@@ -194,19 +195,21 @@ class Recorder:
 
     def _started(self, event: dict[str, Any]) -> None:
         job_id = event.get("job")
-        if not isinstance(job_id, str) or not self._is_ours(job_id):
+        if not isinstance(job_id, str) or job_id in self._restarting or not self._is_ours(job_id):
             return
         if self._store.mark_started(job_id, event["worker"], event["time"], event.get("attempt")):
             job = self._store.get(job_id)
             if job is not None and job.timeout:
                 self._deadlines.arm(job)
 
-    def _record(self, outcomes: list[Outcome]) -> list[str]:
+    def _record(self, outcomes: list[Outcome], retry: bool = True) -> list[str]:
         """Store outcomes (each once), wake their waiters and count them; returns the
         ids recorded (a job already done or cancelled is not recorded again) whose keys
         the scheduler may forget now. A failed SPMD job's other ranks may still be
         running: they are stopped (see :func:`gateway.dask.gangs.stop_gang`), which
-        ends with their keys forgotten."""
+        ends with their keys forgotten; one with retries left starts again instead
+        (with ``retry``: not after a timeout)."""
+        outcomes = self._retry_gangs(outcomes) if retry else outcomes
         recorded = self._store.record(outcomes)
         self._waiters.notify(recorded)
         failed = {outcome.job_id for outcome in outcomes if not outcome.ok}
@@ -221,8 +224,30 @@ class Recorder:
             self.on_recorded([outcome for outcome in outcomes if outcome.job_id in ids])
         return [job_id for job_id in recorded if job_id not in stopping]
 
+    def _retry_gangs(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes to record: those of SPMD jobs being restarted left out, and a
+        failed SPMD job with retries left queued again, its ranks stopped and then sent
+        again together. Until they are stopped, what its old ranks report is ignored."""
+        kept = []
+        for outcome in outcomes:
+            if outcome.job_id in self._restarting:
+                continue
+            job = None if outcome.ok else self._store.get(outcome.job_id)
+            if (
+                job is not None
+                and job.gang
+                and max(job.attempts, 1) <= job.retries
+                and self._store.requeue(job.id)
+            ):
+                log.info("SPMD job %s failed on attempt %d; running it again", job.id, job.attempts)
+                self._restarting.add(job.id)
+                self._cancel(job, then=lambda job_id=job.id: self._restarting.discard(job_id))
+                continue
+            kept.append(outcome)
+        return kept
+
     def _stop_overdue(self) -> None:
         """Record a timeout for each job past its deadline, and stop it in Dask."""
         for job in self._deadlines.overdue(self._store):
-            self._record([timed_out(job)])
+            self._record([timed_out(job)], retry=False)
             self._cancel(job)

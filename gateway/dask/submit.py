@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future as UploadFuture
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,8 +24,9 @@ from distributed import Future
 
 from gateway.dask.gangs import gang_workers, send_gang, stop_gang
 from gateway.dask.link import DaskLink, dask_key
+from gateway.dask.models import ModelSender
 from gateway.dask.tracker import JobTracker
-from gateway.store import ACTIVE, FOLDER, RUNNING, Job, JobStore
+from gateway.store import ACTIVE, FOLDER, MODEL, RUNNING, Job, JobStore
 from gateway.store.blobs import map_file
 from worker.folder import run_folder
 from worker.runner import run_job
@@ -64,6 +66,7 @@ class Submitter:
         self._reconcile_needed = reconcile_needed
         self._send_lock = threading.Lock()
         self._outbox: deque[tuple[Job, TaskArguments]] = deque()  # jobs to send to Dask
+        self.models = ModelSender(link, store)  # model jobs: pinned to their replicas
         self._uploaders = ThreadPoolExecutor(
             UPLOAD_THREADS, thread_name_prefix="computethis-upload"
         )
@@ -128,16 +131,23 @@ class Submitter:
             sent = set(self._send_locked(still_active))
         return [job for job, _ in still_active if job.id in sent]
 
-    def cancel(self, job: Job) -> None:
-        """Stop a job in Dask; the worker running it is restarted through its nanny."""
+    def cancel(self, job: Job, then: Callable[[], None] = lambda: None) -> None:
+        """Stop a job in Dask; the worker running it is restarted through its nanny.
+        ``then`` is called once it is stopped (for an SPMD job, every rank)."""
         with self._send_lock:
             tracked = bool(self._tracker.untrack([job.id]))
         client = self._link.client
-        if not tracked or client is None:
+        if client is None or not (tracked or job.gang):  # (a gang's ranks may outlive it)
+            then()
             return
         if job.gang:
-            # Then a reconciliation: a gang stopped before its ranks met is sent again.
-            stop_gang(client, job.id, job.ranks or 1, then=self._reconcile_needed.set)
+
+            def stopped() -> None:
+                then()
+                # A gang stopped before its ranks met, or to start again, is sent again.
+                self._reconcile_needed.set()
+
+            stop_gang(client, job.id, job.ranks or 1, then=stopped)
             return
         worker = self._processing_worker(job)
         try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
@@ -146,6 +156,7 @@ class Submitter:
             log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:
             threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
+        then()
 
     # -- sending ------------------------------------------------------------------
 
@@ -177,6 +188,13 @@ class Submitter:
                 groups.setdefault((job.kind, job.retries), {}).setdefault(job.id, arguments)
         sent: list[str] = self._send_gangs(client, list(gangs.values())) if gangs else []
         for (kind, retries), group in groups.items():
+            if kind == MODEL:  # see gateway.dask.models
+                models = {job.id: (job, group[job.id]) for job, _ in jobs if job.id in group}
+                done = self.models.send(client, list(models.values()), retries)
+                if self._tracker.untrack(set(models) - set(done)):
+                    self._reconcile_needed.set()
+                sent += done
+                continue
             ids = list(group)
             task = TASKS.get(kind, run_job)
             try:

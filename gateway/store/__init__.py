@@ -9,6 +9,8 @@ Callers hold one :class:`JobStore`; what lives where:
 - ``blobs``: payload and result bytes: in the job's row up to ``INLINE_LIMIT``, else
   in files; request bodies staged on their way in.
 - ``bundles``: uploaded folders (tar files by SHA-256), per tenant.
+- ``artifacts``: model artifacts (a framework's own format, by SHA-256), per tenant.
+- ``deployments``: deployed model classes and which model job belongs to which.
 - ``db``: the schema, a SQLite connection per thread, write transactions.
 - ``writelock``: the lock write transactions take turns on (the recorder first).
 - ``repair``: crash repair at start-up (records and files made to agree).
@@ -27,6 +29,7 @@ from gateway.store.models import (
     FUNCTION,
     JOB_ID,
     KINDS,
+    MODEL,
     QUEUED,
     RUNNING,
     SPMD,
@@ -49,6 +52,7 @@ __all__ = [
     "FUNCTION",
     "JOB_ID",
     "KINDS",
+    "MODEL",
     "SPMD",
     "QUEUED",
     "RUNNING",

@@ -13,14 +13,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
+from gateway.store.artifacts import Artifacts
 from gateway.store.blobs import Blobs, StagedPayload, require_in_rows
 from gateway.store.bundles import Bundles
 from gateway.store.db import Database
+from gateway.store.deployments import Deployments
 from gateway.store.models import (
     ACTIVE,
     CANCELLED,
@@ -56,6 +58,8 @@ class JobStore(JobReads):
         self.bundles = Bundles(self.save_dir, blobs.tmp_dir, durable=durable)
         self.db_path = self.save_dir / "jobs.sqlite3"
         super().__init__(Database(self.db_path, durable=durable), blobs)
+        self.artifacts = Artifacts(self.save_dir, blobs.tmp_dir, durable=durable)
+        self.deployments = Deployments(self.db)
 
     # -- connections (see Database) -------------------------------------------------------
 
@@ -102,11 +106,17 @@ class JobStore(JobReads):
 
     # -- submission ---------------------------------------------------------------------
 
-    def create(self, spec: JobSpec, staged: StagedPayload) -> tuple[Job, bool]:
+    def create(
+        self,
+        spec: JobSpec,
+        staged: StagedPayload,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> tuple[Job, bool]:
         """Turn a staged payload into a queued job, durably.
 
         Returns ``(job, True)``; or ``(existing job, False)`` when the tenant already
         submitted a job with the same idempotency key (the staged payload is dropped).
+        ``also`` writes more rows in the same transaction (a model job's deployment).
         """
         self.blobs.keep_payload(staged)
         created_at = time.time()
@@ -114,6 +124,8 @@ class JobStore(JobReads):
         try:
             with self.db.transaction() as db:
                 seq = _insert(db, staged.job_id, spec, staged.size, inline, created_at)
+                if also is not None:
+                    also(db)
         except sqlite3.IntegrityError:
             self.blobs.payload_path(staged.job_id).unlink(missing_ok=True)
             existing = self.find_by_key(spec.tenant, spec.idempotency_key)
@@ -159,6 +171,18 @@ class JobStore(JobReads):
                 "UPDATE jobs SET status = ?, worker = ?, started_at = ?,"
                 " attempts = MAX(attempts, ?) WHERE id = ? AND status IN (?, ?)",
                 (RUNNING, worker, started_at, attempt or 1, job_id, *ACTIVE),
+            )
+        return cursor.rowcount == 1
+
+    def requeue(self, job_id: str) -> bool:
+        """Queue an active job again for one more attempt (an SPMD job whose ranks all
+        start again): no worker, not started, its attempts counted. False if it is no
+        longer active."""
+        with self.db.transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, worker = NULL, started_at = NULL,"
+                " attempts = MAX(attempts, 1) + 1 WHERE id = ? AND status IN (?, ?)",
+                (QUEUED, job_id, *ACTIVE),
             )
         return cursor.rowcount == 1
 

@@ -25,8 +25,8 @@ DONE = (*TERMINAL, EXPIRED)
 JOB_ID = re.compile(r"[0-9a-f]{32}\Z")
 
 # Kinds of job: what a job's payload is and which worker function runs it.
-FUNCTION, FOLDER, SPMD = "function", "folder", "spmd"
-KINDS = (FUNCTION, FOLDER, SPMD)
+FUNCTION, FOLDER, SPMD, MODEL = "function", "folder", "spmd", "model"
+KINDS = (FUNCTION, FOLDER, SPMD, MODEL)
 
 
 @dataclass

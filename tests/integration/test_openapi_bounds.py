@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from gateway.api import folders, jobs, params, submit
+from gateway.api import deployments, folders, jobs, params, submit
 from gateway.api.openapi import declaration, named_values, openapi_document
 from gateway.app import create_app
 from gateway.config import DEFAULT_MAX_BODY, DEFAULT_MAX_BUNDLE, GatewayConfig
@@ -105,6 +105,9 @@ def test_the_names_stand_for_the_codes_limits() -> None:
         "job_statuses": list(STATUSES),
         "max_bundle": DEFAULT_MAX_BUNDLE,
         "max_run_body": folders.MAX_RUN_BODY,
+        "max_replicas": deployments.MAX_REPLICAS,
+        "max_artifacts": deployments.MAX_ARTIFACTS,
+        "max_methods": deployments.MAX_METHODS,
     }
     defaults = named_values()
     assert defaults["max_wait"] == GatewayConfig(save_dir=Path("save"), token="").max_wait
@@ -156,6 +159,12 @@ ACCEPTED: dict[tuple[str, str], tuple[dict[str, Any], int, str | None]] = {
     ("get", "/jobs/{job_id}/result"): ({}, 404, "job_not_found"),
     ("get", "/jobs/{job_id}/outputs"): ({}, 404, "job_not_found"),
     ("post", "/runs"): ({"json": {"bundle": "0" * 64}}, 404, "bundle_not_found"),
+    ("post", "/deployments"): ({"data": b"", "content_type": OCTET}, 400, "invalid_payload"),
+    ("post", "/deployments/{deployment_id}/calls"): (
+        {"data": b"", "content_type": OCTET},
+        404,
+        "deployment_not_found",
+    ),
 }
 
 
@@ -208,7 +217,9 @@ def _request(
     client: FlaskClient, method: str, path: str, parameter: dict[str, Any], value: str
 ) -> Any:
     options, _, _ = ACCEPTED[(method, path)]
-    url = API_PREFIX + path.replace("{job_id}", UNKNOWN_JOB)
+    url = API_PREFIX + path.replace("{job_id}", UNKNOWN_JOB).replace(
+        "{deployment_id}", UNKNOWN_JOB
+    )
     headers = dict(AUTH)
     query = {}
     if parameter["in"] == "header":
@@ -237,6 +248,7 @@ def test_every_parameter_bound_is_the_enforced_one(
                 assert parameter["name"] in body["message"], where
             checked.add((parameter["name"], accepted))
     names = {"wait", "timeout", "retries", "name", "limit", "cursor", "idempotency_key", "ranks"}
+    names.add("replicas")
     names.add("Idempotency-Key")
     assert checked == {(name, ok) for name in names for ok in (True, False)}
     wait = _resolved(served, served["components"]["parameters"]["Wait"])["schema"]

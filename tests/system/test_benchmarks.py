@@ -15,6 +15,7 @@ BENCHMARKS = (
     "concurrency",
     "bigdata",
     "folders",
+    "models",
     "spmd",
     "dashboard",
     "scaling",

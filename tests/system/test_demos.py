@@ -133,3 +133,27 @@ def test_spmd_pi(stack):
     lines = result.stdout.splitlines()
     assert lines[0] == "2 ranks agree: True"
     assert re.fullmatch(r"pi ~ 3\.14159265\d+ \(error \d\.\de-\d+\)", lines[1]), lines
+
+
+def test_model_counter(stack):
+    result = run_demo(stack, "model_counter.py", "--load-seconds", "0.5")
+    lines = result.stdout.splitlines()
+    assert lines[1:5] == [
+        "c.add.compute(1) = 11",
+        "c.add.compute(1) = 12",
+        "c.add.submit(5).result() = 17",
+        "c.add.map([1, 2, 3]) = [18, 20, 23]",
+    ]
+    assert re.fullmatch(r"20 more calls in \d+\.\d\d s \(no load again\)", lines[5]), lines
+    assert lines[6].startswith("after close: ") and "was closed" in lines[6]
+
+
+def test_model_xgboost(stack):
+    result = run_demo(stack, "model_xgboost.py")
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"artifact uploaded: \d+ bytes", lines[0]), lines
+    assert lines[1:] == [
+        "predicted 418 passengers on a worker",
+        "same as predicting here: True",
+        "second artifacts(): 0 bytes uploaded",
+    ]

@@ -206,3 +206,51 @@ def test_concurrent_gangs_from_threads(gang_stack: Stack):
     for thread in threads:
         thread.join(timeout=120)
     assert sorted(results) == sorted([[2 * x, 2 * x] for x in range(6)])
+
+
+def test_with_retries_a_failed_gang_starts_again_whole(gang_stack: Stack, tmp_path):
+    marker = str(tmp_path / "failed-once")
+
+    @compute_this(ranks=3, retries=1)
+    def flaky(comm, marker):
+        import os
+
+        if comm.rank == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RankError("first attempt fails")
+        return comm.allreduce(comm.rank)  # every rank of the new attempt takes part
+
+    job = flaky.submit(marker)
+    assert job.result(timeout=60) == [3, 3, 3]
+    assert job.info()["attempts"] == 2
+    wait_all_idle(gang_stack, timeout=15)
+
+
+def test_with_retries_a_rank_s_dead_worker_restarts_the_gang(gang_stack: Stack, tmp_path):
+    marker = str(tmp_path / "died-once")
+
+    @compute_this(ranks=2, retries=1)
+    def dies_once(comm, marker):
+        import os
+
+        if comm.rank == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process dies
+        return comm.allreduce(1)
+
+    assert dies_once.compute(marker) == [2, 2]
+    wait_all_idle(gang_stack, timeout=60)
+
+
+def test_retries_run_out_and_the_last_failure_is_the_job_s(gang_stack: Stack):
+    @compute_this(ranks=2, retries=1)
+    def always_fails(comm):
+        if comm.rank == 0:
+            raise RankError(f"rank zero fails on {comm.size} ranks")
+        comm.recv(source=0)
+
+    job = always_fails.submit()
+    with pytest.raises(RankError, match="rank zero fails"):
+        job.result(timeout=60)
+    assert job.info()["attempts"] == 2
+    wait_all_idle(gang_stack, timeout=15)

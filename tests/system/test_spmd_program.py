@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
+import client_sdk
 from client_sdk import CommandFailed, run_folder
+from client_sdk.folder import upload_bundle
 from tests.stack import Stack
 from tests.system.conftest import GANG_WORKERS as WORKERS
 from tests.system.conftest import wait_all_idle
 from tests.system.test_cli import cli
+from wire.bundle import pack_folder
 
 RING = textwrap.dedent(
     """
@@ -136,3 +140,39 @@ def test_a_program_alone_is_a_world_of_one(programs: Path):
     )
     assert ran.returncode == 0, ran.stderr
     assert "rank 0 of 1 got 'hi from 0', total 1" in ran.stdout
+
+
+def test_with_retries_a_failed_program_starts_again_on_every_rank(
+    gang_stack: Stack, programs: Path, tmp_path: Path
+):
+    (programs / "flaky.py").write_text(
+        "import os, sys\n"
+        "from client_sdk import spmd\n"
+        "comm = spmd.world()\n"
+        "if comm.rank == 1 and not os.path.exists(os.environ['MARKER']):\n"
+        "    open(os.environ['MARKER'], 'w').close()\n"
+        "    sys.exit(5)\n"
+        "print('sum', comm.allreduce(comm.rank))\n"
+    )
+    marker = str(tmp_path / "failed-once")
+    job = run_folder(programs, ["python", "flaky.py"], ranks=3, retries=1, env={"MARKER": marker})
+    result = job.result(timeout=60)
+    assert result.returncodes == [0, 0, 0] and result.stdout.startswith("sum 3\n")
+    assert job.info()["attempts"] == 2
+
+
+def test_retries_without_ranks_are_refused_for_a_folder_job(
+    gang_stack: Stack, programs: Path, tmp_path: Path
+):
+    with pytest.raises(ValueError, match="with ranks"):
+        run_folder(programs, ["python", "ring.py"], retries=1)
+    packed = pack_folder(programs, tmp_path / "bundle.tar", [])
+    upload_bundle(client_sdk.default_client(), packed)
+    reply = requests.post(
+        gang_stack.api("/runs"),
+        params={"retries": 1},
+        json={"bundle": packed.sha256},
+        headers=gang_stack.headers(),
+        timeout=30,
+    )
+    assert reply.status_code == 400 and "ranks" in reply.json()["message"]
