@@ -4,6 +4,7 @@ there). Sign in with a token; see jobs, workers and the cluster's load live.
 - ``sessions``: sign-in with a token, the session cookie, sign-out, CSRF checks.
 - ``pages``: the overview, jobs list, job and workers pages (Jinja templates).
 - ``actions``: cancel, delete, run again, downloads (the REST API's own handlers).
+- ``deployments``: the deployed model classes' pages, and closing one.
 - ``feeds``: the live data: a server-sent-events stream per page, JSON for polling.
 - ``snapshot``: the cluster and store view shared by every viewer, built once a second.
 - ``queries``: the store reads behind them, bounded and keyset paginated.
@@ -20,7 +21,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
 
 from gateway.api.errors import ApiError, error_response
-from gateway.dashboard import actions, feeds, pages, sessions
+from gateway.dashboard import actions, deployments, feeds, pages, sessions
 from gateway.dashboard.state import EXTENSION, DashboardState
 
 BLUEPRINT = "dashboard"
@@ -66,6 +67,10 @@ def install_dashboard(app: Flask) -> frozenset[str]:
     add("/jobs/<string:job_id>/outputs.zip", "outputs_zip", actions.download_outputs)
     add("/jobs/<string:job_id>/outputs/<path:path>", "output", actions.download_output)
     add("/workers", "workers", pages.workers)
+    add("/deployments", "deployments", deployments.deployments)
+    add("/deployments/<string:deployment_id>", "deployment", deployments.deployment)
+    close = deployments.close_deployment
+    add("/deployments/<string:deployment_id>/close", "close_deployment", close, methods=["POST"])
     add("/feed/overview", "feed_overview", partial(feeds.poll, feeds.overview_event))
     add("/feed/overview/events", "events_overview", partial(feeds.stream, feeds.overview_event))
     add("/feed/jobs", "feed_jobs", partial(feeds.poll, feeds.jobs_event))

@@ -22,7 +22,7 @@ from gateway.api.ownership import own_job
 from gateway.api.results import JobResult
 from gateway.api.submit import admit, check_enough_workers
 from gateway.services import services
-from gateway.store import FOLDER, Job, JobSpec
+from gateway.store import FOLDER, MODEL, Job, JobSpec
 
 
 def cancel_job(job_id: str) -> Any:
@@ -67,6 +67,13 @@ def run_again(job: Job) -> Job:
     """Store and submit a new job with ``job``'s payload, kind and options (for the
     same tenant); 409 when its payload is gone (expired) or its folder was deleted."""
     shared = services()
+    if job.kind == MODEL:
+        raise ApiError(
+            409,
+            "not_rerunnable",
+            "a model call runs on a replica of its deployment: call the method again from "
+            "your program (deployment.method.compute(...))",
+        )
     try:
         payload = bytes(shared.store.read_payload(job.id))
     except (OSError, ValueError):

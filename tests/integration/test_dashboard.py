@@ -18,6 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.dashboard.sessions import COOKIE
 from gateway.services import EXTENSION, Services
 from gateway.store import FOLDER, SPMD, Job, JobSpec, Outcome
+from wire.http import DEPLOYMENTS_PATH
 
 ADMIN_TOKEN = "admin-token"
 PAYLOAD = dill.dumps((abs, (-1,), {}))
@@ -289,3 +290,47 @@ def test_event_streams_send_data_and_end_when_signed_out_or_done(gateway: Gatewa
     assert done.endswith(b"event: end\ndata: {}\n\n")
     polled = gateway.client.get(f"/dashboard/feed/jobs/{job.id}").json
     assert polled["done"] and polled["log_text"] == "printed\n"
+
+
+class Echo:
+    def echo(self, value: object) -> object:
+        return value
+
+
+def deploy(gateway: Gateway, token: str, name: str) -> str:
+    """A deployment made through the API (its construct job stays queued: no cluster)."""
+    answer = gateway.client.post(
+        f"{DEPLOYMENTS_PATH}?name={name}&replicas=2",
+        data=dill.dumps((Echo, (), {})),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json["id"]
+
+
+def test_deployments_have_their_pages_and_a_tenant_sees_only_its_own(gateway: Gateway):
+    theirs, mine = (
+        deploy(gateway, ADMIN_TOKEN, "admins"),
+        deploy(gateway, gateway.alice_token, "alices"),
+    )
+    alice = gateway.client.application.test_client()
+    csrf = gateway.sign_in(gateway.alice_token, alice)
+    listing = alice.get("/dashboard/deployments").text
+    assert mine[:12] in listing and theirs[:12] not in listing
+    assert alice.get(f"/dashboard/deployments/{theirs}").status_code == 404
+    page = alice.get(f"/dashboard/deployments/{mine}").text
+    assert page.count('href="/dashboard/jobs/') >= 2  # each replica's construct job
+    construct = re.search(r'href="/dashboard/jobs/([0-9a-f]{32})"', page).group(1)
+    job_page = alice.get(f"/dashboard/jobs/{construct}").text
+    assert "model" in job_page and 'id="rerun"' not in job_page  # a model call: no run again
+    assert (
+        alice.post(f"/dashboard/deployments/{theirs}/close", data={"csrf": csrf}).status_code == 404
+    )
+    assert alice.post(f"/dashboard/deployments/{mine}/close").status_code == 403  # no CSRF
+    closed = alice.post(f"/dashboard/deployments/{mine}/close", data={"csrf": csrf})
+    assert closed.status_code == 302
+    assert 'id="deployment-status">closed<' in alice.get(closed.headers["Location"]).text
+    assert mine[:12] in alice.get("/dashboard/deployments?closed=1").text
+    gateway.sign_in(ADMIN_TOKEN)
+    assert theirs[:12] in gateway.client.get("/dashboard/deployments").text
+    assert gateway.client.get("/dashboard/jobs?kind=model").status_code == 200
