@@ -22,12 +22,15 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test system-test-deps
 
-# Debian packages some tests use (docker-compose config, ip netns); installed when root.
+# Debian packages some tests use (docker-compose config, ip netns, a headless browser for
+# the dashboard's tests); installed when root.
 system-test-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	  command -v ip >/dev/null || missing="$$missing iproute2"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "apt-get install$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

@@ -12,6 +12,7 @@ from pathlib import Path
 from benchmarks import (
     bigdata,
     concurrency,
+    dashboard,
     folders,
     latency,
     many_small,
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Runner, Sizes], BenchResult]] = {
     folders.NAME: folders.run,
     models.NAME: models.run,
     spmd.NAME: spmd.run,
+    dashboard.NAME: dashboard.run,  # last on the shared cluster: it stores many jobs
     scaling.NAME: scaling.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -29,6 +29,8 @@ class Sizes:
     model_load_seconds: float = 2.0  # its constructor's sleep
     spmd_workers: int = 8  # workers for the widest gang (and a 4-rank allreduce)
     max_body: int = 1 << 30  # --max-body of the benchmark gateway
+    dashboard_jobs: int = 100_000  # jobs stored when the dashboard's pages are timed
+    dashboards: int = 20  # dashboards open while the concurrency load runs
 
 
 FULL = Sizes()
@@ -48,4 +50,6 @@ QUICK = Sizes(
     model_calls=10,
     model_load_seconds=0.2,
     spmd_workers=4,
+    dashboard_jobs=2000,
+    dashboards=4,
 )

@@ -11,6 +11,7 @@ from gateway.api.auth import authenticate, is_admin
 from gateway.api.errors import ApiError, install_error_handlers
 from gateway.api.routes import PUBLIC_ENDPOINTS, create_blueprint
 from gateway.config import GatewayConfig
+from gateway.dashboard import install_dashboard
 from gateway.services import EXTENSION, Services, services
 
 
@@ -27,8 +28,9 @@ def create_app(config: GatewayConfig, scheduler: Any) -> Flask:
     shared.metrics.install(app)
     app.add_url_rule("/metrics", "metrics", _metrics)
     install_error_handlers(app)
-    app.before_request(partial(authenticate, PUBLIC_ENDPOINTS))
     app.register_blueprint(create_blueprint())
+    dashboard = install_dashboard(app)  # its pages check a session cookie instead
+    app.before_request(partial(authenticate, PUBLIC_ENDPOINTS | dashboard))
     return app
 
 

@@ -97,8 +97,9 @@ class GatewayMetrics:
         def _observe(response: Response) -> Response:
             started = g.get("computethis_started")
             if started is not None:
-                # The endpoint without its blueprint: "jobs", not "api.jobs".
-                endpoint = (request.endpoint or "unknown").rpartition(".")[2]
+                # The API's endpoints without their blueprint: "jobs", not "api.jobs";
+                # the dashboard's with it ("dashboard.jobs": its page, not the API's).
+                endpoint = (request.endpoint or "unknown").removeprefix("api.")
                 labels = (endpoint, request.method, response.status_code)
                 series = self._http_series.get(labels)
                 if series is None:  # labels() takes a lock and builds its key each time

@@ -40,6 +40,12 @@ def authenticate(public_endpoints: frozenset[str]) -> None:
     request.environ[_TENANT_KEY] = tenant
 
 
+def act_as(name: str) -> None:
+    """Make ``name`` the current request's tenant: for requests authenticated another
+    way than a bearer token (the dashboard's session cookie, :mod:`gateway.dashboard`)."""
+    request.environ[_TENANT_KEY] = name
+
+
 def tenant() -> str:
     """The tenant the current request authenticated as."""
     return request.environ[_TENANT_KEY]

@@ -42,6 +42,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs (worker, status);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, status);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs (tenant, seq);
 """
 
 # Columns that databases made by earlier versions lack, with their types.

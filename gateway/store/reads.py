@@ -178,8 +178,10 @@ class JobReads:
         with its ``tenant``), if any."""
         stats: dict[str, dict[str, Any]] = {}
         db = self.db.connection()
+        # "+status": read the covering (worker, status) index, not the status index and
+        # every finished job's row (32 ms at 100,000 jobs, against 7).
         for row in db.execute(
-            "SELECT worker, COUNT(*) FROM jobs WHERE status = ? AND worker IS NOT NULL"
+            "SELECT worker, COUNT(*) FROM jobs WHERE +status = ? AND worker IS NOT NULL"
             " GROUP BY worker",
             (FINISHED,),
         ):

@@ -17,6 +17,7 @@ BENCHMARKS = (
     "folders",
     "models",
     "spmd",
+    "dashboard",
     "scaling",
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
