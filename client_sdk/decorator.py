@@ -241,9 +241,7 @@ def compute_this(
 
     def wrap(target: Callable[..., Any]) -> RemoteFunction | RemoteClass:
         if inspect.isclass(target):  # a class: deployed once, its methods called many times
-            return RemoteClass(
-                target, name=name, client=client, timeout=timeout, retries=retries
-            )
+            return RemoteClass(target, name=name, client=client, timeout=timeout, retries=retries)
         return RemoteFunction(
             target, timeout=timeout, retries=retries, name=name, client=client, ranks=ranks
         )

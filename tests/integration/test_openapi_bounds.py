@@ -217,9 +217,7 @@ def _request(
     client: FlaskClient, method: str, path: str, parameter: dict[str, Any], value: str
 ) -> Any:
     options, _, _ = ACCEPTED[(method, path)]
-    url = API_PREFIX + path.replace("{job_id}", UNKNOWN_JOB).replace(
-        "{deployment_id}", UNKNOWN_JOB
-    )
+    url = API_PREFIX + path.replace("{job_id}", UNKNOWN_JOB).replace("{deployment_id}", UNKNOWN_JOB)
     headers = dict(AUTH)
     query = {}
     if parameter["in"] == "header":
