@@ -13,6 +13,7 @@ benchmark process's interpreter with the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -57,10 +58,8 @@ def _cpu_seconds() -> dict[str, float]:
     me = psutil.Process()
     used = {"driver": sum(me.cpu_times()[:2]), "ray": 0.0}
     for child in me.children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             used["ray"] += sum(child.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
     return used
 
 

@@ -39,3 +39,32 @@ def apply_config(allowed_failures: int | None = None) -> None:
         import dask
 
         dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures})
+
+
+# How long Dask's batched streams in computethis's processes wait between two sends.
+# Dask hard-codes 10 ms (client to scheduler), 5 ms (scheduler to each worker) and 2 ms
+# (worker to scheduler, scheduler to each client): a message sent within that window of
+# the previous one waits for the window to pass, which a sequence of small jobs always
+# hits. "0ms" sends as soon as the event loop is free (messages still group while a
+# write is in progress); "dask" leaves Dask's intervals. See docs/performance.md.
+SEND_INTERVAL_KEY = "computethis.batched-send-interval"
+DEFAULT_SEND_INTERVAL = "0ms"
+
+
+def send_interval() -> float | None:
+    """Seconds between batched sends (the ``computethis.batched-send-interval`` Dask
+    setting, e.g. ``DASK_COMPUTETHIS__BATCHED_SEND_INTERVAL=2ms``), or None for Dask's."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get(SEND_INTERVAL_KEY, default=DEFAULT_SEND_INTERVAL)
+    if str(value).strip().lower() == "dask":
+        return None
+    return parse_timedelta(value, default="ms")
+
+
+def shorten_stream(stream: object, interval: float | None) -> None:
+    """Make a Dask ``BatchedSend`` wait at most ``interval`` seconds between sends
+    (None: leave it). Dask reads the attribute before each send."""
+    if interval is not None and stream is not None and getattr(stream, "interval", 0) > interval:
+        stream.interval = interval  # type: ignore[attr-defined]

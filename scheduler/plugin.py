@@ -15,6 +15,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from scheduler.config import shorten_stream
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC
 
 KEY_PREFIX = "computethis-"
@@ -32,8 +33,11 @@ class KeepJobsAlive(SchedulerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self) -> None:
+    def __init__(self, send_interval: float | None = None) -> None:
         self.scheduler: Any = None
+        # Seconds between batched sends on the scheduler's streams to workers and
+        # clients (None: Dask's 5 ms and 2 ms); see scheduler.config.send_interval.
+        self.send_interval = send_interval
         self.attempts: dict[str, int] = {}
         self.other_ranks: dict[str, list[str]] = {}  # an SPMD job's key: its ranks' keys
 
@@ -42,6 +46,18 @@ class KeepJobsAlive(SchedulerPlugin):
         scheduler.handlers["computethis_release"] = self.release
         scheduler.handlers["computethis_states"] = self.states
         scheduler.handlers["computethis_attach"] = self.attach
+        for stream in [*scheduler.stream_comms.values(), *scheduler.client_comms.values()]:
+            shorten_stream(stream, self.send_interval)
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        shorten_stream(scheduler.stream_comms.get(worker), self.send_interval)
+
+    def add_client(self, scheduler: Any, client: str) -> None:
+        # Called just before Dask makes the client's stream: shorten it once it exists.
+        def shorten() -> None:
+            shorten_stream(scheduler.client_comms.get(client), self.send_interval)
+
+        scheduler.loop.add_callback(shorten)
 
     def update_graph(self, scheduler: Any, *, keys: Any, **kwargs: Any) -> None:
         ours = [key for key in keys if isinstance(key, str) and key.startswith(KEY_PREFIX)]

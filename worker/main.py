@@ -32,7 +32,7 @@ PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 PRELOAD = "distributed.worker.preload"
 PRELOAD_ARGV = "distributed.worker.preload-argv"
-JOB_RUNNER = "worker.runner"  # the module a task's function (run_job) comes from
+WORKER_PRELOAD = "worker.preload"  # imports the job runner; shortens the stream
 
 WORKER_CONFIG: dict[str, object] = {
     # Dask's statistical profiler samples each worker's stack every 10 ms, for the
@@ -53,21 +53,18 @@ def prepare_worker_processes() -> None:
     """
     set_defaults(WORKER_CONFIG)
     huge_page_environ()
-    preload_job_runner()
+    preload_worker_setup()
 
 
-def preload_job_runner() -> None:
-    """Have every worker process import the job runner as it starts (a Dask preload).
-
-    Otherwise each worker imports it (dill, the SDK's pickling: ~40 ms of CPU) when its
-    first job arrives: with 32 workers on two cores, that held up the first 32 jobs by
-    about a second. Preloads the user configured are kept.
-    """
+def preload_worker_setup() -> None:
+    """Have every worker process run :mod:`worker.preload` as it starts (a Dask preload):
+    the job runner imported at once, the stream to the scheduler shortened. Preloads the
+    user configured are kept."""
     configured = dask.config.get(PRELOAD, default=[]) or []
     preloads = [configured] if isinstance(configured, str) else list(configured)
-    if JOB_RUNNER in preloads:
+    if WORKER_PRELOAD in preloads:
         return
-    settings: dict[str, Any] = {PRELOAD: [*preloads, JOB_RUNNER]}
+    settings: dict[str, Any] = {PRELOAD: [*preloads, WORKER_PRELOAD]}
     argv = list(dask.config.get(PRELOAD_ARGV, default=[]) or [])
     if argv and not isinstance(argv[0], str):  # one argv per preload: ours takes none
         settings[PRELOAD_ARGV] = [*argv, []]

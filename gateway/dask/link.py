@@ -17,6 +17,7 @@ from typing import Any
 
 from distributed import Client
 
+from scheduler.config import send_interval, shorten_stream
 from scheduler.plugin import KEY_PREFIX, RANK_SEPARATOR, KeepJobsAlive
 from wire.envelope import RESULT_TOPIC, STARTED_TOPIC
 
@@ -30,7 +31,6 @@ CONNECT_TIMEOUT = 5.0
 # is still "connecting" well after that never will be (its reconnection died: Dask
 # iterates the client's futures while request threads add to them), so it is replaced.
 STUCK_RECONNECT = 4 * CONNECT_TIMEOUT
-SEND_INTERVAL = 0.001  # seconds between batches on the client's stream to the scheduler
 RPC_CHUNK = 1000  # keys per RPC to the keep-alive plugin
 
 EventHandler = Callable[[tuple[float, dict[str, Any]]], None]
@@ -121,11 +121,12 @@ class DaskLink:
         # down are lost, so the caller reconciles to look for their outcomes.
         reconnected = client.scheduler_comm is not self._stream
         self._stream = client.scheduler_comm
-        _shorten_send_interval(client)
+        # Dask makes the stream anew on each reconnection, with its own 10 ms interval.
+        shorten_stream(client.scheduler_comm, send_interval())
         if new_scheduler:
             # Before anything is submitted: the plugin must hold every job's task.
             log.info("connected to scheduler %s", info.get("address"))
-            client.register_plugin(KeepJobsAlive())
+            client.register_plugin(KeepJobsAlive(send_interval()))
             self._on_tasks_lost()  # an earlier scheduler's tasks died with it
             # A reconnecting client keeps its subscriptions on the scheduler (by client id).
             for topic, handler in self._handlers.items():
@@ -225,16 +226,3 @@ def _worker_python_versions(client: Client) -> frozenset[str]:
         python = (info or {}).get("host", {}).get("python", "")
         versions.add(".".join(python.split(".")[:2]))
     return frozenset(v for v in versions if v)
-
-
-def _shorten_send_interval(client: Client) -> None:
-    """Let the client's stream to the scheduler send every 1 ms instead of every 10 ms.
-
-    Dask batches a client's messages and sends at most one batch per interval (10 ms,
-    not configurable). A gateway sends a release of the last job's key and then, a
-    moment later, the next job: with 10 ms, that next job waits for the window. The
-    stream object is recreated on every reconnection, so this runs on each check.
-    """
-    comm = getattr(client, "scheduler_comm", None)
-    if comm is not None and getattr(comm, "interval", 0) > SEND_INTERVAL:
-        comm.interval = SEND_INTERVAL

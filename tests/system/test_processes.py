@@ -28,12 +28,12 @@ from tests.stack import (
 )
 from worker.main import (
     HUGE_PAGES_TUNABLE,
-    JOB_RUNNER,
     PRE_SPAWN_ENVIRON,
     PRELOAD,
     PRELOAD_ARGV,
+    WORKER_PRELOAD,
     huge_page_environ,
-    preload_job_runner,
+    preload_worker_setup,
     prepare_worker_processes,
 )
 
@@ -55,6 +55,21 @@ def worker_preloads():
     from distributed import get_worker
 
     return [preload.name for preload in get_worker().preloads]
+
+
+@compute_this
+def stream_intervals():
+    """Seconds between batched sends: this worker's stream to the scheduler, and the
+    scheduler's streams to its workers and clients."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def scheduler_side(dask_scheduler):
+        streams = [*dask_scheduler.stream_comms.values(), *dask_scheduler.client_comms.values()]
+        return sorted({stream.interval for stream in streams})
+
+    return worker.batched_stream.interval, worker.client.run_on_scheduler(scheduler_side)
 
 
 @compute_this
@@ -100,7 +115,7 @@ def test_results_and_unfinished_jobs_survive_a_restart(tmp_path: Path, point_sdk
         finished = cube.submit(3)
         assert finished.result(timeout=60) == 27
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
-        assert JOB_RUNNER in worker_preloads.compute()
+        assert WORKER_PRELOAD in worker_preloads.compute()
         assert "profile" not in worker_periodic_work.compute()[0]
         blocker = nap_then_cube.submit(1, 600)  # occupies the only worker
         unfinished = cube.submit(4)  # still queued when the gateway stops
@@ -291,11 +306,14 @@ def test_separate_scheduler_worker_and_gateway_processes(tmp_path: Path, point_s
         # Worker processes start with glibc's huge-page tunable (Dask's pre-spawn-environ).
         assert "glibc.malloc.hugetlb=1" in worker_environ.compute("GLIBC_TUNABLES")
         # ... and import the job runner as they start, not when their first job arrives.
-        assert JOB_RUNNER in worker_preloads.compute()
+        assert WORKER_PRELOAD in worker_preloads.compute()
         # ... without Dask's 10 ms stack profiler (no dashboard), with a 100 ms tick.
         callbacks, tick = worker_periodic_work.compute()
         assert "profile" not in callbacks and "heartbeat" in callbacks
         assert tick == 0.1
+        # Dask's batched streams send at once (scheduler.config.send_interval), on the
+        # worker and on the scheduler, whose plugin the gateway registered.
+        assert stream_intervals.compute() == (0, [0])
         assert cube.map(range(6)) == [x**3 for x in range(6)]
         # Healthy means one worker or more; the second may register a moment later.
         deadline = time.monotonic() + 30
@@ -363,15 +381,15 @@ def test_huge_page_tunable_keeps_what_the_user_set(monkeypatch):
 
 def test_job_runner_preload_keeps_what_the_user_set():
     with dask.config.set({PRELOAD: "my_setup", PRELOAD_ARGV: []}):
-        preload_job_runner()
-        assert dask.config.get(PRELOAD) == ["my_setup", JOB_RUNNER]
+        preload_worker_setup()
+        assert dask.config.get(PRELOAD) == ["my_setup", WORKER_PRELOAD]
         assert dask.config.get(PRELOAD_ARGV) == []
-        preload_job_runner()  # not twice
-        assert dask.config.get(PRELOAD) == ["my_setup", JOB_RUNNER]
+        preload_worker_setup()  # not twice
+        assert dask.config.get(PRELOAD) == ["my_setup", WORKER_PRELOAD]
     # One argv per preload: Dask refuses lists of different lengths.
     with dask.config.set({PRELOAD: ["a", "b"], PRELOAD_ARGV: [["--x"], []]}):
-        preload_job_runner()
-        assert dask.config.get(PRELOAD) == ["a", "b", JOB_RUNNER]
+        preload_worker_setup()
+        assert dask.config.get(PRELOAD) == ["a", "b", WORKER_PRELOAD]
         assert dask.config.get(PRELOAD_ARGV) == [["--x"], [], []]
 
 
