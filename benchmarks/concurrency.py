@@ -1,13 +1,16 @@
-"""Many client threads at once: 50 threads of ``func.compute`` against one Dask client."""
+"""Many client threads at once: 50 threads of ``func.compute`` against one Dask client.
+
+With Ray installed (``make bench``), also against as many threads of Ray core's
+``ray.get(f.remote(x))`` (:mod:`benchmarks.ray_peer`).
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
+from benchmarks import ray_peer
 from benchmarks.config import Sizes
+from benchmarks.hammer import hammer
 from benchmarks.harness import Runner, cpu_seconds
 from benchmarks.results import BenchResult, Row, median, ratio
 from benchmarks.workloads import noop
@@ -54,7 +57,25 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     result.rows.append(
         Row(f"jobs/s, {threads} threads", ratio(mine, dask), ">=", 0.7, "jobs/s", mine, dask)
     )
-    result.data = {
+    ray = ray_peer.measure(*ray_peer.sizes_for(sizes))
+    if ray is not None:
+        theirs_ray = total / median(ray["hammer_s"])
+        result.rows.append(
+            Row(
+                f"jobs/s, {threads} threads (vs Ray)",
+                ratio(mine, theirs_ray),
+                ">=",
+                0.7,
+                "jobs/s",
+                mine,
+                theirs_ray,
+            )
+        )
+        result.data["ray_s"] = ray["hammer_s"]
+        result.data["ray_cpu_ms_per_call"] = {
+            part: round(1e3 * seconds, 2) for part, seconds in ray["cpu_s_per_call"].items()
+        }
+    result.data |= {
         "threads": threads,
         "calls_per_thread": calls,
         "computethis_s": our_times,
@@ -66,32 +87,3 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
         },
     }
     return result
-
-
-def hammer(call: Callable[[int], Any], threads: int, calls: int) -> float:
-    """Seconds for ``threads`` threads to make ``calls`` calls each, started together."""
-    barrier = threading.Barrier(threads + 1)
-    errors: list[BaseException] = []
-
-    def work(offset: int) -> None:
-        barrier.wait()
-        try:
-            for i in range(calls):
-                if call(offset + i) != offset + i:
-                    raise AssertionError("wrong result")
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    workers = [
-        threading.Thread(target=work, args=(t * calls,), daemon=True) for t in range(threads)
-    ]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return elapsed

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from benchmarks.concurrency import hammer
 from benchmarks.config import Sizes
+from benchmarks.hammer import hammer
 from benchmarks.harness import TOKEN, Harness, Runner, cpu_seconds
 from benchmarks.results import BenchResult, Row, median
 from benchmarks.workloads import noop

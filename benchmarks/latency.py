@@ -1,9 +1,14 @@
-"""Latency of one call: ``func.compute(x)`` against ``client.submit(f, x).result()``."""
+"""Latency of one call: ``func.compute(x)`` against ``client.submit(f, x).result()``.
+
+With Ray installed (``make bench``), also against Ray core's ``ray.get(f.remote(x))``
+on as many CPUs as the cluster has workers (:mod:`benchmarks.ray_peer`).
+"""
 
 from __future__ import annotations
 
 import time
 
+from benchmarks import ray_peer
 from benchmarks.config import Sizes
 from benchmarks.harness import Runner
 from benchmarks.jobs import newest_job_ids, stages
@@ -42,7 +47,16 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     for q, target in ((50, 1.25), (99, 1.5)):
         mine, dask = percentile(ours, q) * 1e3, percentile(theirs, q) * 1e3
         result.rows.append(Row(f"p{q} latency", ratio(mine, dask), "<=", target, "ms", mine, dask))
-    result.data = {
+    ray = ray_peer.measure(*ray_peer.sizes_for(sizes))
+    if ray is not None:
+        for q, target in ((50, 1.5), (99, 2.0)):
+            mine, theirs_ray = percentile(ours, q) * 1e3, percentile(ray["latency_s"], q) * 1e3
+            metric = f"p{q} latency (vs Ray)"
+            result.rows.append(
+                Row(metric, ratio(mine, theirs_ray), "<=", target, "ms", mine, theirs_ray)
+            )
+        result.data["ray_ms"] = [round(s * 1e3, 3) for s in ray["latency_s"]]
+    result.data |= {
         "calls": sizes.latency_calls,
         "computethis_ms": [round(s * 1e3, 3) for s in ours],
         "dask_ms": [round(s * 1e3, 3) for s in theirs],

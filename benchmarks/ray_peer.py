@@ -14,15 +14,19 @@ benchmark process's interpreter with the SDK.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import psutil
 
+from benchmarks.config import Sizes
+from benchmarks.hammer import hammer
 from benchmarks.workloads import noop
 
 WARMUP = 20
@@ -34,10 +38,26 @@ def available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def sizes_for(sizes: Sizes) -> tuple[int, int, int, int, int]:
+    """:func:`measure`'s arguments for the latency and concurrency benchmarks' sizes."""
+    return (
+        sizes.workers,
+        sizes.latency_calls,
+        sizes.concurrency_threads,
+        sizes.concurrency_calls,
+        sizes.repeats,
+    )
+
+
+@functools.cache
 def measure(
     cpus: int, calls: int, threads: int, calls_per_thread: int, repeats: int
 ) -> dict[str, Any] | None:
-    """Ray's figures from a child process, or None without Ray (the rows are left out)."""
+    """Ray's figures from a child process, or None without Ray (the rows are left out).
+
+    Cached: the latency and concurrency benchmarks ask with the same sizes and share
+    one run of Ray.
+    """
     if not available():
         return None
     command = [sys.executable, "-m", "benchmarks.ray_peer"]
@@ -64,11 +84,7 @@ def _cpu_seconds() -> dict[str, float]:
 
 
 def main(cpus: int, calls: int, threads: int, calls_per_thread: int, repeats: int) -> None:
-    import time
-
     import ray
-
-    from benchmarks.concurrency import hammer
 
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks.config import Sizes
 from benchmarks.results import INFO, BenchResult
 
-COLUMNS = ("benchmark", "metric", "computethis", "dask", "unit", "value", "target", "result")
+COLUMNS = ("benchmark", "metric", "computethis", "theirs", "unit", "value", "target", "result")
 
 
 def _number(value: float | None) -> str:
@@ -34,7 +34,7 @@ def table(results: list[BenchResult], errors: dict[str, str]) -> str:
                     result.name,
                     row.metric,
                     _number(row.computethis),
-                    _number(row.dask),
+                    _number(row.theirs),
                     row.unit,
                     _number(row.value),
                     "" if row.op == INFO else f"{row.op} {row.target:g}",

@@ -24,7 +24,7 @@ class Row:
     target: float
     unit: str = ""
     computethis: float | None = None
-    dask: float | None = None
+    theirs: float | None = None  # the comparator's: direct Dask unless the metric names one
 
     @property
     def passed(self) -> bool:

@@ -36,7 +36,7 @@ def test_quick_benchmarks_print_table_and_write_json_and_plots(tmp_path: Path):
     assert done.returncode == 0, done.stdout + done.stderr
 
     header = next(line for line in done.stdout.splitlines() if line.startswith("benchmark"))
-    for column in ("metric", "computethis", "dask", "target", "result"):
+    for column in ("metric", "computethis", "theirs", "target", "result"):
         assert column in header
     for name in BENCHMARKS:
         assert any(line.startswith(name) for line in done.stdout.splitlines()), name
