@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import client_sdk
-from client_sdk import JobCancelled, RemoteError, compute_this
+from client_sdk import JobCancelled, JobTimeout, RemoteError, compute_this
 from tests.stack import Stack
 from tests.system.conftest import GANG_WORKERS, idle_workers, wait_all_idle
 
@@ -173,6 +173,22 @@ def test_cancel_stops_every_rank(gang_stack: Stack):
     with pytest.raises(JobCancelled):
         job.result(timeout=30)
     wait_all_idle(gang_stack, timeout=60)
+
+
+def test_a_timed_out_gang_stops_every_rank_and_is_not_retried(gang_stack: Stack):
+    @compute_this(ranks=3, timeout=2, retries=2)
+    def stuck(comm):
+        if comm.rank == 0:
+            comm.recv(source=1)  # blocked in recv: never sent
+        time.sleep(300)  # computing
+
+    started = time.monotonic()
+    job = stuck.submit()
+    with pytest.raises(JobTimeout):
+        job.result(timeout=60)
+    assert time.monotonic() - started < 30
+    assert job.info()["attempts"] == 1  # a timeout is the job's answer, not a retried failure
+    wait_all_idle(gang_stack, timeout=30)
 
 
 def test_a_killed_rank_s_worker_fails_the_job_naming_the_rank(gang_stack: Stack):

@@ -161,6 +161,45 @@ def test_with_retries_a_failed_program_starts_again_on_every_rank(
     assert job.info()["attempts"] == 2
 
 
+DIES = textwrap.dedent(
+    """
+    import os, signal, time
+    from client_sdk import spmd
+
+    comm = spmd.world()
+    if comm.rank == 1 and not os.path.exists(os.environ["MARKER"]):
+        open(os.environ["MARKER"], "w").close()
+        os.kill(os.getppid(), signal.SIGKILL)  # the worker running this rank dies
+        time.sleep(300)  # its reaper ends this process
+    print("sum", comm.allreduce(comm.rank))  # the other ranks wait here until stopped
+    """
+)
+
+
+def test_a_program_rank_s_dead_worker_fails_the_job_naming_the_rank(
+    gang_stack: Stack, programs: Path, tmp_path: Path
+):
+    (programs / "dies.py").write_text(DIES)
+    env = {"MARKER": str(tmp_path / "died")}
+    job = run_folder(programs, ["python", "dies.py"], ranks=3, env=env)
+    with pytest.raises(client_sdk.RemoteError) as raised:
+        job.result(timeout=60)
+    assert raised.value.type == "WorkerDied" and "rank 1" in str(raised.value)
+    wait_all_idle(gang_stack, timeout=60)
+
+
+def test_with_retries_a_program_rank_s_dead_worker_restarts_the_gang(
+    gang_stack: Stack, programs: Path, tmp_path: Path
+):
+    (programs / "dies.py").write_text(DIES)
+    env = {"MARKER": str(tmp_path / "died-once")}
+    job = run_folder(programs, ["python", "dies.py"], ranks=3, retries=1, env=env)
+    result = job.result(timeout=120)
+    assert result.returncodes == [0, 0, 0] and result.stdout.startswith("sum 3\n")
+    assert job.info()["attempts"] == 2
+    wait_all_idle(gang_stack, timeout=60)
+
+
 def test_retries_without_ranks_are_refused_for_a_folder_job(
     gang_stack: Stack, programs: Path, tmp_path: Path
 ):
