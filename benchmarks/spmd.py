@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
 import multiprocessing
 import shutil
 import socket
@@ -31,9 +32,10 @@ ARRAY_REPEATS = 3  # timed exchanges of the array (after one untimed)
 
 
 def _pingpong(comm: Any, trips: int, nbytes: int) -> dict[str, float] | None:
-    """Rank 0 times ``trips`` round trips of one small message, then an array of
-    ``nbytes`` each way (after one untimed exchange, as the raw socket's buffers are
+    """Rank 0 times ``trips`` round trips of one small message (the median trip), then an
+    array of ``nbytes`` each way (after one untimed exchange, as the raw socket's buffers are
     ready before its clock starts: the median of 3); rank 1 echoes."""
+    import statistics
     import time as clock
 
     import numpy
@@ -42,11 +44,13 @@ def _pingpong(comm: Any, trips: int, nbytes: int) -> dict[str, float] | None:
     if comm.rank == 0:
         comm.send(b"x", dest=1)  # both connected and warm
         comm.recv(source=1)
-        start = clock.perf_counter()
+        trip_times = []
         for _ in range(trips):
+            start = clock.perf_counter()
             comm.send(b"x", dest=1)
             comm.recv(source=1)
-        round_trip = (clock.perf_counter() - start) / trips
+            trip_times.append(clock.perf_counter() - start)
+        round_trip = statistics.median(trip_times)
         comm.send(array, dest=1)
         comm.recv(source=1)
         times = []
@@ -80,8 +84,8 @@ def _raw_peer(port: int, trips: int, nbytes: int) -> None:
         for _ in range(trips + 1):
             sock.sendall(_exactly(sock, 1))
         for _ in range(1 + ARRAY_REPEATS):
-            buffer = bytearray(nbytes)  # a new message, a new buffer: as the ranks do
-            _into(sock, memoryview(buffer))
+            buffer = memoryview(mmap.mmap(-1, nbytes))  # a new message, a new buffer, as
+            _into(sock, buffer)  # the ranks receive a large one (spmd_collectives.read_buffer)
             sock.sendall(buffer)
 
 
@@ -111,17 +115,19 @@ def _raw_socket(trips: int, nbytes: int) -> dict[str, float]:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.sendall(b"x")
                 _exactly(sock, 1)
-                start = time.perf_counter()
+                trip_times = []
                 for _ in range(trips):
+                    start = time.perf_counter()
                     sock.sendall(b"x")
                     _exactly(sock, 1)
-                round_trip = (time.perf_counter() - start) / trips
+                    trip_times.append(time.perf_counter() - start)
+                round_trip = median(trip_times)
                 data = np.ones(nbytes // 8)
                 times = []
                 for _ in range(1 + ARRAY_REPEATS):  # the first untimed, as for the ranks
                     start = time.perf_counter()
                     sock.sendall(memoryview(data).cast("B"))
-                    _into(sock, memoryview(bytearray(nbytes)))
+                    _into(sock, memoryview(mmap.mmap(-1, nbytes)))
                     times.append((time.perf_counter() - start) / 2)
                 seconds = sorted(times[1:])[ARRAY_REPEATS // 2]
         finally:

@@ -2,12 +2,9 @@
 ranks, over connections that :func:`client_sdk.spmd_comm.connect` opened and authenticated
 (import :class:`Communicator` and :class:`RankFailed` from :mod:`client_sdk.spmd_comm`).
 
-A frame is a fixed header (kind, serializer, tag, number of out-of-band buffers, pickle
-length), the length of each buffer, the pickle (protocol 5) then the buffers: large numpy
-arrays are sent from their own memory and received straight into their own ``bytearray``.
-Objects are pickled with :mod:`pickle`, or :mod:`dill` for what pickle refuses (lambdas,
-functions of ``__main__``...; dill keeps buffers in-band). One reader thread per
-connection puts the messages in a queue per (source, tag), in the order they were sent.
+Messages travel as frames (:mod:`client_sdk.spmd_frames`: any picklable object, numpy
+arrays without copies). One reader thread per connection puts the messages in a queue
+per (source, tag), in the order they were sent.
 
 Collectives go over the same messages with negative tags, a new one for each call (users'
 tags are >= 0), so consecutive collectives never mix; like MPI, every rank must call the
@@ -22,22 +19,26 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-import pickle
 import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-try:
-    import dill
-except ImportError:  # pragma: no cover - dill is a dependency of computethis
-    dill = None
+from client_sdk.spmd_frames import (
+    ABORT,
+    CLOSE,
+    DATA,
+    HEADER,
+    Channel,
+    dumps,
+    frame,
+    loads,
+    read_buffer,
+    read_bytes,
+)
 
-DATA, ABORT, CLOSE = 1, 2, 3  # kinds of frame (an ABORT's tag is the rank that failed)
-HEADER = struct.Struct("!BBqIQ")  # kind, serializer (0 pickle, 1 dill), tag, buffers, length
-INLINE = 1 << 16  # a pickle up to this size is sent in one piece with its header
 CLOSE_WAIT = 5.0  # seconds close() waits for the peers' CLOSE
 
 
@@ -59,55 +60,6 @@ class RankFailed(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RankFailed, (str(self), self.rank, self.error, self.reason))
-
-
-class Channel(Protocol):
-    """One authenticated connection (plain TCP or TLS, from :mod:`client_sdk.spmd_comm`)."""
-
-    def send(self, parts: list[Any]) -> None: ...
-
-    def read_into(self, view: memoryview) -> None: ...  # all of it, else EOFError
-
-    def shutdown(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def read_bytes(channel: Channel, count: int) -> bytearray:
-    """The next ``count`` bytes of ``channel``."""
-    data = bytearray(count)
-    if count:
-        channel.read_into(memoryview(data))
-    return data
-
-
-def _dumps(obj: Any, inband: bool = False) -> tuple[int, bytes, list[memoryview]]:
-    """(serializer, pickle, out-of-band buffers) of ``obj``: pickle, else dill."""
-    buffers: list[pickle.PickleBuffer] = []
-    callback = None if inband else buffers.append
-    try:
-        data = pickle.dumps(obj, protocol=5, buffer_callback=callback)
-        return 0, data, [buffer.raw() for buffer in buffers]
-    except Exception:
-        if dill is None:
-            raise
-    buffers.clear()
-    data = dill.dumps(obj, protocol=5, buffer_callback=callback)
-    return 1, data, [buffer.raw() for buffer in buffers]
-
-
-def _loads(serializer: int, data: bytes | bytearray, buffers: list[bytearray]) -> Any:
-    if serializer == 1:
-        return dill.loads(data, buffers=buffers)
-    return pickle.loads(data, buffers=buffers)
-
-
-def _frame(kind: int, tag: int, obj: Any = None) -> list[Any]:
-    """The pieces to send of one frame carrying ``obj``."""
-    serializer, data, buffers = _dumps(obj)
-    head = HEADER.pack(kind, serializer, tag, len(buffers), len(data))
-    head += struct.pack(f"!{len(buffers)}Q", *(len(buffer) for buffer in buffers))
-    return [head + data, *buffers] if len(data) <= INLINE else [head, data, *buffers]
 
 
 def _user_tag(tag: int) -> int:
@@ -186,10 +138,10 @@ class Communicator:
             self._closing = self._closed = True
             self._changed.notify_all()
         try:  # the error in a pickle of its own: its reason arrives even if it does not load
-            error = _dumps(failure.error, inband=True)[:2]
+            error = dumps(failure.error, inband=True)[:2]
         except Exception:  # an exception that does not pickle: its text then
-            error = _dumps(RuntimeError(failure.reason), inband=True)[:2]
-        self._send_all(_frame(ABORT, failure.rank or 0, (failure.reason, *error)), 1.0)
+            error = dumps(RuntimeError(failure.reason), inband=True)[:2]
+        self._send_all(frame(ABORT, failure.rank or 0, (failure.reason, *error)), 1.0)
         self._shutdown()
 
     def close(self) -> None:
@@ -201,7 +153,7 @@ class Communicator:
             if self._closing:
                 return
             self._closing = True
-        self._send_all(_frame(CLOSE, 0), CLOSE_WAIT)
+        self._send_all(frame(CLOSE, 0), CLOSE_WAIT)
         with self._changed:
             links = self._links.values()
             self._changed.wait_for(lambda: all(x.peer_closed or x.done for x in links), CLOSE_WAIT)
@@ -258,10 +210,10 @@ class Communicator:
             if link is not None and link.peer_closed:
                 raise self._gone(dest)
         if link is None:  # to itself: a copy, as a peer would get
-            serializer, data, buffers = _dumps(obj)
+            serializer, data, buffers = dumps(obj)
             self._deliver(dest, tag, (serializer, data, [bytearray(b) for b in buffers]))
             return
-        parts = _frame(DATA, tag, obj)
+        parts = frame(DATA, tag, obj)
         with link.lock:
             try:
                 link.channel.send(parts)
@@ -291,7 +243,7 @@ class Communicator:
                 if left is not None and left <= 0:
                     raise TimeoutError(f"no message from rank {source} (tag {tag}) in {timeout} s")
                 self._changed.wait(left)
-        return _loads(serializer, data, buffers)
+        return loads(serializer, data, buffers)
 
     def _deliver(self, source: int, tag: int, message: tuple[int, Any, list[Any]]) -> None:
         with self._changed:
@@ -307,7 +259,7 @@ class Communicator:
                 kind, serializer, tag, count, length = HEADER.unpack(header)
                 sizes = struct.unpack(f"!{count}Q", read_bytes(link.channel, 8 * count))
                 data = read_bytes(link.channel, length)
-                buffers = [read_bytes(link.channel, size) for size in sizes]
+                buffers = [read_buffer(link.channel, size) for size in sizes]
                 if kind == DATA:
                     self._deliver(link.peer, tag, (serializer, data, buffers))
                 elif kind == CLOSE:
@@ -315,9 +267,9 @@ class Communicator:
                         link.peer_closed = True
                         self._changed.notify_all()
                 elif kind == ABORT:
-                    reason, serializer, blob = _loads(serializer, data, buffers)
+                    reason, serializer, blob = loads(serializer, data, buffers)
                     try:
-                        error = _loads(serializer, blob, [])
+                        error = loads(serializer, blob, [])
                     except Exception:  # its class, say, is not importable here
                         error = RuntimeError(reason)
                     self._fail(tag, str(reason), error)

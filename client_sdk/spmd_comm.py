@@ -36,7 +36,8 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
-from client_sdk.spmd_collectives import Channel, Communicator, Link, RankFailed, read_bytes
+from client_sdk.spmd_collectives import Communicator, Link, RankFailed
+from client_sdk.spmd_frames import Channel, read_bytes
 
 __all__ = [
     "Communicator",
