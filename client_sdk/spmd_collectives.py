@@ -40,6 +40,8 @@ from client_sdk.spmd_frames import (
 )
 
 CLOSE_WAIT = 5.0  # seconds close() waits for the peers' CLOSE
+POLL = 0.1  # seconds a waiting receiver waits at a time before it looks for failures again
+PARK = 0.05  # seconds a reader thread sleeps at a time while a receiver reads its connection
 
 
 class RankFailed(RuntimeError):
@@ -81,7 +83,9 @@ class Link:
         self.channel = channel
         self.lock = threading.Lock()  # one frame at a time
         self.peer_closed = False  # its CLOSE arrived
-        self.done = False  # the reader stopped (CLOSE then EOF, ABORT, or lost)
+        self.done = False  # no more frames: CLOSE then EOF, ABORT, or lost
+        self.reading = threading.Lock()  # held by the thread reading a frame from it
+        self.receivers = 0  # receivers reading it themselves (its reader thread then sleeps)
         self.reader: threading.Thread | None = None
 
 
@@ -242,7 +246,19 @@ class Communicator:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"no message from rank {source} (tag {tag}) in {timeout} s")
-                self._changed.wait(left)
+                wait = POLL if left is None else min(left, POLL)
+                if link is not None and link.reading.acquire(blocking=False):
+                    # Read the connection here rather than be woken by its reader thread:
+                    # a message then costs one thread wake-up, not two.
+                    link.receivers += 1
+                    self._changed.release()
+                    try:
+                        self._read_waiting(link, wait)
+                    finally:
+                        self._changed.acquire()
+                        link.receivers -= 1
+                else:
+                    self._changed.wait(wait)
         return loads(serializer, data, buffers)
 
     def _deliver(self, source: int, tag: int, message: tuple[int, Any, list[Any]]) -> None:
@@ -251,38 +267,67 @@ class Communicator:
             self._changed.notify_all()
 
     def _read(self, link: Link) -> None:
-        """The reader of ``link``: frames into queues, until CLOSE and EOF, ABORT or loss."""
-        header = bytearray(HEADER.size)
+        """The reader thread of ``link``: frames into queues while no receiver reads them
+        itself (a failing peer's ABORT is seen while this rank computes), until CLOSE and
+        EOF, ABORT or loss."""
         try:
-            while True:
-                link.channel.read_into(memoryview(header))
-                kind, serializer, tag, count, length = HEADER.unpack(header)
-                sizes = struct.unpack(f"!{count}Q", read_bytes(link.channel, 8 * count))
-                data = read_bytes(link.channel, length)
-                buffers = [read_buffer(link.channel, size) for size in sizes]
-                if kind == DATA:
-                    self._deliver(link.peer, tag, (serializer, data, buffers))
-                elif kind == CLOSE:
-                    with self._changed:
-                        link.peer_closed = True
-                        self._changed.notify_all()
-                elif kind == ABORT:
-                    reason, serializer, blob = loads(serializer, data, buffers)
-                    try:
-                        error = loads(serializer, blob, [])
-                    except Exception:  # its class, say, is not importable here
-                        error = RuntimeError(reason)
-                    self._fail(tag, str(reason), error)
-                    return
-                else:
-                    raise ValueError(f"a frame of unknown kind {kind}")
+            while not link.done:
+                if link.receivers:  # a receiver reads it: not woken by each of its messages
+                    time.sleep(PARK)
+                    continue
+                if not link.channel.readable(PARK):
+                    continue
+                with link.reading:
+                    if not link.done and link.channel.readable(0):
+                        self._read_frame(link)
         except Exception as exc:
-            if not (link.peer_closed or self._closing):
-                self._fail(link.peer, f"its connection was lost ({exc!r})")
+            self._lost(link, exc)
+
+    def _read_waiting(self, link: Link, wait: float) -> None:
+        """(a receiver holding ``link.reading``) Read one frame of ``link`` if one comes
+        within ``wait`` seconds; release the lock."""
+        try:
+            if not link.done and link.channel.readable(wait):
+                self._read_frame(link)
+        except Exception as exc:
+            self._lost(link, exc)
         finally:
+            link.reading.release()
+
+    def _read_frame(self, link: Link) -> None:
+        """Read one frame of ``link`` (``link.reading`` held) and act on it."""
+        channel = link.channel
+        kind, serializer, tag, count, length = HEADER.unpack(read_bytes(channel, HEADER.size))
+        sizes = struct.unpack(f"!{count}Q", read_bytes(channel, 8 * count))
+        data = read_bytes(channel, length)
+        buffers = [read_buffer(channel, size) for size in sizes]
+        if kind == DATA:
+            self._deliver(link.peer, tag, (serializer, data, buffers))
+        elif kind == CLOSE:
             with self._changed:
-                link.done = True
+                link.peer_closed = True
                 self._changed.notify_all()
+        elif kind == ABORT:
+            reason, serializer, blob = loads(serializer, data, buffers)
+            try:
+                error = loads(serializer, blob, [])
+            except Exception:  # its class, say, is not importable here
+                error = RuntimeError(reason)
+            self._fail(tag, str(reason), error)
+            self._end(link)
+        else:
+            raise ValueError(f"a frame of unknown kind {kind}")
+
+    def _lost(self, link: Link, exc: BaseException) -> None:
+        """``link`` broke (or ended after its CLOSE, or while closing: no failure then)."""
+        if not (link.peer_closed or self._closing):
+            self._fail(link.peer, f"its connection was lost ({exc!r})")
+        self._end(link)
+
+    def _end(self, link: Link) -> None:
+        with self._changed:
+            link.done = True
+            self._changed.notify_all()
 
     def _tag(self, root: int) -> int:
         """The tag of the next collective call, once ``root`` is checked."""

@@ -17,8 +17,7 @@ naming it (with its exception, or the exception's text when it does not travel) 
 blocked or later ``recv`` or collective there raises it; so does a connection lost before
 the peer's clean CLOSE (``close()`` sends CLOSE, then waits 5 s at most for the peers').
 
-TLS goes through memory BIOs (one lock per connection), since a rank reads a connection in
-one thread while others write to it, which an ``ssl.SSLSocket`` does not allow.
+The connections themselves, plain or TLS, are in :mod:`client_sdk.spmd_channels`.
 """
 
 from __future__ import annotations
@@ -26,16 +25,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import itertools
 import os
 import socket
 import ssl
 import struct
 import threading
 import time
-from collections import deque
-from typing import Any, Protocol
+from typing import Protocol
 
+from client_sdk.spmd_channels import open_channel
 from client_sdk.spmd_collectives import Communicator, Link, RankFailed
 from client_sdk.spmd_frames import Channel, read_bytes
 
@@ -51,7 +49,6 @@ __all__ = [
 _MAGIC = b"CTSPMD01"  # what the accepting rank sends first, then its nonce
 _NONCE = 32
 _HANDSHAKE_TIMEOUT = 30.0  # seconds to authenticate one connection
-_TLS_CHUNK = 1 << 20  # bytes encrypted at a time
 
 
 class Rendezvous(Protocol):
@@ -96,114 +93,6 @@ class KnownAddresses:
     def lookup(self, rank: int, timeout: float) -> tuple[str, int]:
         """Where ``rank`` listens."""
         return self._addresses[rank]
-
-
-def _sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
-    """Send every byte of ``parts`` without joining them (gathered writes)."""
-    views = deque(memoryview(part).cast("B") for part in parts if len(part))
-    while views:
-        sent = sock.sendmsg(list(itertools.islice(views, 64)))
-        while sent:
-            if sent >= len(views[0]):
-                sent -= len(views.popleft())
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
-
-
-class _Plain:
-    """A TCP connection: gathered writes; buffered reads that fill large buffers directly."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._file = sock.makefile("rb", buffering=1 << 16)
-
-    def send(self, parts: list[Any]) -> None:
-        _sendmsg_all(self.sock, parts)
-
-    def read_into(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            count = self._file.readinto(view[got:])
-            if not count:
-                raise EOFError("the connection was closed")
-            got += count
-
-    def shutdown(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.shutdown()
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self.sock.close()
-
-
-class _Tls(_Plain):
-    """TLS over a TCP connection through memory BIOs: one thread may read while another
-    writes. ``host`` None: the server side."""
-
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext, host: str | None) -> None:
-        self.sock = sock
-        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self._tls = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=host is None, server_hostname=host
-        )
-        self._lock = threading.Lock()
-        while True:
-            try:
-                self._tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self.sock.sendall(self._outgoing.read())
-                self._fill()
-        self.sock.sendall(self._outgoing.read())
-
-    def _fill(self) -> None:
-        data = self.sock.recv(1 << 18)
-        if not data:
-            raise EOFError("the connection was closed")
-        with self._lock:
-            self._incoming.write(data)
-
-    def send(self, parts: list[Any]) -> None:
-        pending: list[bytes] = []
-        for part in parts:
-            view = memoryview(part).cast("B")
-            for start in range(0, len(view), _TLS_CHUNK):
-                with self._lock:
-                    self._tls.write(view[start : start + _TLS_CHUNK])
-                    pending.append(self._outgoing.read())
-                if len(pending[-1]) >= _TLS_CHUNK // 2:
-                    _sendmsg_all(self.sock, pending)
-                    pending.clear()
-        _sendmsg_all(self.sock, pending)
-
-    def read_into(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            try:
-                with self._lock:
-                    count = self._tls.read(len(view) - got, view[got:])
-            except ssl.SSLWantReadError:
-                self._fill()
-                continue
-            except ssl.SSLZeroReturnError:
-                count = 0
-            if not count:
-                raise EOFError("the connection was closed")
-            got += count
-
-    def close(self) -> None:
-        self.shutdown()
-        self.sock.close()
-
-
-def _open(sock: socket.socket, context: ssl.SSLContext | None, host: str | None) -> Channel:
-    """``sock`` as a channel, TLS when ``context`` is given (``host`` None: server side)."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _Plain(sock) if context is None else _Tls(sock, context, host)
 
 
 class _Auth:
@@ -319,7 +208,7 @@ def connect(
         channel = None
         try:
             sock.settimeout(max(0.1, min(_HANDSHAKE_TIMEOUT, deadline - time.monotonic())))
-            channel = _open(sock, ssl_server, None)
+            channel = open_channel(sock, ssl_server, None)
             peer, nonce = auth.challenge(channel)
             with changed:
                 if peer in accepted or complete.is_set():
@@ -356,7 +245,7 @@ def connect(
             address = rendezvous.lookup(peer, max(0.0, deadline - time.monotonic()))
             sock = _dial(address, deadline)
             try:
-                links[peer] = channel = _open(sock, ssl_client, address[0])
+                links[peer] = channel = open_channel(sock, ssl_client, address[0])
                 auth.respond(channel, peer)
                 sock.settimeout(None)
             except BaseException:

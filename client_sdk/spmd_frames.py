@@ -33,6 +33,8 @@ class Channel(Protocol):
 
     def read_into(self, view: memoryview) -> None: ...  # all of it, else EOFError
 
+    def readable(self, timeout: float | None) -> bool: ...  # a byte to read, or its end
+
     def shutdown(self) -> None: ...
 
     def close(self) -> None: ...

@@ -347,6 +347,22 @@ def test_a_rank_that_aborts_wakes_every_blocked_recv_naming_it(tls: bool, tmp_pa
     assert pickle.loads(pickle.dumps(results[0][0])).rank == 2
 
 
+def test_a_computing_rank_learns_of_a_failure_without_calling_recv() -> None:
+    def body(comm: Communicator) -> Any:
+        if comm.rank == 1:
+            comm.recv(0, tag=1)  # a receiver reading the connection itself...
+            raise ValueError("rank 1 gives up")
+        comm.send("go", 1, tag=1)
+        deadline = time.monotonic() + 5
+        while comm.failure() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # ...then rank 0 computes: its reader thread sees the ABORT
+        return comm.failure()
+
+    results, errors = run_ranks(2, body)
+    assert isinstance(errors[1], ValueError)
+    assert results[0] is not None and results[0].rank == 1
+
+
 def _refuse(text: str) -> Exception:
     raise ImportError("this class is not importable here")
 
