@@ -46,7 +46,7 @@ def apply_config(allowed_failures: int | None = None) -> None:
 # (worker to scheduler, scheduler to each client): a message sent within that window of
 # the previous one waits for the window to pass, which a sequence of small jobs always
 # hits. "0ms" sends as soon as the event loop is free (messages still group while a
-# write is in progress); "dask" leaves Dask's intervals. See docs/performance.md.
+# write is in progress); "dask" leaves Dask's intervals. See docs/cli.md, "Dask settings".
 SEND_INTERVAL_KEY = "computethis.batched-send-interval"
 DEFAULT_SEND_INTERVAL = "0ms"
 
