@@ -7,19 +7,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import dill
 import pytest
 from flask.testing import FlaskClient
 
-from gateway.app import create_app
-from gateway.config import GatewayConfig
-from gateway.services import EXTENSION, Services
-from gateway.store import Job, JobSpec
+from gateway.services import Services
+from gateway.store import Job
+from tests.integration.unstarted import ADMIN_TOKEN, stored_job, unstarted_app
 from wire.http import API_PREFIX, JOBS_PATH, RESULTS_PATH
 
-ADMIN_TOKEN = "admin-token"
 MISSING = "0" * 32
-PAYLOAD = dill.dumps((abs, (-1,), {}))
 
 
 @dataclass
@@ -31,9 +27,7 @@ class Gateway:
     admin: dict[str, str]
 
     def job_of(self, tenant: str) -> Job:
-        (job,), created = self.shared.store.create_many(JobSpec(tenant=tenant), [PAYLOAD])
-        assert created
-        return job
+        return stored_job(self.shared, tenant)
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -42,20 +36,14 @@ def _bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    """An app never started: its dispatcher makes no connection, its store is real."""
-    config = GatewayConfig(save_dir=tmp_path / "save", token=ADMIN_TOKEN)
-    app = create_app(config, "tcp://127.0.0.1:1")
-    shared: Services = app.extensions[EXTENSION]
-    try:
+    with unstarted_app(tmp_path / "save") as (client, shared):
         yield Gateway(
-            client=app.test_client(),
+            client=client,
             shared=shared,
             alice=_bearer(shared.tokens.create("alice")),
             bob=_bearer(shared.tokens.create("bob")),
             admin=_bearer(ADMIN_TOKEN),
         )
-    finally:
-        shared.store.close()
 
 
 def _same_as_missing(gateway: Gateway, method: str, suffix: str, job: Job) -> None:

@@ -13,15 +13,12 @@ import dill
 import pytest
 from flask.testing import FlaskClient
 
-from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.dashboard.sessions import COOKIE
-from gateway.services import EXTENSION, Services
-from gateway.store import FOLDER, SPMD, Job, JobSpec, Outcome
+from gateway.services import Services
+from gateway.store import FOLDER, SPMD, Job, Outcome
+from tests.integration.unstarted import ADMIN_TOKEN, PAYLOAD, stored_job, unstarted_app
 from wire.http import DEPLOYMENTS_PATH
 
-ADMIN_TOKEN = "admin-token"
-PAYLOAD = dill.dumps((abs, (-1,), {}))
 EVIL = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
 
@@ -32,11 +29,7 @@ class Gateway:
     alice_token: str
 
     def job_of(self, tenant: str, **options: object) -> Job:
-        (job,), created = self.shared.store.create_many(
-            JobSpec(tenant=tenant, **options), [PAYLOAD]
-        )
-        assert created
-        return job
+        return stored_job(self.shared, tenant, **options)
 
     def sign_in(self, token: str, client: FlaskClient | None = None) -> str:
         """Sign ``client`` in; the CSRF token of its session."""
@@ -49,14 +42,8 @@ class Gateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    """An app never started: its dispatcher makes no connection, its store is real."""
-    config = GatewayConfig(save_dir=tmp_path / "save", token=ADMIN_TOKEN)
-    app = create_app(config, "tcp://127.0.0.1:1")
-    shared: Services = app.extensions[EXTENSION]
-    try:
-        yield Gateway(app.test_client(), shared, shared.tokens.create("alice"))
-    finally:
-        shared.store.close()
+    with unstarted_app(tmp_path / "save") as (client, shared):
+        yield Gateway(client, shared, shared.tokens.create("alice"))
 
 
 def test_the_root_leads_to_the_dashboard_and_no_cookie_to_sign_in(gateway: Gateway):
