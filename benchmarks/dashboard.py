@@ -70,7 +70,9 @@ def run(runner: Runner, sizes: Sizes) -> BenchResult:
     result = BenchResult(NAME)
     timings: dict[str, list[float]] = {}
     for label, path in pages.items():
-        timings[label] = render_times(session, url + path, fresh=label.endswith("afresh"))
+        renders = RENDERS if sizes.repeats > 1 else 3  # --quick: a smoke run
+        fresh = label.endswith("afresh")
+        timings[label] = render_times(session, url + path, fresh=fresh, renders=renders)
         result.rows.append(
             Row(
                 f"{label} ms, {sizes.dashboard_jobs:,} jobs",
@@ -200,12 +202,14 @@ def signed_in(url: str) -> requests.Session:
     return session
 
 
-def render_times(session: requests.Session, url: str, fresh: bool = False) -> list[float]:
-    """Milliseconds of each of :data:`RENDERS` fetches of ``url`` (after one untimed);
+def render_times(
+    session: requests.Session, url: str, fresh: bool = False, renders: int = RENDERS
+) -> list[float]:
+    """Milliseconds of each of ``renders`` fetches of ``url`` (after one untimed);
     ``fresh``: each after the shared snapshot is stale, so that it is built anew."""
     session.get(url, timeout=30).raise_for_status()
     times = []
-    for _ in range(RENDERS):
+    for _ in range(renders):
         if fresh:
             time.sleep(FRESH_FOR + 0.05)
         start = time.perf_counter()
