@@ -78,6 +78,11 @@ class GatewayMetrics:
         :class:`gateway.connections.ConnectionCounters`) at each scrape."""
         self.registry.register(_HttpServerCollector(pool, connections))
 
+    def watch_direct_calls(self, direct: Any) -> None:
+        """Report the direct calls (a :class:`gateway.dask.direct.DirectCalls`: its
+        ``answered`` and ``through_dask`` counts) at each scrape."""
+        self.registry.register(_DirectCallsCollector(direct))
+
     def job_outcomes(self, outcomes: list[Any]) -> None:
         """Count recorded outcomes (store.Outcome) and their run times."""
         for outcome in outcomes:
@@ -201,6 +206,27 @@ class _HttpServerCollector:
             "Requests whose headers did not arrive within --header-timeout (408), and new "
             "connections closed for sending nothing that long",
             value=counts.timed_out,
+        )
+
+
+class _DirectCallsCollector:
+    """Counters of direct calls, read at scrape time."""
+
+    def __init__(self, direct: Any) -> None:
+        self.direct = direct
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "computethis_direct_calls_answered",
+            "Single function jobs run as direct calls on an idle worker (not through the "
+            "scheduler), their outcome brought back by the call",
+            value=self.direct.answered,
+        )
+        yield CounterMetricFamily(
+            "computethis_direct_calls_through_dask",
+            "Jobs sent as direct calls that went through Dask after all (every worker "
+            "busy, or the call's connection lost)",
+            value=self.direct.through_dask,
         )
 
 

@@ -44,6 +44,7 @@ class Services:
         waiters = Waiters()
         dispatcher = Dispatcher(store, waiters, scheduler)
         metrics = GatewayMetrics(store, lambda: dispatcher.cluster)
+        metrics.watch_direct_calls(dispatcher.submitter.direct)
         live_logs = LiveLogs()
         dispatcher.link.listen(LOGS_TOPIC, live_logs.on_event)
 

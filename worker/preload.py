@@ -2,8 +2,9 @@
 
 It imports the job runner now, not when the first job arrives (dill and the SDK's
 pickling: ~40 ms of CPU, which with many workers on few cores held up the first jobs),
-and shortens the worker's batched stream to the scheduler
-(:func:`scheduler.config.send_interval`).
+shortens the worker's batched stream to the scheduler
+(:func:`scheduler.config.send_interval`), and takes direct calls from the gateway
+(:mod:`worker.direct`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 
 import worker.runner  # noqa: F401 - imported for its cost, as the worker starts
 from scheduler.config import send_interval, shorten_stream
+from worker import direct
 
 
 def dask_setup(worker: Any) -> None:
     """Dask calls this in each worker process it starts with this preload."""
     shorten_stream(worker.batched_stream, send_interval())
+    direct.install(worker)

@@ -39,32 +39,39 @@ class JobFailed(Exception):
         return self.args[0]
 
 
-def run_job(job_id: str, payload: bytes) -> memoryview:
+def run_job(job_id: str, payload: bytes, publish: bool = True) -> memoryview:
     """Execute the call in ``payload`` (dill bytes of ``(func, args, kwargs)``).
 
     Returns a packed :class:`Envelope`; raises :class:`JobFailed` if the function raised.
     It is returned as a memoryview because Dask hands a memoryview result to the
     gateway as a view of the bytes it received, where bytes would be copied once more.
+    ``publish``: tell the gateway of the outcome as a Dask event (not for a direct call,
+    whose answer carries it: :mod:`worker.direct`).
     """
 
     def load() -> Callable[[], Any]:
         func, args, kwargs = load_call(payload)
         return lambda: func(*args, **kwargs)
 
-    return run_call(job_id, load, "function")
+    return run_call(job_id, load, "function", publish)
 
 
-def run_call(job_id: str, load: Callable[[], Callable[[], Any]], what: str) -> memoryview:
+def run_call(
+    job_id: str, load: Callable[[], Callable[[], Any]], what: str, publish: bool = True
+) -> memoryview:
     """Run one job's user code: ``load()`` deserializes it (a failure there is a
     ``DeserializationError``) into a call, run with its output captured; its return
     value is pickled (a ``SerializationError`` names ``what`` returned it).
 
-    Returns the packed envelope (see :func:`run_job`); raises :class:`JobFailed` if the
-    user code raised.
+    Returns the packed envelope (see :func:`run_job`), told to the gateway as an event
+    when ``publish``; raises :class:`JobFailed` if the user code raised.
     """
     worker = worker_address()
     started = time.time()
     announced_done = announce_start(job_id, worker, started)
+
+    def hand_over(outcome: bytes | memoryview) -> memoryview:
+        return deliver(job_id, worker, outcome) if publish else memoryview(outcome)
 
     output = LiveOutput(job_id, current_worker())
 
@@ -78,7 +85,7 @@ def run_call(job_id: str, load: Callable[[], Callable[[], Any]], what: str) -> m
     try:
         call = load()
     except Exception as exc:
-        return deliver(job_id, worker, finish(False, deserialization_error(exc)))
+        return hand_over(finish(False, deserialization_error(exc)))
 
     failure: bytes | memoryview | None = None
     try:
@@ -100,10 +107,10 @@ def run_call(job_id: str, load: Callable[[], Callable[[], Any]], what: str) -> m
             f"({type(exc).__name__}: {exc}); return plain data instead",
             traceback.format_exc(),
         )
-        return deliver(job_id, worker, finish(False, error))
+        return hand_over(finish(False, error))
     outcome = finish(True, body=body)
     del body, value
-    return deliver(job_id, worker, outcome)
+    return hand_over(outcome)
 
 
 def deliver(job_id: str, worker: str | None, outcome: bytes | memoryview) -> memoryview:

@@ -61,6 +61,7 @@ class Dispatcher:
             reconcile_needed,
         )
         self.recorder.on_recorded = on_recorded
+        self.submitter.direct.on_result = self.recorder.on_result_event
         self.link.listen(STARTED_TOPIC, self.recorder.on_started_event)
         self.link.listen(RESULT_TOPIC, self.recorder.on_result_event)
         self.reconciler = Reconciler(

@@ -62,7 +62,8 @@ class Reconciler:
         """Match every active job in the store with its task on the scheduler."""
         self._needed.clear()
         self._swept_at = time.monotonic()
-        active = self._store.active()
+        direct = self._submitter.direct.in_flight()  # not Dask's: left alone
+        active = [job for job in self._store.active() if job.id not in direct]
         if not active:
             return
         states = self._link.task_states([dask_key(job.id) for job in active])

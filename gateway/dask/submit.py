@@ -22,6 +22,7 @@ from typing import Any
 
 from distributed import Future
 
+from gateway.dask.direct import DirectCalls
 from gateway.dask.gangs import gang_workers, send_gang, stop_gang
 from gateway.dask.link import DaskLink, dask_key
 from gateway.dask.models import ModelSender
@@ -67,6 +68,7 @@ class Submitter:
         self._send_lock = threading.Lock()
         self._outbox: deque[tuple[Job, TaskArguments]] = deque()  # jobs to send to Dask
         self.models = ModelSender(link, store)  # model jobs: pinned to their replicas
+        self.direct = DirectCalls(link, store, self._submit_to_dask)  # single calls
         self._uploaders = ThreadPoolExecutor(
             UPLOAD_THREADS, thread_name_prefix="computethis-upload"
         )
@@ -97,8 +99,18 @@ class Submitter:
             arguments: TaskArguments = (upload.result(),)
         else:
             data = payload if payload is not None else self._store.read_payload(job.id)
+            if self.direct.try_send(job, data):
+                return
             arguments = self._task_arguments(job, data)
         self._outbox.append((job, arguments))
+        self._send_outbox()
+
+    def _submit_to_dask(self, job: Job, payload: bytes) -> None:
+        """Send a job through Dask (a direct call that did not happen or was lost)."""
+        if not self._link.cluster.connected or self._tracker.is_tracked(job.id):
+            self._reconcile_needed.set()
+            return
+        self._outbox.append((job, self._task_arguments(job, payload)))
         self._send_outbox()
 
     def submit_many(self, jobs: list[tuple[Job, bytes]]) -> None:
@@ -137,7 +149,8 @@ class Submitter:
         with self._send_lock:
             tracked = bool(self._tracker.untrack([job.id]))
         client = self._link.client
-        if client is None or not (tracked or job.gang):  # (a gang's ranks may outlive it)
+        direct = self.direct.worker_of(job.id)
+        if client is None or not (tracked or job.gang or direct):  # (a gang's ranks may outlive it)
             then()
             return
         if job.gang:
@@ -149,9 +162,10 @@ class Submitter:
 
             stop_gang(client, job.id, job.ranks or 1, then=stopped)
             return
-        worker = self._processing_worker(job)
+        worker = direct or self._processing_worker(job)
         try:  # forced: Dask forgets the task even while the plugin or a fetch holds it
-            client.cancel([Future(dask_key(job.id), client)], force=True)
+            if not direct:  # (a direct call has no task)
+                client.cancel([Future(dask_key(job.id), client)], force=True)
         except Exception as exc:
             log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:

@@ -466,12 +466,13 @@ def test_timeout_of_one_job_does_not_disturb_another(sdk):
 
 
 def test_small_results_are_pushed_and_large_ones_fetched(sdk):
-    """A small outcome reaches the gateway inside a Dask event (no fetch from the worker
-    afterwards); for a larger one the event asks the gateway to fetch it; a failure is
-    announced by the scheduler. All arrive whole."""
-    small = compute_this(lambda n: "x" * n).submit(10)
-    large = compute_this(lambda n: "x" * n).submit(PUSH_LIMIT * 4)
-    failing = compute_this(lambda: 1 / 0).submit()
+    """Through Dask (a job with retries is never a direct call), a small outcome reaches
+    the gateway inside a Dask event (no fetch from the worker afterwards); for a larger
+    one the event asks the gateway to fetch it; a failure is announced by the scheduler.
+    All arrive whole."""
+    small = compute_this(lambda n: "x" * n, retries=1).submit(10)
+    large = compute_this(lambda n: "x" * n, retries=1).submit(PUSH_LIMIT * 4)
+    failing = compute_this(lambda: 1 / 0, retries=1).submit()
     assert small.result(timeout=60) == "x" * 10
     assert large.result(timeout=60) == "x" * (PUSH_LIMIT * 4)
     with pytest.raises(ZeroDivisionError):
