@@ -106,9 +106,14 @@ class DirectCalls:
             if worker is None:
                 return False
             self._in_flight[job.id] = worker
-        data = bytes(payload)
-        call = self._call(client, job, data, worker)
-        asyncio.run_coroutine_threadsafe(call, client.loop.asyncio_loop)
+        call = self._call(client, job, bytes(payload), worker)
+        try:
+            asyncio.run_coroutine_threadsafe(call, client.loop.asyncio_loop)
+        except RuntimeError:  # the client's loop is closing: through Dask (later)
+            call.close()
+            with self._lock:
+                self._in_flight.pop(job.id, None)
+            return False
         return True
 
     def _pick(self, tried: set[str]) -> str | None:
