@@ -11,8 +11,9 @@ Only a job that Dask would add nothing to goes this way: a function job without 
 or ranks, with a small payload, when a worker known to be reachable from here has no
 direct call in flight. A worker that is not idle answers ``busy`` (the next one is
 tried); with none left, and whenever a call's connection breaks (the worker died, or
-was restarted to cancel the job) while the job is still active, the job goes through
-Dask as any other. The reconciliation leaves jobs in flight here alone.
+was restarted to cancel the job) or its worker leaves the scheduler's view (a host gone
+silently) while the job is still active, the job goes through Dask as any other. The
+reconciliation leaves jobs in flight here alone.
 
 ``computethis.direct-calls`` (a Dask setting, default true;
 ``DASK_COMPUTETHIS__DIRECT_CALLS=false``) turns them off.
@@ -21,10 +22,11 @@ Dask as any other. The reconciliation leaves jobs in flight here alone.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.dask.link import DaskLink
@@ -66,6 +68,7 @@ class DirectCalls:
         self._enabled = enabled()
         self._lock = threading.Lock()
         self._in_flight: dict[str, str] = {}  # job id -> worker address
+        self._running: dict[str, concurrent.futures.Future] = {}  # job id -> its call
         self._reachable: dict[str, float] = {}  # worker -> when it answered a probe
         self._unreachable: dict[str, float] = {}  # worker -> when a probe failed
         self._busy_until: dict[str, float] = {}
@@ -108,13 +111,30 @@ class DirectCalls:
             self._in_flight[job.id] = worker
         call = self._call(client, job, bytes(payload), worker)
         try:
-            asyncio.run_coroutine_threadsafe(call, client.loop.asyncio_loop)
+            running = asyncio.run_coroutine_threadsafe(call, client.loop.asyncio_loop)
         except RuntimeError:  # the client's loop is closing: through Dask (later)
             call.close()
             with self._lock:
                 self._in_flight.pop(job.id, None)
             return False
+        with self._lock:
+            if job.id in self._in_flight:
+                self._running[job.id] = running
         return True
+
+    def forget_gone(self, workers: Iterable[str]) -> None:
+        """End the calls in flight on workers the scheduler no longer has (a host that
+        vanished without closing its connections): their jobs go through Dask now, not
+        after the connection's TCP timeout."""
+        present = set(workers)
+        with self._lock:
+            gone = [
+                self._running[job_id]
+                for job_id, worker in self._in_flight.items()
+                if worker not in present and job_id in self._running
+            ]
+        for running in gone:
+            running.cancel()
 
     def _pick(self, tried: set[str]) -> str | None:
         """(lock held) A reachable worker with no direct call in flight, not busy lately,
@@ -153,16 +173,19 @@ class DirectCalls:
         while True:
             try:
                 answer = await getattr(client.rpc(worker), HANDLER)(job=job.id, payload=payload)
-            except Exception as exc:  # the worker died or was restarted (a cancel)
-                log.info("direct call of job %s on %s ended (%s)", job.id, worker, exc)
+            except (Exception, asyncio.CancelledError) as exc:  # the worker died or was
+                # restarted (a cancel), or it left the cluster (forget_gone)
+                log.info("direct call of job %s on %s ended (%r)", job.id, worker, exc)
                 with self._lock:
                     self._in_flight.pop(job.id, None)
+                    self._running.pop(job.id, None)
                     self._reachable.pop(worker, None)
                 self._through_dask(job, payload)
                 return
             if answer.get("status") in ("done", "failed"):
                 with self._lock:
                     self._in_flight.pop(job.id, None)
+                    self._running.pop(job.id, None)
                     self.answered += 1
                 assert self.on_result is not None
                 self.on_result((time.time(), {"job": job.id, "envelope": answer["envelope"]}))
@@ -172,6 +195,7 @@ class DirectCalls:
                 worker = self._pick(tried)
                 if worker is None:
                     self._in_flight.pop(job.id, None)
+                    self._running.pop(job.id, None)
                 else:
                     self._in_flight[job.id] = worker
                     tried.add(worker)

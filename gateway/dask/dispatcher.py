@@ -186,5 +186,7 @@ class Dispatcher:
     def _check(self) -> None:
         """One connection check, then a reconciliation if the link is new or one is due."""
         state = self.link.check()
+        if state is not Link.DOWN and self.cluster.workers:  # (none yet: a new scheduler)
+            self.submitter.direct.forget_gone(self.cluster.workers)
         if state is Link.RENEWED or (state is Link.UP and self.reconciler.due()):
             self.reconciler.run()
