@@ -174,17 +174,20 @@ class KeepJobsAlive(SchedulerPlugin):
         return {key: tasks[key].state for key in keys or () if key in tasks}
 
     def _replay_results(self, keys: list[str], client_id: str) -> None:
-        """Send ``client_id`` the outcome events of ``keys`` whose task still runs that
-        were published before it subscribed (from the scheduler's event log).
+        """Send ``client_id`` the outcome events of ``keys`` whose task still runs, or
+        that have no task, that were published before it subscribed (from the
+        scheduler's event log).
 
         A worker reports a job's outcome just before its task finishes: a client that
         subscribes in between reads the task as running and would otherwise wait for
-        an event already gone. Events it hears twice are recorded once."""
+        an event already gone. A job run as a direct call (:mod:`worker.direct`) has no
+        task: its event is all that is left when the gateway that called it restarted.
+        Events it hears twice are recorded once."""
         tasks = self.scheduler.tasks
         running = {
             key[len(KEY_PREFIX) :]
             for key in keys
-            if key in tasks and tasks[key].state not in ("memory", "erred")
+            if key not in tasks or tasks[key].state not in ("memory", "erred")
         }
         if not running:
             return

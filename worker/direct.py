@@ -18,8 +18,11 @@ worker whose memory is low, is kept from doing so until the call ends. Short cal
 not pause: pausing and resuming every call cost more than the call (two more messages
 to the scheduler, and with them a sequential call took 7.2 ms instead of 4.7).
 
-The outcome is not published as a Dask event: the answer carries it. If the answer is
-lost (the worker or the gateway died), the gateway runs the job again through Dask.
+The answer carries the outcome. A small one is also published as a result event, as
+a task's is: a gateway restarted while the call ran (its answer lost) finds it in the
+scheduler's event log (:mod:`scheduler.plugin` replays it) instead of running the job
+again; the gateway records each outcome once. If the worker dies, or a larger outcome's
+answer is lost, the gateway runs the job again through Dask.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 
 from distributed.core import Status
 
+from wire.envelope import RESULT_TOPIC
+from wire.limits import PUSH_LIMIT
 from worker.runner import JobFailed, run_job
 
 HANDLER = "computethis_direct"
@@ -89,11 +94,14 @@ class DirectCalls:
 
         token = _worker_cvar.set(self.worker)  # as Dask sets it for a task
         try:
-            return {"status": "done", "envelope": bytes(run_job(job, payload, publish=False))}
+            answer = {"status": "done", "envelope": bytes(run_job(job, payload, publish=False))}
         except JobFailed as failed:
-            return {"status": "failed", "envelope": failed.envelope}
+            answer = {"status": "failed", "envelope": failed.envelope}
         finally:
             _worker_cvar.reset(token)
+        if len(answer["envelope"]) <= PUSH_LIMIT:  # also as a result event: see above
+            self.worker.log_event(RESULT_TOPIC, {"job": job, "envelope": answer["envelope"]})
+        return answer
 
 
 def install(worker: Any) -> None:
