@@ -39,6 +39,9 @@ class KeepJobsAlive(SchedulerPlugin):
         # clients (None: Dask's 5 ms and 2 ms); see scheduler.config.send_interval.
         self.send_interval = send_interval
         self.attempts: dict[str, int] = {}
+        # A job's key: when (scheduler clock) its task was submitted; the events of an
+        # earlier task under the same key (a restarted SPMD job) are older.
+        self.submitted_at: dict[str, float] = {}
         self.other_ranks: dict[str, list[str]] = {}  # an SPMD job's key: its ranks' keys
 
     async def start(self, scheduler: Any) -> None:
@@ -63,9 +66,12 @@ class KeepJobsAlive(SchedulerPlugin):
         ours = [key for key in keys if isinstance(key, str) and key.startswith(KEY_PREFIX)]
         if ours:
             scheduler.client_desires_keys(keys=ours, client=HOLDER)
+        now = time.time()
         for key in ours:
             if RANK_SEPARATOR in key:
                 self.other_ranks.setdefault(key.split(RANK_SEPARATOR)[0], []).append(key)
+            else:
+                self.submitted_at.setdefault(key, now)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         """Count each job's attempts; announce re-runs (a worker died, or Dask retries)
@@ -91,6 +97,7 @@ class KeepJobsAlive(SchedulerPlugin):
             return
         elif finish == "forgotten":
             self.attempts.pop(key, None)
+            self.submitted_at.pop(key, None)
             self.other_ranks.pop(key, None)
         elif finish == "erred":
             # Final (Dask's retries are spent): the gateway fetches the exception.
@@ -174,27 +181,34 @@ class KeepJobsAlive(SchedulerPlugin):
         return {key: tasks[key].state for key in keys or () if key in tasks}
 
     def _replay_results(self, keys: list[str], client_id: str) -> None:
-        """Send ``client_id`` the outcome events of ``keys`` whose task still runs, or
-        that have no task, that were published before it subscribed (from the
-        scheduler's event log).
+        """Send ``client_id`` the outcome events of ``keys`` published before it
+        subscribed (from the scheduler's event log): those of a task that still runs,
+        published since it was submitted, and those of a direct call.
 
         A worker reports a job's outcome just before its task finishes: a client that
         subscribes in between reads the task as running and would otherwise wait for
-        an event already gone. A job run as a direct call (:mod:`worker.direct`) has no
-        task: its event is all that is left when the gateway that called it restarted.
+        an event already gone. An event from before the task was submitted belongs to
+        an earlier task under the same key (an SPMD job that failed and started again):
+        not replayed. A job run as a direct call (:mod:`worker.direct`) has no task: its
+        event, marked ``direct``, is all that is left when the gateway that called it
+        restarted.
         Events it hears twice are recorded once."""
         tasks = self.scheduler.tasks
-        running = {
-            key[len(KEY_PREFIX) :]
-            for key in keys
-            if key not in tasks or tasks[key].state not in ("memory", "erred")
-        }
-        if not running:
+        since: dict[str, float] = {}  # job id: events from then on are replayed
+        direct: set[str] = set()  # job ids without a task
+        for key in keys:
+            job = key[len(KEY_PREFIX) :]
+            if key not in tasks:
+                direct.add(job)
+            elif tasks[key].state not in ("memory", "erred"):
+                since[job] = self.submitted_at.get(key, 0.0)
+        if not since and not direct:
             return
-        replay = [
-            {"op": "event", "topic": RESULT_TOPIC, "event": event}
-            for event in self.scheduler.get_events(RESULT_TOPIC)
-            if isinstance(event[1], dict) and event[1].get("job") in running
-        ]
+        replay = []
+        for event in self.scheduler.get_events(RESULT_TOPIC):  # (time, message)
+            stamp, message = event
+            job = message.get("job") if isinstance(message, dict) else None
+            if (job in since and stamp >= since[job]) or (job in direct and message.get("direct")):
+                replay.append({"op": "event", "topic": RESULT_TOPIC, "event": event})
         if replay:
             self.scheduler.send_all({client_id: replay}, worker_msgs={})

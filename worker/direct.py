@@ -100,7 +100,8 @@ class DirectCalls:
         finally:
             _worker_cvar.reset(token)
         if len(answer["envelope"]) <= PUSH_LIMIT:  # also as a result event: see above
-            self.worker.log_event(RESULT_TOPIC, {"job": job, "envelope": answer["envelope"]})
+            event = {"job": job, "envelope": answer["envelope"], "direct": True}
+            self.worker.log_event(RESULT_TOPIC, event)
         return answer
 
 
