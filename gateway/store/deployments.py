@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS model_calls (
     construct   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS model_calls_deployment ON model_calls (deployment, replica);
+CREATE INDEX IF NOT EXISTS model_calls_construct ON model_calls (deployment) WHERE construct = 1;
 """
 
 
@@ -179,6 +180,12 @@ class Deployments:
             (job_id, deployment_id, replica, int(construct)),
         )
 
+    @staticmethod
+    def forget_call(db: sqlite3.Connection, job_id: str) -> None:
+        """Drop a deleted model job's row, in the transaction that deletes the job; a
+        replica's construct job is kept (the deployment's view lists it)."""
+        db.execute("DELETE FROM model_calls WHERE job_id = ? AND construct = 0", (job_id,))
+
     def call_of(self, job_id: str) -> tuple[str, int] | None:
         """``(deployment id, replica)`` of a model job, if it is one."""
         row = (
@@ -190,61 +197,64 @@ class Deployments:
 
     def busy(self, deployment_id: str) -> dict[int, int]:
         """Queued or running calls per replica of the deployment."""
-        marks = ",".join("?" * len(ACTIVE))
-        rows = (
-            self.db.connection()
-            .execute(
-                "SELECT m.replica, COUNT(*) FROM model_calls m JOIN jobs j ON j.id = m.job_id"
-                f" WHERE m.deployment = ? AND j.status IN ({marks}) GROUP BY m.replica",
-                (deployment_id, *ACTIVE),
-            )
-            .fetchall()
-        )
-        return {int(row[0]): int(row[1]) for row in rows}
+        busy: dict[int, int] = {}
+        for _, replica in self._active(deployment_id):
+            busy[replica] = busy.get(replica, 0) + 1
+        return busy
 
     def active_calls(self, deployment_id: str) -> list[str]:
         """Ids of the deployment's queued or running jobs."""
+        return [job_id for job_id, _ in self._active(deployment_id)]
+
+    def _active(self, deployment_id: str) -> list[tuple[str, int]]:
+        """``(job id, replica)`` of the deployment's queued or running calls.
+
+        From the jobs' status index outwards (CROSS JOIN keeps SQLite to that order):
+        the active jobs are few, while a deployment's calls only grow (through its
+        calls, this took 0.2 s per call at 100,000 calls)."""
         marks = ",".join("?" * len(ACTIVE))
-        rows = (
-            self.db.connection()
-            .execute(
-                "SELECT j.id FROM model_calls m JOIN jobs j ON j.id = m.job_id"
-                f" WHERE m.deployment = ? AND j.status IN ({marks})",
-                (deployment_id, *ACTIVE),
-            )
-            .fetchall()
+        rows = self.db.connection().execute(
+            "SELECT j.id, m.replica FROM jobs j CROSS JOIN model_calls m ON m.job_id = j.id"
+            f" WHERE j.status IN ({marks}) AND m.deployment = ?",
+            (*ACTIVE, deployment_id),
         )
-        return [row[0] for row in rows]
+        return [(row[0], int(row[1])) for row in rows]
 
     def construct_jobs(self, deployment_id: str) -> list[dict[str, Any]]:
-        """Each replica's construct job: its id, replica, status and worker."""
+        """Each replica's construct job: its id, replica, status and worker (by replica;
+        sorted here, so that SQLite reads only the construct rows' partial index)."""
         rows = (
             self.db.connection()
             .execute(
                 "SELECT m.job_id, m.replica, j.status, j.worker FROM model_calls m"
-                " LEFT JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND m.construct = 1"
-                " ORDER BY m.replica",
+                " LEFT JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND m.construct = 1",
                 (deployment_id,),
             )
             .fetchall()
         )
         return [
-            {"job": row[0], "replica": row[1], "status": row[2], "worker": row[3]} for row in rows
+            {"job": row[0], "replica": row[1], "status": row[2], "worker": row[3]}
+            for row in sorted(rows, key=lambda row: row[1])
         ]
 
     def replica_workers(self, deployment_id: str) -> dict[int, str]:
-        """Each replica's worker: the worker that last recorded a call of it."""
-        rows = (
-            self.db.connection()
-            .execute(
-                "SELECT m.replica, j.worker, MAX(j.seq) FROM model_calls m"
-                " JOIN jobs j ON j.id = m.job_id WHERE m.deployment = ? AND j.worker IS NOT NULL"
-                " GROUP BY m.replica",
-                (deployment_id,),
-            )
-            .fetchall()
-        )
-        return {int(row[0]): row[1] for row in rows}
+        """Each replica's worker: the worker of its latest call that has one (rows of
+        one replica are walked newest first along the index, so this does not slow
+        down as calls add up)."""
+        db = self.db.connection()
+        row = db.execute("SELECT replicas FROM deployments WHERE id = ?", (deployment_id,))
+        found = row.fetchone()
+        workers: dict[int, str] = {}
+        for replica in range(found[0] if found else 0):
+            latest = db.execute(
+                "SELECT j.worker FROM model_calls m JOIN jobs j ON j.id = m.job_id"
+                " WHERE m.deployment = ? AND m.replica = ? AND j.worker IS NOT NULL"
+                " ORDER BY m.rowid DESC LIMIT 1",
+                (deployment_id, replica),
+            ).fetchone()
+            if latest is not None:
+                workers[replica] = latest[0]
+        return workers
 
 
 def _deployment(row: Any) -> Deployment:

@@ -245,9 +245,11 @@ class JobStore(JobReads):
         return ids
 
     def delete(self, job_id: str) -> bool:
-        """Delete a job record with its payload and result files."""
+        """Delete a job record with its payload and result files (and a model call's
+        row saying which deployment it belongs to)."""
         with self.db.transaction() as db:
             cursor = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            Deployments.forget_call(db, job_id)
         self.blobs.remove(job_id)
         return cursor.rowcount == 1
 
