@@ -1,5 +1,6 @@
 """Retention: expire done jobs whose results are older than the configured TTL, and
-uploaded folders (bundles) not used for as long."""
+uploaded folders (bundles) and model artifacts not used for as long (an open
+deployment's artifacts are kept)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ class Janitor:
         bundles = self.store.bundles.expire(unused_since=cutoff)
         if bundles:
             log.info("removed %d bundles unused for %g s", bundles, self.ttl)
+        artifacts = self.store.artifacts
+        loaded = {artifacts.path(*item) for item in self.store.deployments.artifacts_in_use()}
+        removed = artifacts.expire(unused_since=cutoff, keep=loaded)
+        if removed:
+            log.info("removed %d artifacts unused for %g s", removed, self.ttl)
         return expired
 
     def _run(self) -> None:

@@ -2,7 +2,9 @@
 ``state_dict``, a skops file), named by its SHA-256 and kept once per tenant.
 
 Like bundles (:mod:`gateway.store.bundles`), each tenant has a directory of its own,
-so one tenant can neither use nor learn of another's artifacts. The gateway checks the
+so one tenant can neither use nor learn of another's artifacts, and one unused for the
+retention time is deleted, unless an open deployment loads it (its replicas may be
+built again). The gateway checks the
 bytes' SHA-256 and nothing else: it never loads an artifact.
 """
 
@@ -20,7 +22,3 @@ class Artifacts(Bundles):
 
     def _check(self, path: Path) -> None:
         """Nothing beyond the SHA-256: the gateway never loads an artifact."""
-
-    def expire(self, unused_since: float) -> int:
-        """Artifacts do not expire with bundles: deployments keep using them."""
-        return 0

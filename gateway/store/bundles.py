@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO
 
@@ -91,12 +92,13 @@ class Bundles:
             return False
         return True
 
-    def expire(self, unused_since: float) -> int:
-        """Delete bundles not uploaded or used since ``unused_since`` (a time); how many."""
+    def expire(self, unused_since: float, keep: Collection[Path] = ()) -> int:
+        """Delete the files not uploaded or used since ``unused_since`` (a time), except
+        those in ``keep``; how many."""
         removed = 0
         for path in self.root.glob(f"*/*{self.SUFFIX}"):
             try:
-                if path.stat().st_mtime < unused_since:
+                if path not in keep and path.stat().st_mtime < unused_since:
                     path.unlink()
                     removed += 1
             except FileNotFoundError:

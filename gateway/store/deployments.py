@@ -160,6 +160,13 @@ class Deployments:
         )
         return int(row[0])
 
+    def artifacts_in_use(self) -> set[tuple[str, str]]:
+        """``(tenant, SHA-256)`` of every artifact an open deployment loads."""
+        rows = self.db.connection().execute(
+            "SELECT tenant, artifacts FROM deployments WHERE status = ?", (ACTIVE_DEPLOYMENT,)
+        )
+        return {(tenant, digest) for tenant, listed in rows for digest in json.loads(listed)}
+
     def close(self, deployment_id: str) -> bool:
         """Mark the deployment closed and drop its constructor; False if it was not active."""
         with self.db.transaction() as db:

@@ -1,14 +1,18 @@
 """The store's deployment queries against a real SQLite store: what they answer, and
 that they read only the rows they need (a deployment's calls only grow: reading all of
-them on every call made each call slower than the last)."""
+them on every call made each call slower than the last); and the artifacts' retention."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import time
 from pathlib import Path
 
 import pytest
 
+from gateway.janitor import Janitor
 from gateway.store import FINISHED, MODEL, JobSpec, JobStore, Outcome
 from gateway.store.deployments import Deployments
 
@@ -115,3 +119,35 @@ def test_a_deployment_query_does_not_grow_with_its_finished_calls(store: JobStor
     add_finished_calls(store, range(20, 2_000))
     many = steps(store, query)
     assert many < 2 * few, f"{query}: {few} steps at 20 finished calls, {many} at 2,000"
+
+
+def keep_artifact(store: JobStore, tenant: str, data: bytes, age: float) -> str:
+    """Upload ``data`` as ``tenant``'s artifact last used ``age`` seconds ago; its digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    store.artifacts.receive(tenant, digest, io.BytesIO(data), len(data), 1 << 20)
+    then = time.time() - age
+    os.utime(store.artifacts.path(tenant, digest), (then, then))
+    return digest
+
+
+def test_artifacts_unused_for_the_retention_time_expire_unless_an_open_deployment_loads_them(
+    store: JobStore,
+):
+    loaded = keep_artifact(store, "alice", b"weights", age=7200)
+    other = keep_artifact(store, "bob", b"weights", age=7200)  # the same bytes, bob's
+    unused = keep_artifact(store, "alice", b"old weights", age=7200)
+    recent = keep_artifact(store, "alice", b"new weights", age=10)
+    store.deployments.create("e" * 32, "alice", None, 1, [loaded], ["predict"], b"class")
+    janitor = Janitor(store, ttl=3600)
+
+    janitor.sweep()
+    assert store.artifacts.exists("alice", loaded)  # its deployment is open
+    assert not store.artifacts.exists("bob", other)  # alice's deployment is not bob's
+    assert not store.artifacts.exists("alice", unused)
+    assert store.artifacts.exists("alice", recent)
+
+    store.deployments.close("e" * 32)
+    os.utime(store.artifacts.path("alice", loaded), (time.time() - 7200,) * 2)
+    janitor.sweep()
+    assert not store.artifacts.exists("alice", loaded)
+    assert store.artifacts.exists("alice", recent)
