@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future as UploadFuture
@@ -31,12 +32,15 @@ from gateway.store import ACTIVE, FOLDER, MODEL, RUNNING, Job, JobStore
 from gateway.store.blobs import map_file
 from worker.folder import run_folder
 from worker.runner import run_job
+from worker.task_state import HANDLER as TASK_STATE
+from worker.task_state import RUNNING_STATES
 
 log = logging.getLogger(__name__)
 
 UPLOAD_THREADS = 4  # payloads sent to workers at the same time
 SCATTER_ABOVE = 1 << 20  # payloads larger than this go to a worker directly
 RESTART_TIMEOUT = 60  # seconds a cancelled job's worker has to restart
+DROP_WAIT = 5.0  # seconds a worker has to drop a cancelled task it was not running
 
 # A task's payload argument: the payload's bytes, or a large one already on a worker.
 TaskArgument = bytes | Future
@@ -169,7 +173,13 @@ class Submitter:
         except Exception as exc:
             log.warning("could not cancel job %s in Dask: %s", job.id, exc)
         if worker:
-            threading.Thread(target=self._restart_worker, args=(worker,), daemon=True).start()
+            # A direct call is always running on its worker; a task may only wait there.
+            stop, args = (
+                (self._restart_worker, (worker,))
+                if direct
+                else (self._stop_on, (worker, dask_key(job.id)))
+            )
+            threading.Thread(target=stop, args=args, daemon=True).start()
         then()
 
     # -- sending ------------------------------------------------------------------
@@ -295,6 +305,26 @@ class Submitter:
         except Exception:
             return job.worker if job.status == RUNNING else None
         return next((worker for worker, keys in processing.items() if key in keys), None)
+
+    def _stop_on(self, address: str, key: str) -> None:
+        """Restart the worker if it runs ``key``'s task; one that only holds the task,
+        waiting behind another job, drops it with the cancel (see
+        :mod:`worker.task_state`). Without an answer the worker is restarted."""
+        client = self._link.client
+        assert client is not None
+        deadline = time.monotonic() + DROP_WAIT
+        while True:
+            try:
+                state = client.sync(getattr(client.rpc(address), TASK_STATE), key=key)
+            except Exception as exc:  # an older worker, or it is going: restarted
+                log.info("no task state of %s from %s (%r)", key, address, exc)
+                break
+            if state is None:
+                return  # dropped, or done: the worker runs something else
+            if state in RUNNING_STATES or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)  # the cancel has not reached the worker yet
+        self._restart_worker(address)
 
     def _restart_worker(self, address: str) -> None:
         try:

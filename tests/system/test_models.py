@@ -324,3 +324,40 @@ def test_a_call_past_its_timeout_fails_and_the_replica_is_rebuilt(sdk: Stack):
         assert sleeper.nap.compute(0) == 1  # its worker was restarted: built again
     finally:
         sleeper.close()
+
+
+@compute_this
+class Napper:
+    """Counts its calls; each names the instance that answered it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def nap(self, seconds: float) -> tuple[int, int, int]:
+        time.sleep(seconds)
+        self.calls += 1
+        return self.calls, os.getpid(), id(self)
+
+
+def test_cancelling_a_call_waiting_behind_another_leaves_the_running_one_and_the_replica(
+    sdk: Stack,
+):
+    napper = Napper.deploy()
+    try:
+        _, pid, instance = napper.nap.compute(0)
+        running = napper.nap.submit(3)
+        deadline = time.monotonic() + 30
+        while running.status() != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        waiting = napper.nap.submit(0)  # pinned to the same worker, behind the other
+        time.sleep(0.3)
+        waiting.cancel()
+        assert waiting.status() == "cancelled"
+        # The worker was not restarted: the call it ran ends there, on the same
+        # instance, once; and the replica is not built again.
+        assert running.result(timeout=60) == (2, pid, instance)
+        assert running.info()["attempts"] == 1
+        assert napper.nap.compute(0) == (3, pid, instance)
+    finally:
+        napper.close()
