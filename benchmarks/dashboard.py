@@ -142,11 +142,13 @@ def idle_gateway_cpu(
     harness: Harness, url: str, session: requests.Session, count: int, sizes: Sizes
 ) -> float:
     """The gateway's CPU (percent of one core) over :data:`IDLE_SECONDS` with no load
-    and ``count`` dashboards open (after a second for their streams to start)."""
+    and ``count`` dashboards open (after a second for their streams to start; shorter
+    with ``--quick``)."""
     gateway = {"gateway": harness.processes()["gateway"]}
-    seconds = IDLE_SECONDS if sizes.repeats > 1 else 2.0
+    quick = sizes.repeats == 1  # --quick: a smoke run
+    seconds = 0.5 if quick else IDLE_SECONDS
     with OpenDashboards(url, session, count) if count else nullcontext():
-        time.sleep(1.0)
+        time.sleep(0.2 if quick else 1.0)
         before, start = cpu_seconds(gateway)["gateway"], time.perf_counter()
         time.sleep(seconds)
         used = cpu_seconds(gateway)["gateway"] - before
