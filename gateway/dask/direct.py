@@ -125,9 +125,12 @@ class DirectCalls:
     def forget_gone(self, workers: Iterable[str]) -> None:
         """End the calls in flight on workers the scheduler no longer has (a host that
         vanished without closing its connections): their jobs go through Dask now, not
-        after the connection's TCP timeout."""
+        after the connection's TCP timeout. What was known of those workers is dropped."""
         present = set(workers)
         with self._lock:
+            for seen in (self._reachable, self._unreachable, self._busy_until):
+                for worker in [worker for worker in seen if worker not in present]:
+                    del seen[worker]  # a worker that left (restarted ones come back new)
             gone = [
                 self._running[job_id]
                 for job_id, worker in self._in_flight.items()
