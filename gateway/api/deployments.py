@@ -47,21 +47,25 @@ def _own_deployment(deployment_id: str) -> Deployment:
     return deployment
 
 
+STOPPED = frozenset({FAILED, "cancelled"})  # construct job statuses of a replica not built
+
+
 def _describe(deployment: Deployment) -> dict[str, Any]:
     """The deployment's JSON with its replicas' construct jobs and a status derived from
-    them: starting, ready, failed (a constructor raised) or closed."""
+    them: starting, ready, failed (a constructor raised, and no call of that replica has
+    been answered since) or closed."""
     store = services().store.deployments
     construct = store.construct_jobs(deployment.id)
     workers = store.replica_workers(deployment.id)
     status = deployment.status
     if status != CLOSED:
-        statuses = {item["status"] for item in construct}
+        # A replica whose construct job failed but which answered a call since (built
+        # again by that call) is ready.
+        failed = {item["replica"]: item["job"] for item in construct if item["status"] in STOPPED}
+        answering = store.answered_since(deployment.id, failed) if failed else set()
+        statuses = {item["status"] for item in construct if item["replica"] not in answering}
         status = (
-            "failed"
-            if statuses & {FAILED, "cancelled"}
-            else "starting"
-            if statuses & set(ACTIVE)
-            else "ready"
+            "failed" if statuses & STOPPED else "starting" if statuses & set(ACTIVE) else "ready"
         )
     replicas = [
         {

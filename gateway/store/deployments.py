@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.store.db import Database
-from gateway.store.models import ACTIVE, _iso
+from gateway.store.models import ACTIVE, FINISHED, _iso
 
 ACTIVE_DEPLOYMENT, CLOSED = "active", "closed"
 COLUMNS = "id, tenant, name, created_at, replicas, artifacts, status, methods"
@@ -243,6 +243,22 @@ class Deployments:
             {"job": row[0], "replica": row[1], "status": row[2], "worker": row[3]}
             for row in sorted(rows, key=lambda row: row[1])
         ]
+
+    def answered_since(self, deployment_id: str, after: dict[int, str]) -> set[int]:
+        """The replicas among ``after`` (replica: a job of it) with a finished call
+        created after that job."""
+        db = self.db.connection()
+        answered = set()
+        for replica, job_id in after.items():
+            found = db.execute(
+                "SELECT 1 FROM model_calls m JOIN jobs j ON j.id = m.job_id"
+                " WHERE m.deployment = ? AND m.replica = ? AND j.status = ?"
+                " AND m.rowid > (SELECT rowid FROM model_calls WHERE job_id = ?) LIMIT 1",
+                (deployment_id, replica, FINISHED, job_id),
+            ).fetchone()
+            if found is not None:
+                answered.add(replica)
+        return answered
 
     def replica_workers(self, deployment_id: str) -> dict[int, str]:
         """Each replica's worker: the worker of its latest call that has one (rows of

@@ -19,6 +19,7 @@ from client_sdk import (
     ApiError,
     Client,
     Deployment,
+    Job,
     JobTimeout,
     SerializationError,
     compute_this,
@@ -361,3 +362,29 @@ def test_cancelling_a_call_waiting_behind_another_leaves_the_running_one_and_the
         assert napper.nap.compute(0) == (3, pid, instance)
     finally:
         napper.close()
+
+
+@compute_this
+class FirstBuildFails:
+    """Its constructor fails the first time only (a file says it has run)."""
+
+    def __init__(self, marker: str) -> None:
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise LoadFailed("the first build fails")
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_a_replica_built_by_a_call_after_its_constructor_failed_is_ready(sdk: Stack, tmp_path):
+    deployment = FirstBuildFails.deploy(str(tmp_path / "built-once"), wait=False)
+    try:
+        construct = Job(deployment.info()["replica_info"][0]["construct_job"])
+        with pytest.raises(LoadFailed):
+            construct.result(timeout=60)
+        assert deployment.status() == "failed"
+        assert deployment.ping.compute() == "pong"  # the call built it again
+        assert deployment.status() == "ready"
+    finally:
+        deployment.close()
