@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 UPLOAD_THREADS = 4  # payloads sent to workers at the same time
 SCATTER_ABOVE = 1 << 20  # payloads larger than this go to a worker directly
 RESTART_TIMEOUT = 60  # seconds a cancelled job's worker has to restart
+PLACING_FOR = 0.05  # seconds after a send through Dask without direct calls (see submit)
 DROP_WAIT = 5.0  # seconds a worker has to drop a cancelled task it was not running
 
 # A task's payload argument: the payload's bytes, or a large one already on a worker.
@@ -71,6 +72,7 @@ class Submitter:
         self._reconcile_needed = reconcile_needed
         self._send_lock = threading.Lock()
         self._outbox: deque[tuple[Job, TaskArguments]] = deque()  # jobs to send to Dask
+        self._sent_to_dask_at = float("-inf")  # monotonic time of the last send
         self.models = ModelSender(link, store)  # model jobs: pinned to their replicas
         self.direct = DirectCalls(link, store, self._submit_to_dask)  # single calls
         self._uploaders = ThreadPoolExecutor(
@@ -103,11 +105,19 @@ class Submitter:
             arguments: TaskArguments = (upload.result(),)
         else:
             data = payload if payload is not None else self._store.read_payload(job.id)
-            if self.direct.try_send(job, data):
+            if not self._dask_may_be_placing() and self.direct.try_send(job, data):
                 return
             arguments = self._task_arguments(job, data)
         self._outbox.append((job, arguments))
         self._send_outbox()
+
+    def _dask_may_be_placing(self) -> bool:
+        """Whether a job sent through Dask may still be on its way to a worker that looks
+        idle (sent in the last :data:`PLACING_FOR` seconds, not done yet): a direct call
+        there would hold it up, and a cancel of the call would restart the worker
+        under it."""
+        recently = time.monotonic() - self._sent_to_dask_at < PLACING_FOR
+        return recently and self._tracker.any_tracked()
 
     def _submit_to_dask(self, job: Job, payload: bytes) -> None:
         """Send a job through Dask (a direct call that did not happen or was lost)."""
@@ -200,6 +210,7 @@ class Submitter:
         queued in the store: the next reconciliation submits it."""
         client = self._link.client
         assert client is not None
+        self._sent_to_dask_at = time.monotonic()
         newly = set(self._tracker.track(job.id for job, _ in jobs))
         groups: dict[tuple[str, int], dict[str, TaskArguments]] = {}
         gangs: dict[str, tuple[Job, TaskArguments]] = {}

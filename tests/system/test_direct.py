@@ -112,3 +112,31 @@ def test_a_direct_call_whose_worker_dies_runs_again_through_dask(sdk: Stack, tmp
     assert dies_once.compute(marker) == "second run"
     assert _counts(sdk)[1] == through_dask + 1
     sdk.wait_for_workers(2, timeout=60)
+
+
+@compute_this(retries=1)  # through Dask, never a direct call
+def occupy_through_dask(seconds):
+    import time
+
+    from distributed import get_worker
+
+    time.sleep(seconds)
+    return get_worker().address
+
+
+def test_a_single_call_just_after_a_job_through_dask_goes_through_dask_too(sdk: Stack):
+    """The job sent through Dask may still be on its way to a worker that looks idle: a
+    direct call there would hold it up (and a cancel of the call would restart the
+    worker under it). The single call goes through Dask too, to the other worker."""
+    sdk.wait_for_workers(2)
+    occupy.compute(0)  # the workers are known to take direct calls
+    answered, _ = _counts(sdk)
+    first = occupy_through_dask.submit(1.0)
+    second = occupy.submit(1.0)
+    first_worker = first.result(timeout=60)
+    second_worker = second.result(timeout=60)[0]
+    assert _counts(sdk)[0] == answered  # not a direct call
+    assert first_worker != second_worker
+    assert first.info()["attempts"] == 1
+    assert occupy.compute(0)  # and once that job is done, single calls are direct again
+    assert _counts(sdk)[0] == answered + 1
