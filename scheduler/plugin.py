@@ -191,8 +191,7 @@ class KeepJobsAlive(SchedulerPlugin):
         an earlier task under the same key (an SPMD job that failed and started again):
         not replayed. A job run as a direct call (:mod:`worker.direct`) has no task: its
         event, marked ``direct``, is all that is left when the gateway that called it
-        restarted.
-        Events it hears twice are recorded once."""
+        restarted. Events it hears twice are recorded once."""
         tasks = self.scheduler.tasks
         since: dict[str, float] = {}  # job id: events from then on are replayed
         direct: set[str] = set()  # job ids without a task

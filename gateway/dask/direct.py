@@ -13,7 +13,10 @@ direct call in flight. A worker that is not idle answers ``busy`` (the next one 
 tried); with none left, and whenever a call's connection breaks (the worker died, or
 was restarted to cancel the job) or its worker leaves the scheduler's view (a host gone
 silently) while the job is still active, the job goes through Dask as any other. The
-reconciliation leaves jobs in flight here alone.
+reconciliation leaves jobs in flight here alone. :meth:`Submitter.submit
+<gateway.dask.submit.Submitter.submit>` does not try a direct call for 50 ms after it
+sent a job through Dask that is not done: that job may still be on its way to a worker
+that looks idle here.
 
 ``computethis.direct-calls`` (a Dask setting, default true;
 ``DASK_COMPUTETHIS__DIRECT_CALLS=false``) turns them off.

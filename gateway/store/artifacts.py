@@ -4,8 +4,8 @@
 Like bundles (:mod:`gateway.store.bundles`), each tenant has a directory of its own,
 so one tenant can neither use nor learn of another's artifacts, and one unused for the
 retention time is deleted, unless an open deployment loads it (its replicas may be
-built again). The gateway checks the
-bytes' SHA-256 and nothing else: it never loads an artifact.
+built again). The gateway checks the bytes' SHA-256 and nothing else: it never loads
+an artifact.
 """
 
 from __future__ import annotations
