@@ -56,7 +56,7 @@ def _describe(deployment: Deployment) -> dict[str, Any]:
     been answered since) or closed."""
     store = services().store.deployments
     construct = store.construct_jobs(deployment.id)
-    workers = store.replica_workers(deployment.id)
+    workers = store.replica_workers(deployment.id, deployment.replicas)
     status = deployment.status
     if status != CLOSED:
         # A replica whose construct job failed but which answered a call since (built

@@ -111,7 +111,7 @@ class ModelSender:
             placed = self._placed.get(key)
         if placed in alive:
             return placed
-        recorded = self._store.deployments.replica_workers(deployment_id).get(replica)
+        recorded = self._store.deployments.replica_worker(deployment_id, replica)
         if recorded not in alive:
             recorded = self._least_busy(client, deployment_id, alive)
         if recorded is not None:

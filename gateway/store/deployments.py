@@ -260,24 +260,27 @@ class Deployments:
                 answered.add(replica)
         return answered
 
-    def replica_workers(self, deployment_id: str) -> dict[int, str]:
-        """Each replica's worker: the worker of its latest call that has one (rows of
-        one replica are walked newest first along the index, so this does not slow
-        down as calls add up)."""
-        db = self.db.connection()
-        row = db.execute("SELECT replicas FROM deployments WHERE id = ?", (deployment_id,))
-        found = row.fetchone()
-        workers: dict[int, str] = {}
-        for replica in range(found[0] if found else 0):
-            latest = db.execute(
+    def replica_workers(self, deployment_id: str, replicas: int) -> dict[int, str]:
+        """Each of the ``replicas`` replicas' worker (see :meth:`replica_worker`), for
+        those that have one."""
+        workers = {n: self.replica_worker(deployment_id, n) for n in range(replicas)}
+        return {replica: worker for replica, worker in workers.items() if worker is not None}
+
+    def replica_worker(self, deployment_id: str, replica: int) -> str | None:
+        """The replica's worker: the worker of its latest call that has one (its rows
+        are walked newest first along the index, so this does not slow down as calls
+        add up)."""
+        latest = (
+            self.db.connection()
+            .execute(
                 "SELECT j.worker FROM model_calls m JOIN jobs j ON j.id = m.job_id"
                 " WHERE m.deployment = ? AND m.replica = ? AND j.worker IS NOT NULL"
                 " ORDER BY m.rowid DESC LIMIT 1",
                 (deployment_id, replica),
-            ).fetchone()
-            if latest is not None:
-                workers[replica] = latest[0]
-        return workers
+            )
+            .fetchone()
+        )
+        return None if latest is None else latest[0]
 
 
 def _deployment(row: Any) -> Deployment:

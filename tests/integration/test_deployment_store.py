@@ -60,7 +60,7 @@ def test_the_deployment_queries_answer_from_its_calls(store: JobStore):
     assert calls.busy(DEPLOYMENT) == {0: 2, 1: 1}
     assert sorted(calls.active_calls(DEPLOYMENT)) == sorted([running, *queued])
     # the worker of each replica's latest call that has one (queued calls have none)
-    assert calls.replica_workers(DEPLOYMENT) == {0: "tcp://d", 1: "tcp://e"}
+    assert calls.replica_workers(DEPLOYMENT, REPLICAS) == {0: "tcp://d", 1: "tcp://e"}
     assert [
         (item["replica"], item["job"], item["status"]) for item in calls.construct_jobs(DEPLOYMENT)
     ] == [(0, constructs[1], FINISHED), (1, constructs[0], FINISHED)]
@@ -74,7 +74,15 @@ def test_a_deleted_call_s_row_goes_with_it_but_a_construct_job_s_stays(store: Jo
     assert store.delete(method) and store.delete(construct)
     assert store.deployments.call_of(method) is None
     assert store.deployments.call_of(construct) == (DEPLOYMENT, 0)  # listed by the view
-    assert store.deployments.replica_workers(DEPLOYMENT) == {}
+    assert store.deployments.replica_workers(DEPLOYMENT, REPLICAS) == {}
+
+
+QUERIES = {  # each query of a deployment, as the gateway makes it
+    "busy": lambda calls: calls.busy(DEPLOYMENT),
+    "active_calls": lambda calls: calls.active_calls(DEPLOYMENT),
+    "construct_jobs": lambda calls: calls.construct_jobs(DEPLOYMENT),
+    "replica_workers": lambda calls: calls.replica_workers(DEPLOYMENT, REPLICAS),
+}
 
 
 def steps(store: JobStore, query: str) -> int:
@@ -90,7 +98,7 @@ def steps(store: JobStore, query: str) -> int:
     connection = store.db.connection()
     connection.set_progress_handler(step, 1)
     try:
-        getattr(store.deployments, query)(DEPLOYMENT)
+        QUERIES[query](store.deployments)
     finally:
         connection.set_progress_handler(None, 1)
     return count
@@ -109,7 +117,7 @@ def add_finished_calls(store: JobStore, numbers: range) -> None:
             Deployments.add_call(db, job_id, DEPLOYMENT, n % REPLICAS, False)
 
 
-@pytest.mark.parametrize("query", ["busy", "active_calls", "construct_jobs", "replica_workers"])
+@pytest.mark.parametrize("query", list(QUERIES))
 def test_a_deployment_query_does_not_grow_with_its_finished_calls(store: JobStore, query: str):
     for replica in range(REPLICAS):
         finish(store, call(store, replica, construct=True), f"tcp://w{replica}")
