@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.dask.link import DaskLink
@@ -46,6 +47,15 @@ BUSY_FOR = 0.05  # seconds a worker that answered busy is left alone
 
 OnResult = Callable[[tuple[float, dict[str, Any]]], None]
 Resubmit = Callable[[Job, bytes], None]
+
+
+@dataclass
+class _Call:
+    """A direct call in flight: the worker it went to, and its coroutine's future on
+    the client's loop (None until it is scheduled there)."""
+
+    worker: str
+    running: concurrent.futures.Future | None = None
 
 
 def enabled() -> bool:
@@ -70,8 +80,7 @@ class DirectCalls:
         self._resubmit = resubmit
         self._enabled = enabled()
         self._lock = threading.Lock()
-        self._in_flight: dict[str, str] = {}  # job id -> worker address
-        self._running: dict[str, concurrent.futures.Future] = {}  # job id -> its call
+        self._calls: dict[str, _Call] = {}  # job id -> its call in flight
         self._reachable: dict[str, float] = {}  # worker -> when it answered a probe
         self._unreachable: dict[str, float] = {}  # worker -> when a probe failed
         self._busy_until: dict[str, float] = {}
@@ -83,12 +92,13 @@ class DirectCalls:
     def worker_of(self, job_id: str) -> str | None:
         """The worker running ``job_id`` as a direct call, if it is one."""
         with self._lock:
-            return self._in_flight.get(job_id)
+            call = self._calls.get(job_id)
+            return None if call is None else call.worker
 
     def in_flight(self) -> set[str]:
         """The ids of the jobs in flight as direct calls."""
         with self._lock:
-            return set(self._in_flight)
+            return set(self._calls)
 
     # -- sending ------------------------------------------------------------------
 
@@ -111,18 +121,17 @@ class DirectCalls:
             worker = self._pick(set())
             if worker is None:
                 return False
-            self._in_flight[job.id] = worker
+            self._calls[job.id] = in_flight = _Call(worker)
         call = self._call(client, job, bytes(payload), worker)
         try:
             running = asyncio.run_coroutine_threadsafe(call, client.loop.asyncio_loop)
         except RuntimeError:  # the client's loop is closing: through Dask (later)
             call.close()
             with self._lock:
-                self._in_flight.pop(job.id, None)
+                self._calls.pop(job.id, None)
             return False
         with self._lock:
-            if job.id in self._in_flight:
-                self._running[job.id] = running
+            in_flight.running = running  # (the call may have ended already: harmless)
         return True
 
     def forget_gone(self, workers: Iterable[str]) -> None:
@@ -134,19 +143,16 @@ class DirectCalls:
             for seen in (self._reachable, self._unreachable, self._busy_until):
                 for worker in [worker for worker in seen if worker not in present]:
                     del seen[worker]  # a worker that left (restarted ones come back new)
-            gone = [
-                self._running[job_id]
-                for job_id, worker in self._in_flight.items()
-                if worker not in present and job_id in self._running
-            ]
+            gone = [call.running for call in self._calls.values() if call.worker not in present]
         for running in gone:
-            running.cancel()
+            if running is not None:
+                running.cancel()
 
     def _pick(self, tried: set[str]) -> str | None:
         """(lock held) A reachable worker with no direct call in flight, not busy lately,
         not among ``tried``; starts probing the workers not tried yet."""
         now = time.monotonic()
-        busy = set(self._in_flight.values())
+        busy = {call.worker for call in self._calls.values()}
         for worker in self._link.cluster.workers:
             if worker in tried or worker in busy or self._busy_until.get(worker, 0.0) > now:
                 continue
@@ -183,15 +189,13 @@ class DirectCalls:
                 # restarted (a cancel), or it left the cluster (forget_gone)
                 log.info("direct call of job %s on %s ended (%r)", job.id, worker, exc)
                 with self._lock:
-                    self._in_flight.pop(job.id, None)
-                    self._running.pop(job.id, None)
+                    self._calls.pop(job.id, None)
                     self._reachable.pop(worker, None)
                 self._through_dask(job, payload)
                 return
             if answer.get("status") in ("done", "failed"):
                 with self._lock:
-                    self._in_flight.pop(job.id, None)
-                    self._running.pop(job.id, None)
+                    self._calls.pop(job.id, None)
                     self.answered += 1
                 assert self.on_result is not None
                 self.on_result((time.time(), {"job": job.id, "envelope": answer["envelope"]}))
@@ -200,10 +204,9 @@ class DirectCalls:
                 self._busy_until[worker] = time.monotonic() + BUSY_FOR
                 worker = self._pick(tried)
                 if worker is None:
-                    self._in_flight.pop(job.id, None)
-                    self._running.pop(job.id, None)
+                    self._calls.pop(job.id, None)
                 else:
-                    self._in_flight[job.id] = worker
+                    self._calls[job.id].worker = worker
                     tried.add(worker)
             if worker is None:
                 self._through_dask(job, payload)
