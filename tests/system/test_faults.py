@@ -4,6 +4,7 @@ loopback; tests/system/test_multihost.py does the same across network namespaces
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import random
@@ -356,11 +357,25 @@ def test_results_expire_after_their_ttl(processes: Processes):
     processes.gateway.send_signal(signal.SIGTERM)
     processes.gateway.wait(timeout=30)
     processes.start_gateway("--result-ttl", "1")
+    weights = b"weights no deployment loads"
+    digest = hashlib.sha256(weights).hexdigest()
+    put = requests.put(
+        f"{processes.url}/api/v1/artifacts/{digest}",
+        data=weights,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert put.status_code in (200, 201), put.text
+    # Looked for on disk: asking the gateway for it would count as a use.
+    assert list((processes.save_dir / "artifacts").glob(f"*/{digest}.bin"))
     job = logged_nap.submit(3, 0.0, os.devnull)
     assert job.result(timeout=60) == 3
     deadline = time.monotonic() + 30
     while job.status() != "expired":
         assert time.monotonic() < deadline
+        time.sleep(0.2)
+    while list((processes.save_dir / "artifacts").glob(f"*/{digest}.bin")):
+        assert time.monotonic() < deadline, "an unused artifact outlived the result TTL"
         time.sleep(0.2)
     with pytest.raises(client_sdk.ApiError) as caught:
         Job.from_id(job.id).result(timeout=5)
