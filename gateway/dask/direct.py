@@ -15,8 +15,8 @@ was restarted to cancel the job) or its worker leaves the scheduler's view (a ho
 silently) while the job is still active, the job goes through Dask as any other. The
 reconciliation leaves jobs in flight here alone. :meth:`Submitter.submit
 <gateway.dask.submit.Submitter.submit>` does not try a direct call for 50 ms after it
-sent a job through Dask that is not done: that job may still be on its way to a worker
-that looks idle here.
+last sent jobs through Dask while any of its jobs there is not done: one may still be
+on its way to a worker that looks idle here.
 
 ``computethis.direct-calls`` (a Dask setting, default true;
 ``DASK_COMPUTETHIS__DIRECT_CALLS=false``) turns them off.

@@ -113,9 +113,9 @@ class Submitter:
 
     def _dask_may_be_placing(self) -> bool:
         """Whether a job sent through Dask may still be on its way to a worker that looks
-        idle (sent in the last :data:`PLACING_FOR` seconds, not done yet): a direct call
-        there would hold it up, and a cancel of the call would restart the worker
-        under it."""
+        idle (jobs were sent in the last :data:`PLACING_FOR` seconds, and some job sent
+        there is not done): a direct call there would hold it up, and a cancel of the
+        call would restart the worker under it."""
         recently = time.monotonic() - self._sent_to_dask_at < PLACING_FOR
         return recently and self._tracker.any_tracked()
 
